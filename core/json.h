@@ -15,9 +15,21 @@ plm_status json_load_file(const char *path, size_t max_bytes, cJSON **out, plm_e
 plm_status plm_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
                          plm_error *err);
 
+/* Parses len bytes of buf (which need not be NUL-terminated) as one JSON value; only whitespace
+ * may follow it. `what` names the input in messages, which give the line, column and byte
+ * offset of the problem. *out is freed with cJSON_Delete. */
+plm_status json_parse_buffer(const char *buf, size_t len, const char *what, cJSON **out,
+                             plm_error *err);
+/* Converts a JSON value to an integer: a number that is exactly integral and within int64
+ * range. `name` is the full field name for messages ("model.safetensors: tensor 'x' shape[1]"). */
+plm_status json_value_int(const cJSON *v, const char *name, int64_t *out, plm_error *err);
+
 /* Getters: `where` names the file/object for messages ("config.json: text_config").
  * The *_req variants fail with PLM_E_MISSING when absent and PLM_E_FORMAT on a wrong type;
- * the *_opt variants leave *out unchanged when absent (or null) and fail only on a wrong type. */
+ * the *_opt variants leave *out unchanged when absent (or null) and fail only on a wrong type.
+ * Messages read "config.json: text_config.hidden_size is missing" for where "config.json:
+ * text_config", and "config.json: hidden_size is 3.5, expected an integer" for where
+ * "config.json" (a `where` without ": " is taken as a bare file name). */
 plm_status json_int_req(const cJSON *obj, const char *key, const char *where, int64_t *out,
                         plm_error *err);
 plm_status json_int_opt(const cJSON *obj, const char *key, const char *where, int64_t *out,
