@@ -28,4 +28,23 @@ void img_free(plm_image *img);
 /* Alpha is composited how? Documented in image.c: transformers' convert_rgb drops alpha
  * (PIL Image.convert("RGB")), so we drop it too. */
 
+/* max_pixels == 0 means PLM_DEFAULT_MAX_PIXELS. */
+
+/* ---- internal to vision/ (image.c, img_png.c, img_stb.c) --------------------------------- */
+
+/* Refuses a zero-size image (PLM_E_FORMAT) or one over max_pixels (PLM_E_LIMIT), naming `name`:
+ * "cat.png: image is 100000x100000 = 10000 megapixels, over the limit of 64 megapixels". */
+plm_status img_check_size(const char *name, uint64_t width, uint64_t height, uint64_t max_pixels,
+                          plm_error *err);
+/* PNG through libpng, converted to RGB8 the way PIL's Image.open(...).convert("RGB") does. */
+plm_status img_png_decode(const uint8_t *data, size_t len, const char *name, uint64_t max_pixels,
+                          plm_image *out, plm_error *err);
+/* JPEG, GIF, BMP, PNM and TGA through stb_image. `kind` names the format in messages ("JPEG"). */
+plm_status img_stb_decode(const uint8_t *data, size_t len, const char *name, const char *kind,
+                          uint64_t max_pixels, plm_image *out, plm_error *err);
+/* Walks a JPEG's markers: the frame size from its SOFn segment, and whether the data reaches the
+ * EOI marker. Returns PLM_E_FORMAT ("truncated JPEG", "corrupt JPEG: ...") when it cannot. */
+plm_status img_jpeg_scan(const uint8_t *data, size_t len, const char *name, uint32_t *width,
+                         uint32_t *height, plm_error *err);
+
 #endif
