@@ -1,0 +1,294 @@
+/* One turn: chat template, <image> expansion, vision tower, prefill, decode loop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/session_internal.h"
+#include "lm/sampler.h"
+
+/* LLaVA-1.5's conversation format (llava-hf chat template, single turn). */
+#define IMAGE_MARKER "<image>"
+
+typedef struct strbuf {
+    char *p;
+    size_t n, cap;
+} strbuf;
+
+static int sb_add(strbuf *b, const char *s, size_t n)
+{
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->n + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return 0;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+    return 1;
+}
+
+static int count_markers(const char *s)
+{
+    int n = 0;
+    for (const char *p = strstr(s, IMAGE_MARKER); p; p = strstr(p + 1, IMAGE_MARKER)) n++;
+    return n;
+}
+
+/* Replaces the <image> marker by one image token per visual embedding, as LlavaProcessor does,
+ * so the tokenizer sees exactly the text transformers tokenizes. */
+static plm_status expand_prompt(plm_session *s, const char *prompt, int n_img, char **out)
+{
+    strbuf b = {0};
+    const char *mark = strstr(prompt, IMAGE_MARKER);
+    int ok = 1;
+    if (!mark) {
+        ok = sb_add(&b, prompt, strlen(prompt));
+    } else {
+        ok = sb_add(&b, prompt, (size_t)(mark - prompt));
+        for (int i = 0; ok && i < n_img; i++)
+            ok = sb_add(&b, s->m->image_token, strlen(s->m->image_token));
+        const char *rest = mark + strlen(IMAGE_MARKER);
+        ok = ok && sb_add(&b, rest, strlen(rest));
+    }
+    if (!ok) {
+        free(b.p);
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the prompt");
+    }
+    *out = b.p;
+    return PLM_OK;
+}
+
+static plm_status ensure_kv(plm_session *s, int need)
+{
+    if (s->kv.cap >= need) return PLM_OK;
+    llama_kv_free(&s->kv, s->be);
+    return llama_kv_init(&s->kv, &s->m->cfg.text, s->be, need, &s->err);
+}
+
+/* Runs the vision tower on the session's image into dev_feats [n_img x hidden]. */
+static plm_status encode_image(plm_session *s, float *dev_pixels, float *dev_feats,
+                               float *dev_scratch)
+{
+    plm_model *m = s->m;
+    double t0 = plm_now_ms();
+    float *pix = NULL;
+    int h = 0, w = 0;
+    PLM_TRY(clip_preprocess(&m->pp, &s->img, &pix, &h, &w, &s->err));
+    if (h != m->cfg.vision.image_size || w != m->cfg.vision.image_size) {
+        free(pix);
+        return plm_fail(&s->err, PLM_E_SHAPE, "the image processor makes %dx%d pixels but the "
+                        "vision tower takes %dx%d", w, h, m->cfg.vision.image_size,
+                        m->cfg.vision.image_size);
+    }
+    free(s->pixels);
+    s->pixels = pix;
+    s->ph = h;
+    s->pw = w;
+    s->be->ops->upload(s->be, dev_pixels, pix, (size_t)3 * h * w * sizeof(float));
+    vit_forward(&m->vit, s->be, dev_pixels, dev_feats, dev_scratch);
+    size_t n = (size_t)vit_n_tokens(&m->cfg.vision) * (size_t)m->cfg.text.hidden;
+    float *f = realloc(s->feats, n * sizeof(float));
+    if (!f) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
+    s->feats = f;
+    s->n_feat = (size_t)vit_n_tokens(&m->cfg.vision);
+    s->be->ops->download(s->be, f, dev_feats, n * sizeof(float));
+    s->t.vision_ms = plm_now_ms() - t0;
+    return PLM_OK;
+}
+
+static plm_status tokenize_prompt(plm_session *s, const char *prompt)
+{
+    plm_model *m = s->m;
+    int markers = count_markers(prompt);
+    if (markers > 1)
+        return plm_fail(&s->err, PLM_E_ARG, "the prompt has %d %s markers; one image per prompt "
+                        "is supported", markers, IMAGE_MARKER);
+    if (markers == 1 && !s->has_image)
+        return plm_fail(&s->err, PLM_E_ARG, "the prompt has an %s marker but no image was given",
+                        IMAGE_MARKER);
+    if (markers == 0 && s->has_image)
+        return plm_fail(&s->err, PLM_E_ARG, "an image was given but the prompt has no %s marker",
+                        IMAGE_MARKER);
+    int n_img = markers ? vit_n_tokens(&m->cfg.vision) : 0;
+    char *text;
+    PLM_TRY(expand_prompt(s, prompt, n_img, &text));
+    int32_t *ids = NULL;
+    size_t n = 0;
+    plm_status st = tok_encode(m->tok, text, strlen(text), 1, &ids, &n, &s->err);
+    free(text);
+    if (st != PLM_OK) return plm_fail_prefix(&s->err, st, "prompt: ");
+    size_t cap = n + (size_t)s->p.max_tokens + 1;
+    int32_t *t = realloc(s->tokens, cap * sizeof *t);
+    if (!t) {
+        free(ids);
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for tokens");
+    }
+    memcpy(t, ids, n * sizeof *t);
+    free(ids);
+    s->tokens = t;
+    s->cap_tokens = cap;
+    s->n_prompt = s->n_tokens = n;
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] < 0 || t[i] >= m->cfg.text.vocab)
+            return plm_fail(&s->err, PLM_E_FORMAT, "prompt: token id %d is outside the model's "
+                            "vocabulary of %d", t[i], m->cfg.text.vocab);
+        found += m->cfg.has_vision && t[i] == m->cfg.image_token_id;
+    }
+    if (found != n_img)
+        return plm_fail(&s->err, PLM_E_FORMAT, "prompt: expected %d image tokens after expanding "
+                        "%s, found %d (does the prompt contain the image token's text?)", n_img,
+                        IMAGE_MARKER, found);
+    if (n + (size_t)s->p.max_tokens > (size_t)s->p.n_ctx)
+        return plm_fail(&s->err, PLM_E_LIMIT, "the prompt is %zu tokens; with max_tokens %d it "
+                        "needs %zu positions, over the context of %d", n, s->p.max_tokens,
+                        n + (size_t)s->p.max_tokens, s->p.n_ctx);
+    return PLM_OK;
+}
+
+/* Embeds the prompt into x: token embeddings, with the image rows replaced by the projected
+ * image features (the image tokens form one contiguous run). */
+static void embed_prompt(plm_session *s, float *x, const float *dev_feats)
+{
+    plm_model *m = s->m;
+    const plm_backend_ops *op = s->be->ops;
+    const int64_t D = m->cfg.text.hidden;
+    int32_t *ids = malloc(s->n_prompt * sizeof *ids);
+    int64_t first = -1;
+    for (size_t i = 0; i < s->n_prompt; i++) {
+        int img = m->cfg.has_vision && s->tokens[i] == m->cfg.image_token_id;
+        if (img && first < 0) first = (int64_t)i;
+        ids[i] = img ? 0 : s->tokens[i];
+    }
+    op->embed(s->be, x, &m->llm.embed, ids ? ids : s->tokens, (int64_t)s->n_prompt);
+    free(ids);
+    if (first >= 0) op->copy2d(s->be, x + first * D, D, dev_feats, D, (int64_t)s->n_feat, D);
+}
+
+static int is_eos(const llama_config *c, int32_t tok)
+{
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos[i] == tok) return 1;
+    return 0;
+}
+
+static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf *answer)
+{
+    plm_model *m = s->m;
+    const llama_config *c = &m->cfg.text;
+    const plm_backend_ops *op = s->be->ops;
+    const int64_t T = (int64_t)s->n_prompt, D = c->hidden, V = c->vocab;
+    const int64_t n_logits = s->keep_logits ? T : 1;
+    size_t vis = 0, feat = 0, pix = 0;
+    if (s->has_image) {
+        pix = (size_t)3 * m->cfg.vision.image_size * m->cfg.vision.image_size;
+        feat = (size_t)vit_n_tokens(&m->cfg.vision) * (size_t)D;
+        vis = pix + vit_scratch_floats(&m->vit);
+    }
+    size_t lscr = llama_scratch_floats(c, T);
+    size_t work = lscr > vis ? lscr : vis;
+    PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + work));
+    float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *wk = fe + feat;
+    PLM_TRY(ensure_kv(s, (int)T + s->p.max_tokens));
+    s->kv.n = 0;
+
+    if (s->has_image) PLM_TRY(encode_image(s, wk, fe, wk + pix));
+    double t0 = plm_now_ms();
+    embed_prompt(s, x, fe);
+    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
+    llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk);
+    free(pos);
+    if (s->keep_logits) {
+        float *pl = realloc(s->prompt_logits, (size_t)(T * V) * sizeof(float));
+        if (!pl) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for prompt logits");
+        s->prompt_logits = pl;
+        op->download(s->be, pl, lg, (size_t)(T * V) * sizeof(float));
+    }
+    op->download(s->be, s->logits, lg + (n_logits - 1) * V, (size_t)V * sizeof(float));
+    s->t.prefill_ms = plm_now_ms() - t0;
+
+    sampler smp;
+    if (!sampler_init(&smp, s->p.temperature, s->p.top_k, s->p.top_p, s->p.seed, (size_t)V))
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the sampler");
+    tok_stream *ts = NULL;
+    plm_status st = tok_stream_new(m->tok, 1, &ts, &s->err);
+    t0 = plm_now_ms();
+    for (int i = 0; st == PLM_OK && i < s->p.max_tokens; i++) {
+        int32_t tok = sampler_pick(&smp, s->logits, (size_t)V);
+        s->tokens[s->n_tokens++] = tok;
+        s->t.n_generated++;
+        if (is_eos(c, tok)) break;
+        const char *piece = "";
+        st = tok_stream_push(ts, tok, &piece, &s->err);
+        if (st != PLM_OK) break;
+        if (*piece && !sb_add(answer, piece, strlen(piece))) {
+            st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the answer");
+            break;
+        }
+        if (on_token && *piece && on_token(piece, tok, user)) break;
+        if (i + 1 == s->p.max_tokens) break;
+        int32_t p1 = s->kv.n;
+        op->embed(s->be, x, &m->llm.embed, &tok, 1);
+        llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, s->kv.n + 1, wk);
+        op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
+    }
+    const char *rest = "";
+    if (st == PLM_OK) st = tok_stream_finish(ts, &rest, &s->err);
+    if (st == PLM_OK && *rest) {
+        if (!sb_add(answer, rest, strlen(rest)))
+            st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the answer");
+        else if (on_token)
+            on_token(rest, -1, user);
+    }
+    s->t.decode_ms = plm_now_ms() - t0;
+    tok_stream_free(ts);
+    sampler_free(&smp);
+    return st;
+}
+
+plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn on_token,
+                                void *user, char **answer)
+{
+    if (answer) *answer = NULL;
+    if (!prompt) return plm_fail(&s->err, PLM_E_ARG, "no prompt");
+    double keep_load = s->t.load_image_ms;
+    memset(&s->t, 0, sizeof s->t);
+    s->t.load_image_ms = keep_load;
+    s->n_feat = 0;
+    PLM_TRY(tokenize_prompt(s, prompt));
+    s->t.n_prompt = (int)s->n_prompt;
+    s->t.n_image_tokens = s->has_image ? vit_n_tokens(&s->m->cfg.vision) : 0;
+    strbuf b = {0};
+    plm_status st = run(s, on_token, user, &b);
+    if (st == PLM_OK && answer) {
+        *answer = b.p ? b.p : strdup("");
+        if (!*answer) st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    } else {
+        free(b.p);
+    }
+    return st;
+}
+
+plm_status plm_session_ask(plm_session *s, const char *question, plm_token_fn on_token,
+                           void *user, char **answer)
+{
+    if (!question) return plm_fail(&s->err, PLM_E_ARG, "no question");
+    if (count_markers(question))
+        return plm_fail(&s->err, PLM_E_ARG, "the question contains %s; attach the image with "
+                        "the image call instead", IMAGE_MARKER);
+    strbuf b = {0};
+    int ok = sb_add(&b, "USER: ", 6);
+    if (ok && s->has_image) ok = sb_add(&b, IMAGE_MARKER "\n", strlen(IMAGE_MARKER) + 1);
+    ok = ok && sb_add(&b, question, strlen(question)) && sb_add(&b, " ASSISTANT:", 11);
+    if (!ok) {
+        free(b.p);
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    }
+    plm_status st = plm_session_generate(s, b.p, on_token, user, answer);
+    free(b.p);
+    return st;
+}

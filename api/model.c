@@ -1,0 +1,195 @@
+/* Loading a checkpoint directory: config, weights (mmapped), tokenizer, image processor. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/model_internal.h"
+
+/* Where transformers has put each component's weights over the years: 5.x module paths,
+ * the names 4.x and 5.x save_pretrained write, and plain Llama checkpoints. */
+static const char *const VISION_PREFIXES[] = {
+    "model.vision_tower.vision_model.", "model.vision_tower.", "vision_tower.vision_model.",
+    "vision_tower.", NULL};
+static const char *const PROJ_PREFIXES[] = {"model.multi_modal_projector.",
+                                            "multi_modal_projector.", NULL};
+static const char *const TEXT_PREFIXES[] = {"model.language_model.", "language_model.model.",
+                                            "model.", NULL};
+static const char *const HEAD_PREFIXES[] = {"", "language_model.", NULL};
+
+plm_model_params plm_model_default_params(void)
+{
+    plm_model_params p = {0};
+    p.device = PLM_DEVICE_AUTO;
+    p.n_threads = 0;
+    p.max_pixels = PLM_DEFAULT_MAX_PIXELS;
+    return p;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static plm_status load_preprocessor(plm_model *m, plm_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", m->dir);
+    if (file_exists(path)) return clip_preproc_load(path, &m->pp, err);
+    /* transformers 5.x save_pretrained nests it in processor_config.json */
+    snprintf(path, sizeof path, "%s/processor_config.json", m->dir);
+    if (file_exists(path)) return clip_preproc_load(path, &m->pp, err);
+    return plm_fail(err, PLM_E_MISSING, "%s: no preprocessor_config.json (or processor_config.json)"
+                    " for the image processor", m->dir);
+}
+
+static plm_status load_all(plm_model *m, plm_error *err)
+{
+    PLM_TRY(llava_config_load(m->dir, &m->cfg, err));
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", m->dir);
+    PLM_TRY(tok_load_file(path, &m->tok, err));
+    PLM_TRY(st_set_open_dir(m->dir, &m->weights, err));
+    PLM_TRY(plm_backend_cpu_new(1, &m->wbe, err));
+    plm_wsrc base = {.set = m->weights, .be = m->wbe};
+    m->tsrc = base;
+    m->tsrc.prefixes = TEXT_PREFIXES;
+    m->tsrc.what = "language model";
+    m->hsrc = base;
+    m->hsrc.prefixes = HEAD_PREFIXES;
+    m->hsrc.what = "language model head";
+    PLM_TRY(llama_load(&m->llm, &m->cfg.text, &m->tsrc, &m->hsrc, err));
+    if (!m->cfg.has_vision) return PLM_OK;
+    m->vsrc = base;
+    m->vsrc.prefixes = VISION_PREFIXES;
+    m->vsrc.what = "vision tower";
+    m->psrc = base;
+    m->psrc.prefixes = PROJ_PREFIXES;
+    m->psrc.what = "projector";
+    PLM_TRY(vit_load(&m->vit, &m->cfg.vision, &m->vsrc, &m->psrc, err));
+    PLM_TRY(load_preprocessor(m, err));
+    const char *s = tok_token_str(m->tok, m->cfg.image_token_id);
+    if (!s || strlen(s) >= sizeof m->image_token)
+        return plm_fail(err, PLM_E_FORMAT, "%s/tokenizer.json: the image token id %d from "
+                        "config.json is not in the vocabulary", m->dir, m->cfg.image_token_id);
+    strcpy(m->image_token, s);
+    return PLM_OK;
+}
+
+plm_status plm_model_load(const char *dir, const plm_model_params *params, plm_model **out,
+                          plm_error *err)
+{
+    *out = NULL;
+    if (!dir) return plm_fail(err, PLM_E_ARG, "plm_model_load: no directory given");
+    if (params && params->device == PLM_DEVICE_CUDA)
+        return plm_fail(err, PLM_E_DEVICE, "this build of prunelm has no CUDA backend");
+    plm_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
+        return plm_fail(err, PLM_E_NOMEM, "out of memory");
+    }
+    m->params = params ? *params : plm_model_default_params();
+    if (m->params.max_pixels == 0) m->params.max_pixels = PLM_DEFAULT_MAX_PIXELS;
+    m->log.fn = m->params.log;
+    m->log.user = m->params.log_user;
+    m->log.max = PLM_LOG_DEBUG;
+    struct stat st;
+    plm_status s;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        s = plm_fail(err, PLM_E_IO, "%s: not a checkpoint directory", dir);
+    else
+        s = load_all(m, err);
+    if (s != PLM_OK) {
+        plm_model_free(m);
+        return s;
+    }
+    plm_log(&m->log, PLM_LOG_INFO, "loaded %s: %s, %d text layers", dir,
+            m->cfg.has_vision ? "llava" : "llama", m->cfg.text.n_layers);
+    *out = m;
+    return PLM_OK;
+}
+
+void plm_model_free(plm_model *m)
+{
+    if (!m) return;
+    vit_unload(&m->vit);
+    llama_unload(&m->llm);
+    if (m->wbe) {
+        wsrc_release(&m->vsrc);
+        wsrc_release(&m->psrc);
+        wsrc_release(&m->tsrc);
+        wsrc_release(&m->hsrc);
+        plm_backend_free(m->wbe);
+    }
+    st_set_close(m->weights);
+    tok_free(m->tok);
+    free(m->dir);
+    free(m);
+}
+
+const plm_tokenizer *plm_model_tokenizer(const plm_model *m)
+{
+    return m->tok;
+}
+
+int plm_model_has_vision(const plm_model *m)
+{
+    return m->cfg.has_vision;
+}
+
+static const char *act_name(plm_act a)
+{
+    switch (a) {
+    case PLM_ACT_GELU: return "gelu";
+    case PLM_ACT_GELU_TANH: return "gelu_tanh";
+    case PLM_ACT_QUICK_GELU: return "quick_gelu";
+    case PLM_ACT_SILU: return "silu";
+    case PLM_ACT_RELU: return "relu";
+    }
+    return "?";
+}
+
+static const char *rope_name(llama_rope_type t)
+{
+    return t == ROPE_LINEAR ? "linear" : t == ROPE_DYNAMIC ? "dynamic"
+           : t == ROPE_LLAMA3 ? "llama3" : "default";
+}
+
+char *plm_model_describe(const plm_model *m)
+{
+    size_t cap = 4096;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    const llama_config *t = &m->cfg.text;
+    int n = 0;
+    n += snprintf(buf + n, cap - (size_t)n, "checkpoint: %s\narchitecture: %s\n", m->dir,
+                  m->cfg.has_vision ? "LLaVA (CLIP ViT + MLP projector + Llama)" : "Llama");
+    if (m->cfg.has_vision) {
+        const vit_config *v = &m->cfg.vision;
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "vision tower: CLIP ViT, %d layers (%d run), hidden %d, mlp %d, %d heads, "
+                      "image %dpx, patch %d, %s; %d tokens per image (%s); params %zu, dtype %s\n",
+                      v->n_layers, m->vit.n_run, v->hidden, v->intermediate, v->n_heads,
+                      v->image_size, v->patch_size, act_name(v->act), vit_n_tokens(v),
+                      v->drop_cls ? "CLS dropped" : "CLS kept", m->vsrc.n_params,
+                      plm_dtype_name(m->vsrc.dtype));
+        n += snprintf(buf + n, cap - (size_t)n,
+                      "projector: linear %d->%d, %s, linear %d->%d; params %zu, dtype %s\n",
+                      m->vit.pcfg.in_dim, m->vit.pcfg.hidden, act_name(m->vit.pcfg.act),
+                      m->vit.pcfg.hidden, m->vit.pcfg.out_dim, m->psrc.n_params,
+                      plm_dtype_name(m->psrc.dtype));
+    }
+    size_t head = t->tie_embeddings && m->llm.lm_head.data == m->llm.embed.data ? 0
+                  : m->hsrc.n_params;
+    n += snprintf(buf + n, cap - (size_t)n,
+                  "language model: Llama, %d layers, hidden %d, mlp %d, %d heads (%d KV, head dim "
+                  "%d), vocab %d, context %d, rope %s theta %g%s; params %zu, dtype %s\n",
+                  t->n_layers, t->hidden, t->intermediate, t->n_heads, t->n_kv, t->head_dim,
+                  t->vocab, t->max_pos, rope_name(t->rope_type), t->rope_theta,
+                  t->tie_embeddings ? ", tied lm_head" : "", m->tsrc.n_params + head,
+                  plm_dtype_name(m->tsrc.dtype));
+    size_t total = m->vsrc.n_params + m->psrc.n_params + m->tsrc.n_params + head;
+    snprintf(buf + n, cap - (size_t)n, "total parameters: %zu (%.2f B)\n", total, total / 1e9);
+    return buf;
+}

@@ -1,0 +1,26 @@
+/* What a loaded model holds; shared read-only by every session. */
+#ifndef PLM_API_MODEL_INTERNAL_H
+#define PLM_API_MODEL_INTERNAL_H
+
+#include "api/config.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "lm/tokenizer.h"
+#include "vision/preprocess.h"
+
+struct plm_model {
+    plm_model_params params;
+    plm_logger log;
+    char *dir;
+    llava_config cfg;
+    st_set *weights;
+    tok_tokenizer *tok;
+    clip_preproc_config pp;
+    plm_backend *wbe;           /* owns the uploaded small vectors */
+    plm_wsrc vsrc, psrc, tsrc, hsrc;
+    vit_model vit;
+    llama_model llm;
+    char image_token[64];       /* the image token's text, e.g. "<image>" */
+};
+
+#endif

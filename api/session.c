@@ -1,0 +1,164 @@
+/* A session: one conversation turn at a time over a shared model. Owns its backend (thread
+ * pool), KV cache, scratch and sampler, so sessions in different threads never share state. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/session_internal.h"
+
+
+
+double plm_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+plm_session_params plm_session_default_params(void)
+{
+    plm_session_params p = {0};
+    p.max_tokens = 256;
+    p.temperature = 0.0f;
+    p.top_p = 1.0f;
+    p.seed = 1;
+    return p;
+}
+
+plm_status plm_session_new(plm_model *m, const plm_session_params *params, plm_session **out,
+                           plm_error *err)
+{
+    *out = NULL;
+    if (!m) return plm_fail(err, PLM_E_ARG, "plm_session_new: no model");
+    plm_session *s = calloc(1, sizeof *s);
+    if (!s) return plm_fail(err, PLM_E_NOMEM, "out of memory");
+    s->m = m;
+    s->p = params ? *params : plm_session_default_params();
+    int max_ctx = m->cfg.text.max_pos;
+    if (s->p.n_ctx <= 0) s->p.n_ctx = max_ctx;
+    plm_status st = PLM_OK;
+    if (s->p.n_ctx > max_ctx)
+        st = plm_fail(err, PLM_E_LIMIT, "context of %d tokens is over the model's "
+                      "max_position_embeddings of %d", s->p.n_ctx, max_ctx);
+    else if (s->p.max_tokens < 0 || s->p.max_tokens >= s->p.n_ctx)
+        st = plm_fail(err, PLM_E_LIMIT, "max_tokens %d does not fit the context of %d tokens",
+                      s->p.max_tokens, s->p.n_ctx);
+    else if (s->p.temperature < 0 || !(s->p.top_p > 0 && s->p.top_p <= 1) || s->p.top_k < 0)
+        st = plm_fail(err, PLM_E_ARG, "sampling parameters out of range (temperature >= 0, "
+                      "0 < top_p <= 1, top_k >= 0)");
+    else
+        st = plm_backend_cpu_new(m->params.n_threads, &s->be, err);
+    if (st == PLM_OK && !(s->logits = malloc((size_t)m->cfg.text.vocab * sizeof(float))))
+        st = plm_fail(err, PLM_E_NOMEM, "out of memory");
+    if (st != PLM_OK) {
+        plm_session_free(s);
+        return st;
+    }
+    *out = s;
+    return PLM_OK;
+}
+
+static void drop_image(plm_session *s)
+{
+    img_free(&s->img);
+    s->has_image = 0;
+}
+
+void plm_session_free(plm_session *s)
+{
+    if (!s) return;
+    if (s->be) {
+        llama_kv_free(&s->kv, s->be);
+        s->be->ops->release(s->be, s->scratch);
+        plm_backend_free(s->be);
+    }
+    drop_image(s);
+    free(s->pixels);
+    free(s->feats);
+    free(s->tokens);
+    free(s->prompt_logits);
+    free(s->logits);
+    free(s);
+}
+
+const char *plm_last_error(const plm_session *s)
+{
+    return s ? s->err.msg : "no session";
+}
+
+plm_status plm_session_set_image_file(plm_session *s, const char *path)
+{
+    if (!s->m->cfg.has_vision)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "%s: this model has no vision tower", path);
+    double t0 = plm_now_ms();
+    plm_image img = {0};
+    PLM_TRY(img_load_file(path, s->m->params.max_pixels, &img, &s->err));
+    drop_image(s);
+    s->img = img;
+    s->has_image = 1;
+    s->t.load_image_ms = plm_now_ms() - t0;
+    return PLM_OK;
+}
+
+plm_status plm_session_set_image_rgb(plm_session *s, const uint8_t *rgb, int w, int h)
+{
+    if (!s->m->cfg.has_vision)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "this model has no vision tower");
+    plm_image img = {0};
+    PLM_TRY(img_from_rgb(rgb, w, h, s->m->params.max_pixels, &img, &s->err));
+    drop_image(s);
+    s->img = img;
+    s->has_image = 1;
+    return PLM_OK;
+}
+
+void plm_session_keep_prompt_logits(plm_session *s, int keep)
+{
+    s->keep_logits = keep;
+}
+
+const plm_timings *plm_session_timings(const plm_session *s)
+{
+    return &s->t;
+}
+
+const int32_t *plm_session_tokens(const plm_session *s, size_t *n_prompt, size_t *n_total)
+{
+    if (n_prompt) *n_prompt = s->n_prompt;
+    if (n_total) *n_total = s->n_tokens;
+    return s->tokens;
+}
+
+const float *plm_session_prompt_logits(const plm_session *s, size_t *rows, size_t *vocab)
+{
+    *rows = s->prompt_logits ? s->n_prompt : 0;
+    *vocab = (size_t)s->m->cfg.text.vocab;
+    return s->prompt_logits;
+}
+
+const float *plm_session_image_features(const plm_session *s, size_t *rows, size_t *cols)
+{
+    *rows = s->n_feat;
+    *cols = (size_t)s->m->cfg.text.hidden;
+    return s->feats;
+}
+
+const float *plm_session_pixels(const plm_session *s, int *h, int *w)
+{
+    *h = s->ph;
+    *w = s->pw;
+    return s->pixels;
+}
+
+/* Grows the device scratch to at least n floats. */
+plm_status session_ensure_scratch(plm_session *s, size_t n)
+{
+    if (n <= s->scratch_floats) return PLM_OK;
+    s->be->ops->release(s->be, s->scratch);
+    s->scratch = s->be->ops->alloc(s->be, n * sizeof(float));
+    s->scratch_floats = s->scratch ? n : 0;
+    if (!s->scratch)
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for %zu MiB of scratch",
+                        n * sizeof(float) >> 20);
+    return PLM_OK;
+}

@@ -1,0 +1,34 @@
+/* A session's state, shared by session.c (lifetime, accessors) and generate.c (the run). */
+#ifndef PLM_API_SESSION_INTERNAL_H
+#define PLM_API_SESSION_INTERNAL_H
+
+#include "api/model_internal.h"
+#include "vision/image.h"
+
+struct plm_session {
+    plm_model *m;
+    plm_session_params p;
+    plm_backend *be;
+    plm_error err;
+    llama_kv kv;
+    float *scratch;            /* device */
+    size_t scratch_floats;
+    plm_image img;
+    int has_image;
+    float *pixels;             /* host [3 x ph x pw] */
+    int ph, pw;
+    float *feats;              /* host [n_feat x hidden] */
+    size_t n_feat;
+    int32_t *tokens;
+    size_t n_prompt, n_tokens, cap_tokens;
+    int keep_logits;
+    float *prompt_logits;      /* host [n_prompt x vocab] when kept */
+    float *logits;             /* host [vocab] */
+    plm_timings t;
+};
+
+double plm_now_ms(void);
+/* Grows the device scratch to at least n floats. */
+plm_status session_ensure_scratch(plm_session *s, size_t n);
+
+#endif

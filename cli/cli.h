@@ -1,0 +1,30 @@
+/* Shared bits of the prunelm command-line tool. Subcommands use only include/prunelm.h. */
+#ifndef PLM_CLI_H
+#define PLM_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "prunelm.h"
+
+int cmd_ask(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+/* Exit codes: 0 success, 1 the work failed (bad input, I/O), 2 the command line was wrong. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* Parses a whole decimal integer / float in [lo, hi]; prints a usage error naming opt. */
+int cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi,
+            long long *out);
+int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* The value after an option, or a usage error when it is missing. */
+const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* The bundled default model and image, under PRUNELM_ASSETS or the source tree's assets/. */
+void cli_default_model(char *buf, size_t n);
+void cli_default_image(char *buf, size_t n);
+
+void cli_log_stderr(plm_log_level level, const char *msg, void *user);
+
+#endif

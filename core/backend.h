@@ -1,0 +1,90 @@
+/* The ops table: everything model code (vision/, lm/) computes goes through it, so the CPU and
+ * CUDA backends are interchangeable. Pointers passed to ops are device pointers of the backend
+ * (host pointers for the CPU). Activations are float32; weights stay in their stored dtype
+ * (F32, F16, BF16) and are widened inside matmul/embed. Ops are asynchronous on a device
+ * backend: results are visible to the host after download(). */
+#ifndef PLM_CORE_BACKEND_H
+#define PLM_CORE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/err.h"
+
+/* A weight matrix [rows x cols] row-major (a PyTorch Linear weight is [out x in]). */
+typedef struct plm_weight {
+    plm_dtype dtype;
+    int64_t rows, cols;
+    const void *data;
+} plm_weight;
+
+typedef enum plm_act { PLM_ACT_GELU, PLM_ACT_GELU_TANH, PLM_ACT_QUICK_GELU, PLM_ACT_SILU,
+                       PLM_ACT_RELU } plm_act;
+
+typedef struct plm_backend plm_backend;
+
+/* Attention over one sequence. q: [tq x n_heads x hd], k/v: [tk x n_kv x hd] (row strides in
+ * floats given by q_stride / kv_stride), out: [tq x n_heads x hd] contiguous. Query i sits at
+ * absolute position q_pos0 + i and sees keys 0..q_pos0+i when causal, all tk keys otherwise.
+ * Heads share kv heads in groups of n_heads / n_kv (GQA). */
+typedef struct plm_attn_args {
+    float *out;
+    const float *q, *k, *v;
+    int64_t tq, tk, q_stride, kv_stride, q_pos0;
+    int n_heads, n_kv, head_dim, causal;
+    float scale;
+} plm_attn_args;
+
+typedef struct plm_backend_ops {
+    const char *name;
+    void (*destroy)(plm_backend *be);
+    /* memory */
+    void *(*alloc)(plm_backend *be, size_t bytes);
+    void (*release)(plm_backend *be, void *p);
+    void (*upload)(plm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*download)(plm_backend *be, void *dst, const void *src, size_t bytes);
+    /* y[m x w.rows] = x[m x w.cols] * w^T (+ bias[w.rows] when non-NULL) */
+    void (*matmul)(plm_backend *be, float *y, const float *x, const plm_weight *w,
+                   const float *bias, int64_t m);
+    /* y[m x n] = layernorm(x) * g + b, row-wise */
+    void (*layernorm)(plm_backend *be, float *y, const float *x, const float *g, const float *b,
+                      int64_t m, int64_t n, float eps);
+    /* y[m x n] = x * rsqrt(mean(x^2) + eps) * g, row-wise */
+    void (*rmsnorm)(plm_backend *be, float *y, const float *x, const float *g, int64_t m,
+                    int64_t n, float eps);
+    void (*add)(plm_backend *be, float *y, const float *a, const float *b, int64_t n);
+    /* y[m x n] = x + row (the same row vector added to every row) */
+    void (*add_row)(plm_backend *be, float *y, const float *x, const float *row, int64_t m,
+                    int64_t n);
+    void (*act)(plm_backend *be, float *y, const float *x, int64_t n, plm_act act);
+    /* y = silu(gate) * up */
+    void (*silu_mul)(plm_backend *be, float *y, const float *gate, const float *up, int64_t n);
+    /* Rotates x[t x n_heads x hd] (row stride `stride` floats) in place by position pos[i] with
+     * the rotate-half convention; inv_freq has hd/2 entries. */
+    void (*rope)(plm_backend *be, float *x, int64_t t, int64_t stride, int n_heads, int hd,
+                 const int32_t *pos, const float *inv_freq);
+    void (*attention)(plm_backend *be, const plm_attn_args *a);
+    /* y[n x w.cols] = rows ids[] of the table w (ids already validated) */
+    void (*embed)(plm_backend *be, float *y, const plm_weight *w, const int32_t *ids, int64_t n);
+    /* Copies a [rows x cols] block between device buffers with the given row strides. */
+    void (*copy2d)(plm_backend *be, float *dst, int64_t dst_stride, const float *src,
+                   int64_t src_stride, int64_t rows, int64_t cols);
+    /* out[(py*g + px) x c*p*p] = the patch at (py, px) of pixels[c x g*p x g*p], flattened in
+     * (channel, row, column) order like a conv weight, with g = size / p. */
+    void (*patchify)(plm_backend *be, float *out, const float *pixels, int channels, int size,
+                     int patch);
+} plm_backend_ops;
+
+struct plm_backend {
+    const plm_backend_ops *ops;
+};
+
+/* CPU backend with its own thread pool (n_threads <= 0: all cores). */
+plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err);
+static inline void plm_backend_free(plm_backend *be)
+{
+    if (be) be->ops->destroy(be);
+}
+
+#endif

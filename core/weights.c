@@ -1,0 +1,117 @@
+#include "core/weights.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+const st_tensor *wsrc_find(const plm_wsrc *s, const char *name)
+{
+    char full[512];
+    for (const char *const *p = s->prefixes; *p; p++) {
+        snprintf(full, sizeof full, "%s%s", *p, name);
+        const st_tensor *t = st_set_find(s->set, full);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+static plm_status find_req(const plm_wsrc *s, const char *name, const st_tensor **out,
+                           plm_error *err)
+{
+    *out = wsrc_find(s, name);
+    if (!*out)
+        return plm_fail(err, PLM_E_MISSING, "%s: tensor '%s%s' is missing from the checkpoint",
+                        s->what, s->prefixes[0], name);
+    if ((*out)->dtype == PLM_DTYPE_OTHER)
+        return plm_fail(err, PLM_E_UNSUPPORTED,
+                        "%s: tensor '%s' in %s has a dtype prunelm does not load "
+                        "(F32, F16 and BF16 are supported)", s->what, (*out)->name, (*out)->file);
+    return PLM_OK;
+}
+
+static void shape_str(const st_tensor *t, char *buf, size_t n)
+{
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "[");
+    for (int i = 0; i < t->ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "",
+                                (long long)t->shape[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+}
+
+static int64_t numel(const st_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
+                       plm_error *err)
+{
+    const st_tensor *t;
+    PLM_TRY(find_req(s, name, &t, err));
+    if (t->ndim < 2 || t->shape[0] != rows || numel(t) != rows * cols) {
+        char sh[128];
+        shape_str(t, sh, sizeof sh);
+        return plm_fail(err, PLM_E_SHAPE, "%s: tensor '%s' has shape %s, expected [%lld, %lld]",
+                        s->what, t->name, sh, (long long)rows, (long long)cols);
+    }
+    w->dtype = t->dtype;
+    w->rows = rows;
+    w->cols = cols;
+    w->data = t->data;
+    if (s->n_params == 0) s->dtype = t->dtype;
+    s->n_params += (size_t)(rows * cols);
+    return PLM_OK;
+}
+
+plm_status wsrc_vector(plm_wsrc *s, const char *name, int64_t n, int optional, float **out,
+                       plm_error *err)
+{
+    *out = NULL;
+    if (optional && !wsrc_find(s, name)) return PLM_OK;
+    const st_tensor *t;
+    PLM_TRY(find_req(s, name, &t, err));
+    if (numel(t) != n) {
+        char sh[128];
+        shape_str(t, sh, sizeof sh);
+        return plm_fail(err, PLM_E_SHAPE, "%s: tensor '%s' has shape %s, expected %lld elements",
+                        s->what, t->name, sh, (long long)n);
+    }
+    float *host = malloc((size_t)n * sizeof(float));
+    if (!host) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory for '%s'", s->what, name);
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *h = t->data;
+        host[i] = t->dtype == PLM_F32 ? ((const float *)t->data)[i]
+                  : t->dtype == PLM_BF16 ? plm_bf16_to_f32(h[i]) : plm_f16_to_f32(h[i]);
+    }
+    if (s->n_owned == s->cap_owned) {
+        size_t cap = s->cap_owned ? s->cap_owned * 2 : 64;
+        void **o = realloc(s->owned, cap * sizeof *o);
+        if (!o) {
+            free(host);
+            return plm_fail(err, PLM_E_NOMEM, "%s: out of memory", s->what);
+        }
+        s->owned = o;
+        s->cap_owned = cap;
+    }
+    float *dev = s->be->ops->alloc(s->be, (size_t)n * sizeof(float));
+    if (!dev) {
+        free(host);
+        return plm_fail(err, PLM_E_NOMEM, "%s: out of device memory for '%s'", s->what, name);
+    }
+    s->be->ops->upload(s->be, dev, host, (size_t)n * sizeof(float));
+    free(host);
+    s->owned[s->n_owned++] = dev;
+    s->n_params += (size_t)n;
+    *out = dev;
+    return PLM_OK;
+}
+
+void wsrc_release(plm_wsrc *s)
+{
+    for (size_t i = 0; i < s->n_owned; i++) s->be->ops->release(s->be, s->owned[i]);
+    free(s->owned);
+    s->owned = NULL;
+    s->n_owned = s->cap_owned = 0;
+}

@@ -1,0 +1,181 @@
+/* Llama decoder: RMSNorm, RoPE, grouped-query attention over the KV cache, SiLU-gated MLP. */
+#include "lm/llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+plm_status llama_load(llama_model *m, const llama_config *cfg, plm_wsrc *src, plm_wsrc *head,
+                      plm_error *err)
+{
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    const int64_t D = cfg->hidden, I = cfg->intermediate, hd = cfg->head_dim;
+    const int64_t qd = (int64_t)cfg->n_heads * hd, kvd = (int64_t)cfg->n_kv * hd;
+    PLM_TRY(wsrc_matrix(src, "embed_tokens.weight", cfg->vocab, D, &m->embed, err));
+    PLM_TRY(wsrc_vector(src, "norm.weight", D, 0, &m->norm, err));
+    if (cfg->tie_embeddings && !wsrc_find(head, "lm_head.weight")) {
+        m->lm_head = m->embed;
+    } else {
+        PLM_TRY(wsrc_matrix(head, "lm_head.weight", cfg->vocab, D, &m->lm_head, err));
+    }
+    m->layers = calloc((size_t)cfg->n_layers, sizeof *m->layers);
+    if (!m->layers) return plm_fail(err, PLM_E_NOMEM, "language model: out of memory");
+    char n[128];
+#define L_MAT(field, name, r, c, has_bias)                                                         \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "layers.%d.%s.weight", l, name);                                     \
+        PLM_TRY(wsrc_matrix(src, n, r, c, &L->field, err));                                        \
+        snprintf(n, sizeof n, "layers.%d.%s.bias", l, name);                                       \
+        PLM_TRY(wsrc_vector(src, n, r, !(has_bias), &L->field##_b, err));                          \
+    } while (0)
+    for (int l = 0; l < cfg->n_layers; l++) {
+        llama_layer *L = &m->layers[l];
+        snprintf(n, sizeof n, "layers.%d.input_layernorm.weight", l);
+        PLM_TRY(wsrc_vector(src, n, D, 0, &L->in_norm, err));
+        snprintf(n, sizeof n, "layers.%d.post_attention_layernorm.weight", l);
+        PLM_TRY(wsrc_vector(src, n, D, 0, &L->post_norm, err));
+        L_MAT(q, "self_attn.q_proj", qd, D, cfg->attn_bias);
+        L_MAT(k, "self_attn.k_proj", kvd, D, cfg->attn_bias);
+        L_MAT(v, "self_attn.v_proj", kvd, D, cfg->attn_bias);
+        L_MAT(o, "self_attn.o_proj", D, qd, cfg->attn_bias);
+        L_MAT(gate, "mlp.gate_proj", I, D, cfg->mlp_bias);
+        L_MAT(up, "mlp.up_proj", I, D, cfg->mlp_bias);
+        L_MAT(down, "mlp.down_proj", D, I, cfg->mlp_bias);
+    }
+#undef L_MAT
+    return PLM_OK;
+}
+
+void llama_unload(llama_model *m)
+{
+    free(m->layers);
+    m->layers = NULL;
+}
+
+plm_status llama_kv_init(llama_kv *kv, const llama_config *c, plm_backend *be, int cap,
+                         plm_error *err)
+{
+    memset(kv, 0, sizeof *kv);
+    kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
+    kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
+    if (!kv->k || !kv->v) {
+        free(kv->k);
+        free(kv->v);
+        return plm_fail(err, PLM_E_NOMEM, "KV cache: out of memory");
+    }
+    kv->cap = cap;
+    kv->n_layers = c->n_layers;
+    size_t bytes = (size_t)cap * (size_t)c->n_kv * (size_t)c->head_dim * sizeof(float);
+    for (int l = 0; l < c->n_layers; l++) {
+        kv->k[l] = be->ops->alloc(be, bytes);
+        kv->v[l] = be->ops->alloc(be, bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            double mib = (double)bytes * 2 * c->n_layers / (1 << 20);
+            llama_kv_free(kv, be);
+            return plm_fail(err, PLM_E_NOMEM,
+                            "KV cache: out of memory for %d positions (%.0f MiB)", cap, mib);
+        }
+    }
+    return PLM_OK;
+}
+
+void llama_kv_free(llama_kv *kv, plm_backend *be)
+{
+    for (int l = 0; l < kv->n_layers; l++) {
+        if (kv->k && kv->k[l]) be->ops->release(be, kv->k[l]);
+        if (kv->v && kv->v[l]) be->ops->release(be, kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof *kv);
+}
+
+void llama_rope_inv_freq(const llama_config *c, int64_t seq_len, float *inv)
+{
+    const int dim = c->head_dim, half = dim / 2;
+    double base = c->rope_theta;
+    if (c->rope_type == ROPE_DYNAMIC && seq_len > c->rope_orig_max_pos) {
+        /* transformers' dynamic NTK: grow the base with the sequence past the trained length */
+        double f = c->rope_factor;
+        base = base * pow(f * (double)seq_len / c->rope_orig_max_pos - (f - 1.0),
+                          (double)dim / (dim - 2));
+    }
+    for (int i = 0; i < half; i++) {
+        /* float32 like the reference: 1 / base ** (arange(0, dim, 2) / dim) */
+        float e = (float)(2 * i) / (float)dim;
+        inv[i] = 1.0f / powf((float)base, e);
+    }
+    if (c->rope_type == ROPE_LINEAR) {
+        for (int i = 0; i < half; i++) inv[i] = inv[i] / (float)c->rope_factor;
+    } else if (c->rope_type == ROPE_LLAMA3) {
+        /* Llama 3.1: long wavelengths divided by factor, short kept, the band between
+         * interpolated smoothly (transformers' _compute_llama3_parameters). */
+        const float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq,
+                    hi = (float)c->rope_high_freq, old = (float)c->rope_orig_max_pos;
+        const float lo_wave = old / lo, hi_wave = old / hi;
+        for (int i = 0; i < half; i++) {
+            float wave = 2.0f * (float)M_PI / inv[i];
+            float f = wave > lo_wave ? inv[i] / factor : inv[i];
+            if (!(wave < hi_wave) && !(wave > lo_wave)) {
+                float smooth = (old / wave - lo) / (hi - lo);
+                f = (1.0f - smooth) * f / factor + smooth * f;
+            }
+            inv[i] = f;
+        }
+    }
+}
+
+size_t llama_scratch_floats(const llama_config *c, int64_t t)
+{
+    size_t D = (size_t)c->hidden, qd = (size_t)c->n_heads * (size_t)c->head_dim;
+    size_t wide = 2 * (size_t)c->intermediate > 2 * qd ? 2 * (size_t)c->intermediate : 2 * qd;
+    /* h | q+att or gate+up; plus head_dim/2 for nothing: rope frequencies live on the host */
+    return (size_t)t * (D + wide);
+}
+
+void llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
+                   const int32_t *pos, int64_t t, int64_t n_logits, float *logits,
+                   int64_t rope_len, float *scratch)
+{
+    const plm_backend_ops *op = be->ops;
+    const llama_config *c = &m->cfg;
+    const int64_t D = c->hidden, I = c->intermediate, hd = c->head_dim;
+    const int64_t qd = (int64_t)c->n_heads * hd, kvd = (int64_t)c->n_kv * hd;
+    const int64_t n0 = kv->n;
+    float *h = scratch, *w = h + t * D;
+    float inv_freq[512];
+    llama_rope_inv_freq(c, rope_len, inv_freq);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const llama_layer *L = &m->layers[l];
+        float *q = w, *att = w + t * qd;
+        float *kc = kv->k[l] + n0 * kvd, *vc = kv->v[l] + n0 * kvd;
+        op->rmsnorm(be, h, x, L->in_norm, t, D, c->rms_eps);
+        op->matmul(be, q, h, &L->q, L->q_b, t);
+        op->matmul(be, kc, h, &L->k, L->k_b, t);
+        op->matmul(be, vc, h, &L->v, L->v_b, t);
+        op->rope(be, q, t, qd, c->n_heads, (int)hd, pos, inv_freq);
+        op->rope(be, kc, t, kvd, c->n_kv, (int)hd, pos, inv_freq);
+        plm_attn_args a = {.out = att, .q = q, .k = kv->k[l], .v = kv->v[l], .tq = t,
+                           .tk = n0 + t, .q_stride = qd, .kv_stride = kvd, .q_pos0 = n0,
+                           .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = (int)hd,
+                           .causal = 1, .scale = 1.0f / sqrtf((float)hd)};
+        op->attention(be, &a);
+        op->matmul(be, h, att, &L->o, L->o_b, t);
+        op->add(be, x, x, h, t * D);
+
+        float *g = w, *u = w + t * I;
+        op->rmsnorm(be, h, x, L->post_norm, t, D, c->rms_eps);
+        op->matmul(be, g, h, &L->gate, L->gate_b, t);
+        op->matmul(be, u, h, &L->up, L->up_b, t);
+        op->silu_mul(be, g, g, u, t * I);
+        op->matmul(be, h, g, &L->down, L->down_b, t);
+        op->add(be, x, x, h, t * D);
+    }
+    kv->n = (int)(n0 + t);
+    float *last = x + (t - n_logits) * D;
+    op->rmsnorm(be, h, last, m->norm, n_logits, D, c->rms_eps);
+    op->matmul(be, logits, h, &m->lm_head, NULL, n_logits);
+}
