@@ -379,7 +379,8 @@ static plm_status read_fd(const char *path, int fd, npy_array *a, plm_error *err
     size_t count = 1, nbytes;
     int overflow = 0;
     for (int d = 0; d < a->ndim; d++)
-        if (!plm_mul_ok(count, (size_t)a->shape[d], &count)) overflow = 1;
+        if ((uint64_t)a->shape[d] > SIZE_MAX || !plm_mul_ok(count, (size_t)a->shape[d], &count))
+            overflow = 1;
     for (int d = 0; d < a->ndim; d++) {
         if (a->shape[d] == 0) {
             overflow = 0;

@@ -155,7 +155,8 @@ static plm_status parse_entry(const st_file *f, const cJSON *e, st_tensor *t, ui
         if (t->shape[d] < 0)
             return plm_fail(err, PLM_E_FORMAT, "%s is %" PRId64 ", expected a non-negative size",
                             where, t->shape[d]);
-        if (!plm_mul_ok(numel, (size_t)t->shape[d], &numel)) overflow = 1;
+        if ((uint64_t)t->shape[d] > SIZE_MAX || !plm_mul_ok(numel, (size_t)t->shape[d], &numel))
+            overflow = 1;
     }
     char shape[200];
     fmt_shape(shape, sizeof shape, t);

@@ -341,7 +341,7 @@ Test(npy, refuses_header_length_past_end)
     fclose(f);
     expect_fail("bad.npy", PLM_E_LIMIT, "header length 268435456 is over the");
     f = fopen(path_of("bad.npy"), "wb");
-    fwrite("\x93NUMPY\x02\x00\x00", 1, 11, f);
+    fwrite("\x93NUMPY\x02\x00\x00\x00\x00", 1, 11, f);
     fclose(f);
     expect_fail("bad.npy", PLM_E_FORMAT, "file ends inside the header length");
 }
