@@ -38,6 +38,9 @@ typedef struct plm_attn_args {
 
 typedef struct plm_backend_ops {
     const char *name;
+    /* 1 when device pointers are host pointers: weights are then used in place (mmapped);
+     * otherwise every weight matrix is uploaded once at load. */
+    int host_memory;
     void (*destroy)(plm_backend *be);
     /* memory */
     void *(*alloc)(plm_backend *be, size_t bytes);
@@ -82,6 +85,11 @@ struct plm_backend {
 
 /* CPU backend with its own thread pool (n_threads <= 0: all cores). */
 plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err);
+
+/* CUDA backend on one GPU (cuda/): present when built with PLM_CUDA. plm_cuda_available()
+ * says whether this build has it and a usable GPU is there (filling why when not). */
+int plm_cuda_available(char *why, size_t why_len);
+plm_status plm_backend_cuda_new(int device, plm_backend **out, plm_error *err);
 static inline void plm_backend_free(plm_backend *be)
 {
     if (be) be->ops->destroy(be);

@@ -293,6 +293,7 @@ static void cpu_destroy(plm_backend *be)
 
 static const plm_backend_ops cpu_ops = {
     .name = "cpu",
+    .host_memory = 1,
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .release = cpu_release,

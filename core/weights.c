@@ -45,6 +45,38 @@ static int64_t numel(const st_tensor *t)
     return n;
 }
 
+/* Remembers a device buffer this source must release. */
+static plm_status own(plm_wsrc *s, void *dev, plm_error *err)
+{
+    if (s->n_owned == s->cap_owned) {
+        size_t cap = s->cap_owned ? s->cap_owned * 2 : 64;
+        void **o = realloc(s->owned, cap * sizeof *o);
+        if (!o) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory", s->what);
+        s->owned = o;
+        s->cap_owned = cap;
+    }
+    s->owned[s->n_owned++] = dev;
+    return PLM_OK;
+}
+
+/* Copies bytes to a new device buffer owned by the source. */
+static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t bytes,
+                         void **out, plm_error *err)
+{
+    void *dev = s->be->ops->alloc(s->be, bytes);
+    if (!dev)
+        return plm_fail(err, PLM_E_NOMEM, "%s: out of device memory for '%s' (%zu bytes)",
+                        s->what, name, bytes);
+    plm_status st = own(s, dev, err);
+    if (st != PLM_OK) {
+        s->be->ops->release(s->be, dev);
+        return st;
+    }
+    s->be->ops->upload(s->be, dev, host, bytes);
+    *out = dev;
+    return PLM_OK;
+}
+
 plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
                        plm_error *err)
 {
@@ -60,6 +92,11 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
     w->rows = rows;
     w->cols = cols;
     w->data = t->data;
+    if (!s->be->ops->host_memory) {
+        void *dev;
+        PLM_TRY(upload(s, name, t->data, t->nbytes, &dev, err));
+        w->data = dev;
+    }
     if (s->n_params == 0) s->dtype = t->dtype;
     s->n_params += (size_t)(rows * cols);
     return PLM_OK;
@@ -85,24 +122,10 @@ plm_status wsrc_vector(plm_wsrc *s, const char *name, int64_t n, int optional, f
         host[i] = t->dtype == PLM_F32 ? ((const float *)t->data)[i]
                   : t->dtype == PLM_BF16 ? plm_bf16_to_f32(h[i]) : plm_f16_to_f32(h[i]);
     }
-    if (s->n_owned == s->cap_owned) {
-        size_t cap = s->cap_owned ? s->cap_owned * 2 : 64;
-        void **o = realloc(s->owned, cap * sizeof *o);
-        if (!o) {
-            free(host);
-            return plm_fail(err, PLM_E_NOMEM, "%s: out of memory", s->what);
-        }
-        s->owned = o;
-        s->cap_owned = cap;
-    }
-    float *dev = s->be->ops->alloc(s->be, (size_t)n * sizeof(float));
-    if (!dev) {
-        free(host);
-        return plm_fail(err, PLM_E_NOMEM, "%s: out of device memory for '%s'", s->what, name);
-    }
-    s->be->ops->upload(s->be, dev, host, (size_t)n * sizeof(float));
+    void *dev;
+    plm_status st = upload(s, name, host, (size_t)n * sizeof(float), &dev, err);
     free(host);
-    s->owned[s->n_owned++] = dev;
+    if (st != PLM_OK) return st;
     s->n_params += (size_t)n;
     *out = dev;
     return PLM_OK;

@@ -1,0 +1,305 @@
+/* End to end against transformers: every checkpoint in tests/fixtures/models was built by
+ * tests/ref/make_llava_fixtures.py, which recorded what transformers 5.17 computes for it. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/npy.h"
+#include "prunelm.h"
+#include "tests/support/compare.h"
+#include "vision/image.h"
+
+#define FIX PLM_SOURCE_DIR "/tests/fixtures/models/"
+
+typedef struct ref_case {
+    const char *name;
+    double tol; /* relative L2 for features and logits */
+} ref_case;
+
+static const ref_case CASES[] = {
+    {"tiny_f32", 1e-4},
+    {"gqa_bf16_sharded", 2e-2},
+    {"mqa_f32_oldnames", 1e-4},
+};
+
+static npy_array load_npy(const char *dir, const char *file)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s%s/ref/%s", FIX, dir, file);
+    npy_array a;
+    plm_error err;
+    cr_assert_eq(npy_read(path, &a, &err), PLM_OK, "%s", err.msg);
+    return a;
+}
+
+static char *meta_str(const char *dir, const char *key)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s%s/ref/meta.json", FIX, dir);
+    cJSON *j;
+    plm_error err;
+    cr_assert_eq(json_load_file(path, 1 << 20, &j, &err), PLM_OK, "%s", err.msg);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    cr_assert(cJSON_IsString(v));
+    char *s = strdup(v->valuestring);
+    cJSON_Delete(j);
+    return s;
+}
+
+static plm_model *load_model(const char *name)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s%s", FIX, name);
+    plm_model_params mp = plm_model_default_params();
+    mp.device = PLM_DEVICE_CPU;
+    mp.n_threads = 2;
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(dir, &mp, &m, &err), PLM_OK, "%s", err.msg);
+    return m;
+}
+
+static void check_ids(const int32_t *got, size_t n, const npy_array *want, const char *what)
+{
+    cr_assert_eq(n, want->count, "%s: %zu ids, reference has %zu", what, n, want->count);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(got[i], want->i[i], "%s: id %zu is %d, reference %lld", what, i, got[i],
+                     (long long)want->i[i]);
+}
+
+/* Runs one prompt (with or without the image) and compares ids, logits and the greedy
+ * continuation with the reference files carrying the given prefix. */
+static void check_prompt(const ref_case *c, int with_image)
+{
+    plm_model *m = load_model(c->name);
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 16;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    plm_session_keep_prompt_logits(s, 1);
+    char path[1024];
+    if (with_image) {
+        snprintf(path, sizeof path, "%s%s/image.png", FIX, c->name);
+        cr_assert_eq(plm_session_set_image_file(s, path), PLM_OK, "%s", plm_last_error(s));
+    }
+    char *prompt = meta_str(c->name, with_image ? "question_prompt" : "text_prompt");
+    char *answer = NULL;
+    cr_assert_eq(plm_session_generate(s, prompt, NULL, NULL, &answer), PLM_OK, "%s",
+                 plm_last_error(s));
+    const char *pre = with_image ? "" : "text_";
+    char f[64];
+    size_t n_prompt, n_total;
+    const int32_t *ids = plm_session_tokens(s, &n_prompt, &n_total);
+    snprintf(f, sizeof f, "%sinput_ids.npy", pre);
+    npy_array want_ids = load_npy(c->name, f);
+    check_ids(ids, n_prompt, &want_ids, "prompt");
+
+    snprintf(f, sizeof f, "%slogits.npy", pre);
+    npy_array want_logits = load_npy(c->name, f);
+    size_t rows, vocab;
+    const float *lg = plm_session_prompt_logits(s, &rows, &vocab);
+    cr_assert_eq(rows * vocab, want_logits.count);
+    double e = rel_l2(lg, want_logits.f, want_logits.count);
+    cr_assert(e < c->tol, "%s %slogits: relative L2 error %.3g over %.1g", c->name, pre, e, c->tol);
+
+    snprintf(f, sizeof f, "%sgreedy.npy", pre);
+    npy_array want_gen = load_npy(c->name, f);
+    check_ids(ids + n_prompt, n_total - n_prompt, &want_gen, "greedy continuation");
+
+    if (with_image) {
+        npy_array px = load_npy(c->name, "pixels.npy");
+        int h, w;
+        const float *p = plm_session_pixels(s, &h, &w);
+        cr_assert_eq((size_t)3 * h * w, px.count);
+        double d = max_abs_diff(p, px.f, px.count);
+        cr_assert(d <= 1e-5, "%s pixels: max difference %.3g", c->name, d);
+        npy_array ft = load_npy(c->name, "image_features.npy");
+        size_t fr, fc;
+        const float *fp = plm_session_image_features(s, &fr, &fc);
+        cr_assert_eq(fr * fc, ft.count);
+        e = rel_l2(fp, ft.f, ft.count);
+        cr_assert(e < c->tol, "%s features: relative L2 error %.3g", c->name, e);
+        npy_free(&px);
+        npy_free(&ft);
+    }
+    npy_free(&want_ids);
+    npy_free(&want_logits);
+    npy_free(&want_gen);
+    free(prompt);
+    free(answer);
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(model, tiny_f32_image_prompt_matches_transformers) { check_prompt(&CASES[0], 1); }
+Test(model, tiny_f32_text_prompt_matches_transformers) { check_prompt(&CASES[0], 0); }
+Test(model, gqa_bf16_sharded_image_prompt_matches_transformers) { check_prompt(&CASES[1], 1); }
+Test(model, gqa_bf16_sharded_text_prompt_matches_transformers) { check_prompt(&CASES[1], 0); }
+Test(model, mqa_f32_oldnames_image_prompt_matches_transformers) { check_prompt(&CASES[2], 1); }
+Test(model, mqa_f32_oldnames_text_prompt_matches_transformers) { check_prompt(&CASES[2], 0); }
+
+Test(model, describe_names_every_component)
+{
+    plm_model *m = load_model("gqa_bf16_sharded");
+    char *d = plm_model_describe(m);
+    cr_assert(strstr(d, "vision tower: CLIP ViT, 3 layers"), "%s", d);
+    cr_assert(strstr(d, "6 heads (2 KV"), "%s", d);
+    cr_assert(strstr(d, "rope llama3"), "%s", d);
+    cr_assert(strstr(d, "dtype BF16"), "%s", d);
+    free(d);
+    plm_model_free(m);
+}
+
+static plm_session *session_for(plm_model *m, int n_ctx, int max_tokens)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.n_ctx = n_ctx;
+    sp.max_tokens = max_tokens;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    return s;
+}
+
+Test(model, prompt_longer_than_context_is_refused)
+{
+    plm_model *m = load_model("tiny_f32");
+    plm_session *s = session_for(m, 16, 4);
+    char *answer = (char *)1;
+    plm_status st = plm_session_ask(s, "tell me a long story about the red cat and the blue dog "
+                                    "and the green circle", NULL, NULL, &answer);
+    cr_assert_eq(st, PLM_E_LIMIT);
+    cr_assert_null(answer);
+    cr_assert(strstr(plm_last_error(s), "over the context of 16"), "%s", plm_last_error(s));
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(model, max_tokens_beyond_the_context_is_refused)
+{
+    plm_model *m = load_model("tiny_f32");
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 100000;
+    plm_session *s = NULL;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_E_LIMIT);
+    cr_assert(strstr(err.msg, "max_tokens 100000"), "%s", err.msg);
+    plm_model_free(m);
+}
+
+Test(model, image_marker_without_image_is_refused)
+{
+    plm_model *m = load_model("tiny_f32");
+    plm_session *s = session_for(m, 0, 4);
+    cr_assert_eq(plm_session_generate(s, "USER: <image>\nhi ASSISTANT:", NULL, NULL, NULL),
+                 PLM_E_ARG);
+    cr_assert(strstr(plm_last_error(s), "no image was given"), "%s", plm_last_error(s));
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(model, rgb_buffer_image_equals_file_image)
+{
+    /* The same pixels through the buffer API must give exactly the file's features. */
+    plm_model *m = load_model("tiny_f32");
+    plm_session *a = session_for(m, 0, 1), *b = session_for(m, 0, 1);
+    cr_assert_eq(plm_session_set_image_file(a, FIX "tiny_f32/image.png"), PLM_OK);
+    cr_assert_eq(plm_session_ask(a, "what?", NULL, NULL, NULL), PLM_OK, "%s", plm_last_error(a));
+    plm_image img;
+    plm_error err;
+    cr_assert_eq(img_load_file(FIX "tiny_f32/image.png", 1000000, &img, &err), PLM_OK);
+    cr_assert_eq(plm_session_set_image_rgb(b, img.rgb, img.width, img.height), PLM_OK);
+    img_free(&img);
+    cr_assert_eq(plm_session_ask(b, "what?", NULL, NULL, NULL), PLM_OK, "%s", plm_last_error(b));
+    size_t ra, ca, rb, cb;
+    const float *fa = plm_session_image_features(a, &ra, &ca);
+    const float *fb = plm_session_image_features(b, &rb, &cb);
+    cr_assert_eq(ra * ca, rb * cb);
+    cr_assert_eq(memcmp(fa, fb, ra * ca * sizeof(float)), 0);
+    plm_session_free(b);
+    plm_session_free(a);
+    plm_model_free(m);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A copy of a fixture directory whose config.json is replaced by `config`. */
+static void model_with_config(char *dir, size_t n, const char *config)
+{
+    snprintf(dir, n, "%s/cfgtest_XXXXXX", PLM_BINARY_DIR);
+    cr_assert(mkdtemp(dir));
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cp %stiny_f32/* %s/", FIX, dir);
+    cr_assert_eq(system(cmd), 0);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, config);
+}
+
+static void rm_dir(const char *dir)
+{
+    char cmd[1100];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void expect_load_error(const char *config, plm_status want, const char *needle)
+{
+    char dir[1024];
+    model_with_config(dir, sizeof dir, config);
+    plm_model *m = NULL;
+    plm_error err;
+    plm_model_params mp = plm_model_default_params();
+    plm_status st = plm_model_load(dir, &mp, &m, &err);
+    rm_dir(dir);
+    cr_assert_eq(st, want, "status %d, message: %s", st, err.msg);
+    cr_assert_null(m);
+    cr_assert(strstr(err.msg, needle), "message '%s' lacks '%s'", err.msg, needle);
+}
+
+Test(model, config_without_model_type_is_refused)
+{
+    expect_load_error("{\"text_config\": {}}", PLM_E_MISSING, "model_type");
+}
+
+Test(model, config_field_of_wrong_type_is_refused)
+{
+    expect_load_error("{\"model_type\": \"llava\", \"text_config\": {\"hidden_size\": \"big\"}}",
+                      PLM_E_FORMAT, "hidden_size");
+}
+
+Test(model, config_that_disagrees_with_the_weights_names_the_tensor)
+{
+    /* Hub configs leave most fields to the defaults; a checkpoint whose weights do not match
+     * them must say which tensor is wrong. */
+    expect_load_error("{\"model_type\": \"llava\", \"vision_config\": {\"hidden_size\": 32, "
+                      "\"intermediate_size\": 64, \"num_hidden_layers\": 2, "
+                      "\"num_attention_heads\": 4, \"image_size\": 28, \"patch_size\": 14}, "
+                      "\"text_config\": {\"vocab_size\": 514}}",
+                      PLM_E_SHAPE, "embed_tokens.weight' has shape [514, 64], expected [514, 4096]");
+}
+
+Test(model, unsupported_rope_type_is_refused)
+{
+    expect_load_error("{\"model_type\": \"llava\", \"text_config\": {\"rope_scaling\": "
+                      "{\"rope_type\": \"yarn\", \"factor\": 4}}}",
+                      PLM_E_UNSUPPORTED, "rope_type 'yarn'");
+}
+
+Test(model, missing_directory_is_refused)
+{
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load("/nonexistent/model", NULL, &m, &err), PLM_E_IO);
+    cr_assert(strstr(err.msg, "/nonexistent/model"), "%s", err.msg);
+}
