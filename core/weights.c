@@ -1,5 +1,6 @@
 #include "core/weights.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -92,7 +93,9 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
     w->rows = rows;
     w->cols = cols;
     w->data = t->data;
-    if (!s->be->ops->host_memory) {
+    /* A hand-made file can leave a tensor misaligned for its dtype: copy it then. */
+    int misaligned = (uintptr_t)t->data % plm_dtype_size(t->dtype) != 0;
+    if (!s->be->ops->host_memory || misaligned) {
         void *dev;
         PLM_TRY(upload(s, name, t->data, t->nbytes, &dev, err));
         w->data = dev;
