@@ -36,14 +36,21 @@ plm_status img_check_size(const char *name, uint64_t width, uint64_t height, uin
     /* Callers pass sizes read from 32-bit (PNG, stb) or 16-bit (JPEG) fields. */
     if (width > UINT32_MAX || height > UINT32_MAX || width * height > max_pixels) {
         char have[32], limit[32];
+        /* megapixels, unless the limit is below one */
+        const char *unit = max_pixels < 1000000 ? "pixels" : "megapixels";
         if (width > UINT32_MAX || height > UINT32_MAX)
-            snprintf(have, sizeof have, "more than 4e12");
+            snprintf(have, sizeof have, "more than 4e18");
+        else if (max_pixels < 1000000)
+            snprintf(have, sizeof have, "%" PRIu64, width * height);
         else
             fmt_megapixels(have, sizeof have, width * height);
-        fmt_megapixels(limit, sizeof limit, max_pixels);
+        if (max_pixels < 1000000)
+            snprintf(limit, sizeof limit, "%" PRIu64, max_pixels);
+        else
+            fmt_megapixels(limit, sizeof limit, max_pixels);
         return plm_fail(err, PLM_E_LIMIT, "%s: image is %" PRIu64 "x%" PRIu64
-                        " = %s megapixels, over the limit of %s megapixels", name, width, height,
-                        have, limit);
+                        " = %s %s, over the limit of %s %s", name, width, height, have, unit,
+                        limit, unit);
     }
     return PLM_OK;
 }
@@ -119,6 +126,52 @@ truncated:
                     " end-of-image marker", name, len);
 }
 
+/* ---- binary PNM header ---------------------------------------------------------------------- */
+
+/* stb_image pads a binary PNM whose pixel data is cut short with zeros; PIL refuses it. Read the
+ * header (P5/P6, width, height, maxval, with # comments) to check the data is all there. */
+static int pnm_number(const uint8_t *d, size_t len, size_t *p, uint64_t *out)
+{
+    for (;;) {
+        while (*p < len && (d[*p] == ' ' || d[*p] == '\t' || d[*p] == '\n' || d[*p] == '\r' ||
+                            d[*p] == '\v' || d[*p] == '\f'))
+            (*p)++;
+        if (*p < len && d[*p] == '#') {
+            while (*p < len && d[*p] != '\n' && d[*p] != '\r') (*p)++;
+            continue;
+        }
+        break;
+    }
+    if (*p >= len || d[*p] < '0' || d[*p] > '9') return 0;
+    uint64_t v = 0;
+    while (*p < len && d[*p] >= '0' && d[*p] <= '9') {
+        if (v > 1000000000) return 0;
+        v = v * 10 + (uint64_t)(d[*p] - '0');
+        (*p)++;
+    }
+    *out = v;
+    return 1;
+}
+
+static plm_status pnm_check(const uint8_t *d, size_t len, const char *name, uint64_t max_pixels,
+                            plm_error *err)
+{
+    size_t p = 2;
+    uint64_t w, h, maxval;
+    if (!pnm_number(d, len, &p, &w) || !pnm_number(d, len, &p, &h) ||
+        !pnm_number(d, len, &p, &maxval) || p >= len)
+        return plm_fail(err, PLM_E_FORMAT, "%s: corrupt PNM: unreadable header", name);
+    PLM_TRY(img_check_size(name, w, h, max_pixels, err));
+    if (maxval == 0 || maxval > 65535)
+        return plm_fail(err, PLM_E_FORMAT, "%s: corrupt PNM: maxval %" PRIu64, name, maxval);
+    p++; /* the single whitespace before the data */
+    uint64_t need = w * h * (d[1] == '6' ? 3u : 1u) * (maxval > 255 ? 2u : 1u);
+    if (len - p < need)
+        return plm_fail(err, PLM_E_FORMAT, "%s: truncated PNM: %zu bytes of pixel data, %" PRIu64
+                        " needed", name, len - p, need);
+    return PLM_OK;
+}
+
 /* ---- entry points --------------------------------------------------------------------------- */
 
 plm_status img_load_memory(const void *data, size_t len, const char *name, uint64_t max_pixels,
@@ -144,8 +197,10 @@ plm_status img_load_memory(const void *data, size_t len, const char *name, uint6
         return img_stb_decode(d, len, name, "GIF", max_pixels, out, err);
     if (len >= 2 && d[0] == 'B' && d[1] == 'M')
         return img_stb_decode(d, len, name, "BMP", max_pixels, out, err);
-    if (len >= 2 && d[0] == 'P' && (d[1] == '5' || d[1] == '6'))
+    if (len >= 2 && d[0] == 'P' && (d[1] == '5' || d[1] == '6')) {
+        PLM_TRY(pnm_check(d, len, name, max_pixels, err));
         return img_stb_decode(d, len, name, "PNM", max_pixels, out, err);
+    }
     /* TGA has no signature; trust the name rather than guess at arbitrary bytes. */
     if (has_suffix_ci(name, ".tga"))
         return img_stb_decode(d, len, name, "TGA", max_pixels, out, err);
