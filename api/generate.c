@@ -112,7 +112,7 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
         return plm_fail(&s->err, PLM_E_ARG, "an image was given but the prompt has no %s marker",
                         IMAGE_MARKER);
     int n_img = markers ? vit_n_tokens(&m->cfg.vision) : 0;
-    char *text;
+    char *text = NULL;
     PLM_TRY(expand_prompt(s, prompt, n_img, &text));
     int32_t *ids = NULL;
     size_t n = 0;

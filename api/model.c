@@ -67,7 +67,7 @@ static plm_status load_all(plm_model *m, plm_error *err)
     m->psrc = base;
     m->psrc.prefixes = PROJ_PREFIXES;
     m->psrc.what = "projector";
-    PLM_TRY(vit_load(&m->vit, &m->cfg.vision, &m->vsrc, &m->psrc, err));
+    PLM_TRY(vit_load(&m->vit, &m->cfg.vision, &m->cfg.proj, &m->vsrc, &m->psrc, err));
     PLM_TRY(load_preprocessor(m, err));
     const char *s = tok_token_str(m->tok, m->cfg.image_token_id);
     if (!s || strlen(s) >= sizeof m->image_token)

@@ -105,6 +105,7 @@ static void check_prompt(const ref_case *c, int with_image)
     cr_assert_eq(rows * vocab, want_logits.count);
     double e = rel_l2(lg, want_logits.f, want_logits.count);
     cr_assert(e < c->tol, "%s %slogits: relative L2 error %.3g over %.1g", c->name, pre, e, c->tol);
+    cr_log_info("%s %slogits: relative L2 error %.3g (limit %.1g)", c->name, pre, e, c->tol);
 
     snprintf(f, sizeof f, "%sgreedy.npy", pre);
     npy_array want_gen = load_npy(c->name, f);
@@ -117,12 +118,14 @@ static void check_prompt(const ref_case *c, int with_image)
         cr_assert_eq((size_t)3 * h * w, px.count);
         double d = max_abs_diff(p, px.f, px.count);
         cr_assert(d <= 1e-5, "%s pixels: max difference %.3g", c->name, d);
+        cr_log_info("%s pixels: max difference %.3g", c->name, d);
         npy_array ft = load_npy(c->name, "image_features.npy");
         size_t fr, fc;
         const float *fp = plm_session_image_features(s, &fr, &fc);
         cr_assert_eq(fr * fc, ft.count);
         e = rel_l2(fp, ft.f, ft.count);
         cr_assert(e < c->tol, "%s features: relative L2 error %.3g", c->name, e);
+        cr_log_info("%s features: relative L2 error %.3g", c->name, e);
         npy_free(&px);
         npy_free(&ft);
     }
@@ -239,7 +242,7 @@ static void model_with_config(char *dir, size_t n, const char *config)
     snprintf(dir, n, "%s/cfgtest_XXXXXX", PLM_BINARY_DIR);
     cr_assert(mkdtemp(dir));
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "cp %stiny_f32/* %s/", FIX, dir);
+    snprintf(cmd, sizeof cmd, "cp -r %stiny_f32/* %s/", FIX, dir);
     cr_assert_eq(system(cmd), 0);
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -285,7 +288,7 @@ Test(model, config_that_disagrees_with_the_weights_names_the_tensor)
     expect_load_error("{\"model_type\": \"llava\", \"vision_config\": {\"hidden_size\": 32, "
                       "\"intermediate_size\": 64, \"num_hidden_layers\": 2, "
                       "\"num_attention_heads\": 4, \"image_size\": 28, \"patch_size\": 14}, "
-                      "\"text_config\": {\"vocab_size\": 514}}",
+                      "\"image_token_index\": 512, \"text_config\": {\"vocab_size\": 514}}",
                       PLM_E_SHAPE, "embed_tokens.weight' has shape [514, 64], expected [514, 4096]");
 }
 

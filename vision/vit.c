@@ -28,11 +28,12 @@ int vit_resolve_layer(const vit_config *c, int idx)
     return r < 0 || r >= n ? -1 : r;
 }
 
-plm_status vit_load(vit_model *m, const vit_config *cfg, plm_wsrc *vs, plm_wsrc *ps,
-                    plm_error *err)
+plm_status vit_load(vit_model *m, const vit_config *cfg, const proj_config *pcfg,
+                    plm_wsrc *vs, plm_wsrc *ps, plm_error *err)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
+    m->pcfg = *pcfg;
     const int D = cfg->hidden, I = cfg->intermediate, p = cfg->patch_size;
     for (int i = 0; i < cfg->n_feature_layers; i++) {
         int r = vit_resolve_layer(cfg, cfg->feature_layers[i]);

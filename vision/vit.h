@@ -50,8 +50,8 @@ int vit_n_tokens(const vit_config *c);
  * layers run before it; -1 when out of range. */
 int vit_resolve_layer(const vit_config *c, int idx);
 
-plm_status vit_load(vit_model *m, const vit_config *cfg, plm_wsrc *vision, plm_wsrc *projector,
-                    plm_error *err);
+plm_status vit_load(vit_model *m, const vit_config *cfg, const proj_config *pcfg,
+                    plm_wsrc *vision, plm_wsrc *projector, plm_error *err);
 void vit_unload(vit_model *m);
 
 /* Scratch the forward pass needs, in floats. */
