@@ -8,6 +8,7 @@
 
 /* LLaVA-1.5's conversation format (llava-hf chat template, single turn). */
 #define IMAGE_MARKER "<image>"
+#define DEFAULT_MAX_NEW 256
 
 typedef struct strbuf {
     char *p;
@@ -119,7 +120,15 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
     plm_status st = tok_encode(m->tok, text, strlen(text), 1, &ids, &n, &s->err);
     free(text);
     if (st != PLM_OK) return plm_fail_prefix(&s->err, st, "prompt: ");
-    size_t cap = n + (size_t)s->p.max_tokens + 1;
+    if (n >= (size_t)s->p.n_ctx)
+        return plm_fail(&s->err, PLM_E_LIMIT, "the prompt is %zu tokens, over the context of %d",
+                        n, s->p.n_ctx);
+    s->max_new = s->p.max_tokens;
+    if (s->max_new < 0) { /* automatic: up to 256, within the context */
+        size_t room = (size_t)s->p.n_ctx - n;
+        s->max_new = room < DEFAULT_MAX_NEW ? (int)room : DEFAULT_MAX_NEW;
+    }
+    size_t cap = n + (size_t)s->max_new + 1;
     int32_t *t = realloc(s->tokens, cap * sizeof *t);
     if (!t) {
         free(ids);
@@ -141,10 +150,10 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
         return plm_fail(&s->err, PLM_E_FORMAT, "prompt: expected %d image tokens after expanding "
                         "%s, found %d (does the prompt contain the image token's text?)", n_img,
                         IMAGE_MARKER, found);
-    if (n + (size_t)s->p.max_tokens > (size_t)s->p.n_ctx)
+    if (n + (size_t)s->max_new > (size_t)s->p.n_ctx)
         return plm_fail(&s->err, PLM_E_LIMIT, "the prompt is %zu tokens; with max_tokens %d it "
-                        "needs %zu positions, over the context of %d", n, s->p.max_tokens,
-                        n + (size_t)s->p.max_tokens, s->p.n_ctx);
+                        "needs %zu positions, over the context of %d", n, s->max_new,
+                        n + (size_t)s->max_new, s->p.n_ctx);
     return PLM_OK;
 }
 
@@ -191,7 +200,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     size_t work = lscr > vis ? lscr : vis;
     PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + work));
     float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *wk = fe + feat;
-    PLM_TRY(ensure_kv(s, (int)T + s->p.max_tokens));
+    PLM_TRY(ensure_kv(s, (int)T + s->max_new));
     s->kv.n = 0;
 
     if (s->has_image) PLM_TRY(encode_image(s, wk, fe, wk + pix));
@@ -217,7 +226,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     tok_stream *ts = NULL;
     plm_status st = tok_stream_new(m->tok, 1, &ts, &s->err);
     t0 = plm_now_ms();
-    for (int i = 0; st == PLM_OK && i < s->p.max_tokens; i++) {
+    for (int i = 0; st == PLM_OK && i < s->max_new; i++) {
         int32_t tok = sampler_pick(&smp, s->logits, (size_t)V);
         s->tokens[s->n_tokens++] = tok;
         s->t.n_generated++;
@@ -230,7 +239,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
             break;
         }
         if (on_token && *piece && on_token(piece, tok, user)) break;
-        if (i + 1 == s->p.max_tokens) break;
+        if (i + 1 == s->max_new) break;
         int32_t p1 = s->kv.n;
         op->embed(s->be, x, &m->llm.embed, &tok, 1);
         llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, s->kv.n + 1, wk);

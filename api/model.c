@@ -190,6 +190,7 @@ char *plm_model_describe(const plm_model *m)
                   t->tie_embeddings ? ", tied lm_head" : "", m->tsrc.n_params + head,
                   plm_dtype_name(m->tsrc.dtype));
     size_t total = m->vsrc.n_params + m->psrc.n_params + m->tsrc.n_params + head;
-    snprintf(buf + n, cap - (size_t)n, "total parameters: %zu (%.2f B)\n", total, total / 1e9);
+    snprintf(buf + n, cap - (size_t)n, "total parameters: %zu (%.2f %s)\n", total,
+             total >= 1e9 ? total / 1e9 : total / 1e6, total >= 1e9 ? "B" : "M");
     return buf;
 }

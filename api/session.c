@@ -18,7 +18,7 @@ double plm_now_ms(void)
 plm_session_params plm_session_default_params(void)
 {
     plm_session_params p = {0};
-    p.max_tokens = 256;
+    p.max_tokens = -1;
     p.temperature = 0.0f;
     p.top_p = 1.0f;
     p.seed = 1;
@@ -40,7 +40,7 @@ plm_status plm_session_new(plm_model *m, const plm_session_params *params, plm_s
     if (s->p.n_ctx > max_ctx)
         st = plm_fail(err, PLM_E_LIMIT, "context of %d tokens is over the model's "
                       "max_position_embeddings of %d", s->p.n_ctx, max_ctx);
-    else if (s->p.max_tokens < 0 || s->p.max_tokens >= s->p.n_ctx)
+    else if (s->p.max_tokens < -1 || s->p.max_tokens >= s->p.n_ctx)
         st = plm_fail(err, PLM_E_LIMIT, "max_tokens %d does not fit the context of %d tokens",
                       s->p.max_tokens, s->p.n_ctx);
     else if (s->p.temperature < 0 || !(s->p.top_p > 0 && s->p.top_p <= 1) || s->p.top_k < 0)

@@ -8,6 +8,7 @@
 struct plm_session {
     plm_model *m;
     plm_session_params p;
+    int max_new;               /* max_tokens resolved for the current prompt */
     plm_backend *be;
     plm_error err;
     llama_kv kv;

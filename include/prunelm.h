@@ -86,7 +86,7 @@ int plm_model_has_vision(const plm_model *model);
 
 typedef struct plm_session_params {
     int n_ctx;              /* 0: the model's max_position_embeddings */
-    int max_tokens;         /* tokens to generate at most */
+    int max_tokens;         /* tokens to generate at most; -1: up to 256 within the context */
     float temperature;      /* 0: greedy */
     int top_k;              /* 0: off */
     float top_p;            /* 1: off */
