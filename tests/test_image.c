@@ -398,6 +398,13 @@ Test(image, truncated_and_corrupt_jpeg)
             break;
         }
     expect_fail(e, len, "bits.jpg", 0, PLM_E_FORMAT, "bits.jpg: corrupt JPEG (stb_image: ");
+    /* a Huffman table of more than 256 codes (stb_image 2.27 would overrun its arrays) */
+    uint8_t dht[4 + 2 + 17 + 2] = {0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x13, 0x00};
+    memset(dht + 7, 0x20, 16);
+    dht[23] = 0xFF;
+    dht[24] = 0xD9;
+    expect_fail(dht, sizeof dht, "dht.jpg", 0, PLM_E_FORMAT,
+                "dht.jpg: corrupt JPEG: Huffman table at byte 6 has 512 codes");
     /* no frame header at all */
     static const uint8_t soi_eoi[] = {0xFF, 0xD8, 0xFF, 0xD9};
     expect_fail(soi_eoi, sizeof soi_eoi, "nosof.jpg", 0, PLM_E_FORMAT,

@@ -96,6 +96,22 @@ plm_status img_jpeg_scan(const uint8_t *d, size_t len, const char *name, uint32_
             return plm_fail(err, PLM_E_FORMAT, "%s: corrupt JPEG: segment 0xFF%02X at byte %zu"
                             " has length %zu", name, m, p - 2, seglen);
         if (p + seglen > len) goto truncated;
+        if (m == 0xC4) {
+            /* Huffman tables: stb_image (2.27, as Debian ships it) does not check that a table
+             * has at most 256 codes before building it, and writes past its arrays if not. */
+            size_t q = p + 2, end = p + seglen;
+            while (q < end) {
+                if (q + 17 > end || (d[q] >> 4) > 1 || (d[q] & 15) > 3)
+                    return plm_fail(err, PLM_E_FORMAT, "%s: corrupt JPEG: bad Huffman table"
+                                    " header at byte %zu", name, q);
+                size_t n = 0;
+                for (int i = 1; i <= 16; i++) n += d[q + (size_t)i];
+                if (n > 256 || q + 17 + n > end)
+                    return plm_fail(err, PLM_E_FORMAT, "%s: corrupt JPEG: Huffman table at byte"
+                                    " %zu has %zu codes", name, q, n);
+                q += 17 + n;
+            }
+        }
         /* SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC). */
         if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
             if (seglen < 8)
