@@ -433,7 +433,7 @@ Test(image, missing_file)
     cr_assert_null(img.rgb);
 }
 
-Test(image, pnm_and_tga_through_stb)
+Test(image, pnm_tga_bmp_through_stb)
 {
     const uint8_t ppm[] = "P6\n2 1\n255\n\x01\x02\x03\xFA\xFB\xFC";
     plm_image img;
@@ -458,6 +458,15 @@ Test(image, pnm_and_tga_through_stb)
     cr_assert(img.rgb[0] == 10 && img.rgb[1] == 20 && img.rgb[2] == 30);
     img_free(&img);
     expect_fail(tga, sizeof tga, "dot.bin", 0, PLM_E_FORMAT, "dot.bin: unknown image format");
+    /* 24-bit BMP, 1x1 (rows bottom-up, BGR, padded to 4 bytes) */
+    const uint8_t bmp[58] = {'B', 'M', 58, 0, 0, 0, 0, 0, 0, 0, 54, 0, 0, 0,
+                             40, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 24, 0, 0, 0, 0, 0,
+                             4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                             10, 20, 30, 0};
+    cr_assert_eq(img_load_memory(bmp, sizeof bmp, "dot.bmp", 0, &img, &err), PLM_OK, "%s", err.msg);
+    cr_assert(img.width == 1 && img.height == 1);
+    cr_assert(img.rgb[0] == 30 && img.rgb[1] == 20 && img.rgb[2] == 10);
+    img_free(&img);
 }
 
 Test(image, from_rgb_copies_and_checks)

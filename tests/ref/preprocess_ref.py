@@ -24,6 +24,15 @@ OUTDIR/
   report.json               versions, classes, per-image checks, the other backend's differences
   sources.txt               the source of the functions that decide the numbers
 and OUTDIR.tar.gz of it all.
+
+tests/fixtures/preprocess/ is a selection of OUTDIR, kept small (needs numpy and PIL only):
+
+    python3 tests/ref/preprocess_ref.py --select OUTDIR tests/fixtures/preprocess
+
+It keeps the configs, report.json, PIL's decodes except those of the large RGB8 PNGs (their
+pixels are checked against the pattern they were written from), the float tensors of the "tiny"
+config, the uint8 crops and level tables of the other small configs, and for llava15 the level
+table, the uint8 crops of LLAVA15_KEEP, and an FNV-1a 64 checksum of every image's uint8 crop.
 """
 import inspect
 import json
@@ -74,6 +83,8 @@ CONFIGS = {
     "tiny_bilinear": variant(size={"shortest_edge": 30}, crop_size={"height": 28, "width": 28},
                              resample=2),
 }
+LLAVA15_KEEP = ["rgb_wide", "rgb_tall", "rgb_big", "rgb_tiny", "rgb_odd", "photo420", "gray16",
+                "palette8_trns"]
 BIG_CROP = 64  # crops larger than this are stored as uint8 PNG + levels table
 FULL_FLOAT_TOO = {"rgb_tiny", "rgb_wide"}  # also store these big outputs as float, as a cross-check
 
@@ -343,6 +354,55 @@ def json_default(o):
         return o.item()
     return str(o)
 
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def select(src, dst):
+    import shutil
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    os.makedirs(dst)
+    shutil.copytree(os.path.join(src, "configs"), os.path.join(dst, "configs"))
+    shutil.copy(os.path.join(src, "report.json"), dst)
+    os.makedirs(os.path.join(dst, "decoded"))
+    for f in sorted(os.listdir(os.path.join(src, "decoded"))):
+        if f.endswith(".npy") or not f.startswith("rgb_"):
+            shutil.copy(os.path.join(src, "decoded", f), os.path.join(dst, "decoded"))
+    for cname in CONFIGS:
+        s, d = os.path.join(src, cname), os.path.join(dst, cname)
+        os.makedirs(d)
+        shutil.copy(os.path.join(s, "levels.npy"), d)
+        for f in sorted(os.listdir(s)):
+            stem = f.rsplit(".", 1)[0]
+            if cname == "tiny":
+                keep = f.endswith(".npy") and not f.endswith("_u8.npy")
+            elif cname == "llava15":
+                keep = f.endswith(".png") and stem in LLAVA15_KEEP
+            else:
+                keep = f.endswith("_u8.npy")
+            if keep:
+                shutil.copy(os.path.join(s, f), d)
+        if cname == "llava15":
+            lines = ["# FNV-1a 64 of the uint8 crop (336x336x3, packed RGB, row-major) that "
+                     "transformers 5.17",
+                     "# produced for each image (do_rescale=False, do_normalize=False); see "
+                     "tests/ref/preprocess_ref.py"]
+            for f in sorted(os.listdir(s)):
+                if f.endswith(".png"):
+                    a = np.asarray(Image.open(os.path.join(s, f)).convert("RGB"))
+                    lines.append(f"{f[:-4]} {fnv1a64(a.tobytes()):016x}")
+            with open(os.path.join(d, "checksums.txt"), "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__" and sys.argv[1] == "--select":
+    select(sys.argv[2], sys.argv[3])
+    sys.exit(0)
 
 if __name__ == "__main__":
     out = sys.argv[2]
