@@ -9,7 +9,7 @@
  *    is CLIPImageProcessorPil and is used only when torchvision is missing or backend="pil" is
  *    asked for. AutoImageProcessor.from_pretrained (what LlavaProcessor.from_pretrained calls)
  *    returns the torchvision class: that is what users get, so that is what we match. (The PIL
- *    backend differs from it by 1-2 uint8 levels on ~0.5% of the values: PIL resamples with
+ *    backend differs from it by 1-2 uint8 levels on up to 1.2% of the values: PIL resamples with
  *    22-bit int32 coefficients, torch with int16 coefficients of adaptive precision.)
  *
  * 2. Decode and RGB. The PIL image goes through convert_to_rgb (Image.convert("RGB"): alpha
