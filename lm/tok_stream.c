@@ -68,7 +68,7 @@ static plm_status emit(tok_stream *s, int flush, plm_error *err)
 {
     size_t tail = 0;
     PLM_TRY(tok_utf8_lossy(s->pend.p ? s->pend.p : "", s->pend.n, !flush, &s->out, &tail, err));
-    memmove(s->pend.p, s->pend.p + s->pend.n - tail, tail);
+    if (tail) memmove(s->pend.p, s->pend.p + s->pend.n - tail, tail);
     s->pend.n = tail;
     return PLM_OK;
 }
