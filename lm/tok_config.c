@@ -129,7 +129,7 @@ static plm_status get_prepend_scheme(const tok_tokenizer *t, const cJSON *o, con
                             "always, first, never", t->name, path, v->valuestring);
     }
     /* Older files say add_prefix_space instead; false must agree with the scheme. */
-    int aps;
+    int aps = 1;
     PLM_TRY(get_bool(t, o, path, "add_prefix_space", 1, &aps, err));
     if (!aps) {
         if (v && *out != TOK_PREPEND_NEVER)
@@ -467,7 +467,7 @@ static plm_status parse_template(tok_tokenizer *t, const cJSON *o, const char *p
         int k = 0;
         for (const cJSON *x = ids->child; x && st == PLM_OK; x = x->next, k++) {
             char idp[PATH_MAX_LEN + 64];
-            int32_t id;
+            int32_t id = 0;
             snprintf(idp, sizeof idp, "%s.special_tokens[\"%.40s\"].ids[%d]", path,
                      name->valuestring, k);
             st = get_id(t, x, idp, &id, err);

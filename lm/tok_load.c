@@ -84,7 +84,7 @@ static plm_status load_vocab(tok_tokenizer *t, const cJSON *vocab, size_t *max_i
         if (!as_id(e, &id))
             return plm_fail(err, PLM_E_FORMAT, "%s: model.vocab[\"%.80s\"] is not an id from 0 "
                             "to %d", t->name, e->string, TOK_MAX_ID);
-        uint32_t off;
+        uint32_t off = 0;
         size_t len = strlen(e->string);
         PLM_TRY(tok_pool_add(t, e->string, len, &off, err));
         if (tok_strmap_get(&t->vocab, e->string, len) >= 0)
