@@ -1,0 +1,152 @@
+/* The prunelm command as a user runs it: exit codes, messages, output files. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "core/npy.h"
+
+#define FIX PLM_SOURCE_DIR "/tests/fixtures/models/"
+
+typedef struct run_result {
+    int code;
+    char out[65536];
+} run_result;
+
+/* Runs a shell command line, capturing stdout+stderr and the exit code. */
+static run_result run(const char *cmdline)
+{
+    run_result r = {0};
+    char full[8192];
+    snprintf(full, sizeof full, "%s 2>&1", cmdline);
+    FILE *p = popen(full, "r");
+    cr_assert(p);
+    size_t n = fread(r.out, 1, sizeof r.out - 1, p);
+    r.out[n] = '\0';
+    int st = pclose(p);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+static run_result runf(const char *fmt, const char *a, const char *b)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, fmt, a, b);
+    return run(cmd);
+}
+
+Test(cli, ask_answers_and_exits_zero)
+{
+    run_result r = runf("%s ask --model %stiny_f32 --max-tokens 16 --image " FIX "tiny_f32/image.png "
+                        "'What colour is the big shape on the left?'", PLM_CLI, FIX);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    /* transformers' greedy answer for this fixture starts with "and cat" */
+    cr_assert(strncmp(r.out, "and cat", 7) == 0, "%s", r.out);
+}
+
+Test(cli, json_output_has_answer_tokens_and_timings)
+{
+    run_result r = runf("%s ask --json --max-tokens 4 --model %stiny_f32 'hello'", PLM_CLI, FIX);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    cr_assert(strstr(r.out, "\"answer\":"), "%s", r.out);
+    cr_assert(strstr(r.out, "\"generated\":4"), "%s", r.out);
+    cr_assert(strstr(r.out, "\"prefill_ms\":"), "%s", r.out);
+}
+
+Test(cli, dump_logits_writes_positions_by_vocab)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/cli_logits.npy", PLM_BINARY_DIR);
+    remove(path);
+    run_result r = runf("%s ask --json --max-tokens 1 --model " FIX "tiny_f32 --dump-logits %s 'hi'",
+                        PLM_CLI, path);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    npy_array a;
+    plm_error err;
+    cr_assert_eq(npy_read(path, &a, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(a.ndim, 2);
+    cr_assert_eq(a.shape[1], 514);
+    const char *np = strstr(r.out, "\"prompt\":");
+    cr_assert(np, "%s", r.out);
+    cr_assert_eq(a.shape[0], atoll(np + 9), "rows %lld vs %s", (long long)a.shape[0], r.out);
+    npy_free(&a);
+    remove(path);
+}
+
+Test(cli, unknown_option_is_a_usage_error)
+{
+    run_result r = runf("%s ask --frobnicate 'q'%s", PLM_CLI, "");
+    cr_assert_eq(r.code, 2);
+    cr_assert(strstr(r.out, "unknown option '--frobnicate'"), "%s", r.out);
+}
+
+Test(cli, every_subcommand_has_help)
+{
+    const char *cmds[] = {"ask", "inspect", "tokenize"};
+    for (int i = 0; i < 3; i++) {
+        run_result r = runf("%s %s --help", PLM_CLI, cmds[i]);
+        cr_assert_eq(r.code, 0, "%s: %s", cmds[i], r.out);
+        cr_assert(strstr(r.out, "usage: prunelm"), "%s: %s", cmds[i], r.out);
+    }
+}
+
+Test(cli, corrupt_image_fails_with_the_file_named)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/cli_corrupt.png", PLM_BINARY_DIR);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    fputs("\x89PNG\r\n\x1a\n garbage", f);
+    fclose(f);
+    run_result r = runf("%s ask --model " FIX "tiny_f32 --image %s 'q'", PLM_CLI, path);
+    cr_assert_eq(r.code, 1, "%s", r.out);
+    cr_assert(strstr(r.out, "cli_corrupt.png"), "%s", r.out);
+    remove(path);
+}
+
+Test(cli, enormous_image_is_refused_by_the_pixel_limit)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/cli_big.png", PLM_BINARY_DIR);
+    run_result r = runf("%s ask --model " FIX "tiny_f32 --max-pixels 100 --image " FIX
+                        "tiny_f32/image.png 'q' %s", PLM_CLI, "");
+    cr_assert_eq(r.code, 1, "%s", r.out);
+    cr_assert(strstr(r.out, "over the limit"), "%s", r.out);
+    (void)path;
+}
+
+Test(cli, prompt_longer_than_context_fails)
+{
+    run_result r = runf("%s ask --ctx 8 --max-tokens 1 --model " FIX "tiny_f32 'a b c d e f g h i j k "
+                        "l m n o p'%s", PLM_CLI, "");
+    cr_assert_eq(r.code, 1, "%s", r.out);
+    cr_assert(strstr(r.out, "over the context of 8"), "%s", r.out);
+}
+
+Test(cli, failed_dump_leaves_no_file)
+{
+    run_result r = runf("%s ask --max-tokens 1 --model " FIX "tiny_f32 --dump-logits "
+                        "/nonexistent-dir/x.npy 'hi'%s", PLM_CLI, "");
+    cr_assert_eq(r.code, 1, "%s", r.out);
+    cr_assert(strstr(r.out, "/nonexistent-dir/x.npy"), "%s", r.out);
+    struct stat st;
+    cr_assert_neq(stat("/nonexistent-dir/x.npy", &st), 0);
+}
+
+Test(cli, inspect_prints_the_architecture)
+{
+    run_result r = runf("%s inspect --model %smqa_f32_oldnames", PLM_CLI, FIX);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    cr_assert(strstr(r.out, "4 heads (1 KV, head dim 32)"), "%s", r.out);
+    cr_assert(strstr(r.out, "rope linear"), "%s", r.out);
+    cr_assert(strstr(r.out, "total parameters:"), "%s", r.out);
+}
+
+Test(cli, missing_model_directory_fails_clearly)
+{
+    run_result r = runf("%s ask --model /no/such/model 'q'%s", PLM_CLI, "");
+    cr_assert_eq(r.code, 1);
+    cr_assert(strstr(r.out, "/no/such/model: not a checkpoint directory"), "%s", r.out);
+}
