@@ -107,9 +107,17 @@ static plm_status load_merges(tok_tokenizer *t, const cJSON *merges, plm_error *
     size_t cap = 0, i = 0;
     uint32_t rank = 0;
     plm_status st = PLM_OK;
+    /* tokenizers reads the list as all strings or all pairs and refuses a mix. */
+    int strings = merges->child && cJSON_IsString(merges->child);
     for (const cJSON *e = merges->child; e && st == PLM_OK; e = e->next, i++) {
         const char *a = NULL, *b = NULL;
         size_t la = 0, lb = 0;
+        if (cJSON_IsString(e) != strings && (cJSON_IsString(e) || cJSON_IsArray(e))) {
+            st = plm_fail(err, PLM_E_FORMAT, "%s: model.merges[%zu] is a %s but model.merges[0] "
+                          "is a %s; the list must be all \"a b\" strings or all pairs", t->name,
+                          i, strings ? "pair" : "string", strings ? "string" : "pair");
+            break;
+        }
         if (cJSON_IsString(e)) {
             const char *s = e->valuestring, *sp = strchr(s, ' ');
             if (strncmp(s, "#version", 8) == 0) continue;
@@ -169,6 +177,7 @@ static plm_status load_added(tok_tokenizer *t, const cJSON *arr, size_t *max_id,
     t->added = calloc(n ? n : 1, sizeof *t->added);
     if (!t->added) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory", t->name);
     size_t i = 0;
+    int32_t max_added = -1;
     for (const cJSON *e = arr->child; e; e = e->next, i++) {
         char path[64];
         snprintf(path, sizeof path, "added_tokens[%zu]", i);
@@ -186,9 +195,20 @@ static plm_status load_added(tok_tokenizer *t, const cJSON *arr, size_t *max_id,
         if (!member(e, "normalized")) f[3] = !f[4]; /* the library's default */
         size_t len = strlen(content->valuestring);
         if (len == 0) continue; /* Hugging Face ignores empty added tokens */
-        /* Content already in the model keeps the model's id, as add_tokens() does. */
-        int32_t model_id = tok_strmap_get(&t->vocab, content->valuestring, len);
-        if (model_id >= 0) id = model_id;
+        /* tokenizers does not take the file's id: add_tokens() keeps the id the content already
+         * has, else gives the next one after the model's entries and the tokens added so far
+         * (the file's id only earns a warning when it differs). Files it wrote agree. */
+        int32_t known = tok_token_id(t, content->valuestring);
+        size_t n_model = t->vocab.n;
+        if (known >= 0)
+            id = known;
+        else if (max_added < 0 || ((size_t)max_added < n_model && n_model > 0))
+            id = (int32_t)n_model;
+        else
+            id = max_added + 1;
+        if (id > TOK_MAX_ID)
+            return plm_fail(err, PLM_E_LIMIT, "%s: %s: too many tokens", t->name, path);
+        if (id > max_added) max_added = id;
         tok_added *a = &t->added[t->n_added];
         PLM_TRY(tok_pool_add(t, content->valuestring, len, &a->off, err));
         a->len = (uint32_t)len;

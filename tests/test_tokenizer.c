@@ -14,6 +14,8 @@
 #define FIX PLM_SOURCE_DIR "/tests/fixtures/tokenizer/"
 #define LLAMA2 PLM_SOURCE_DIR "/../shared/tokenizers/llama2/tokenizer.json"
 
+#define MODEL(vocab, merges) "{\"model\": {\"type\": \"BPE\", \"vocab\": " vocab ", \"merges\": " merges "}"
+
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 static char *slurp(const char *path, size_t *len)
@@ -302,7 +304,28 @@ Test(tokenizer, fixture_metadata)
     tok_free(t);
 }
 
-/* ---- BPE (tiny_bpe.json: legacy Llama normalizer, byte_fallback, fuse_unk) ----------------- */
+Test(tokenizer, added_token_ids_follow_the_library)
+{
+    /* tokenizers numbers added tokens itself (after the model's entries), whatever the file
+     * says; content already in the vocabulary keeps its id. */
+    const char *json = MODEL("{\"a\": 0, \"b\": 1}", "[]") ", \"added_tokens\": ["
+                       "{\"id\": 50, \"content\": \"<x>\", \"special\": true},"
+                       "{\"id\": 7, \"content\": \"b\", \"special\": true},"
+                       "{\"id\": 60, \"content\": \"<y>\"}]}";
+    tok_tokenizer *t;
+    plm_error err;
+    cr_assert_eq(tok_load_buffer(json, strlen(json), "t.json", &t, &err), PLM_OK, "%s", err.msg);
+    cr_expect_eq(tok_token_id(t, "<x>"), 2);
+    cr_expect_eq(tok_token_id(t, "b"), 1);
+    cr_expect_eq(tok_token_id(t, "<y>"), 3);
+    cr_expect_eq(tok_vocab_size(t), 4);
+    cr_expect(tok_is_special(t, 1));
+    EXPECT_IDS(t, "a<y>b", 0, 0, 3, 1);
+    tok_free(t);
+}
+
+/* ---- BPE (tiny_bpe.json: legacy Llama normalizer, byte_fallback, fuse_unk, "a b" merges; the
+ * other tiny files write merges as pairs) ----------------------------------------------------- */
 
 Test(tokenizer, bpe_merges_by_rank_not_position)
 {
@@ -350,8 +373,8 @@ Test(tokenizer, legacy_normalizer_prefixes_every_piece)
 Test(tokenizer, added_tokens_strip_and_single_word)
 {
     tok_tokenizer *t = load(FIX "tiny_bpe.json");
-    EXPECT_IDS(t, "a <mask> b", 0, 11, 20, 5, 7); /* lstrip + rstrip take both spaces */
-    EXPECT_IDS(t, "a cab", 0, 11, 5, 21);
+    EXPECT_IDS(t, "a <mask> b", 0, 11, 14, 5, 7); /* lstrip + rstrip take both spaces */
+    EXPECT_IDS(t, "a cab", 0, 11, 5, 15);
     EXPECT_IDS(t, "acab", 0, 11, 8, 9); /* not a single word: plain BPE */
     EXPECT_IDS(t, "cabc", 0, 5, 8, 6, 10); /* "cab" runs on into "c": not a word */
     tok_free(t);
@@ -520,7 +543,6 @@ Test(tokenizer, invalid_utf8_is_refused)
     tok_free(t);
 }
 
-#define MODEL(vocab, merges) "{\"model\": {\"type\": \"BPE\", \"vocab\": " vocab ", \"merges\": " merges "}"
 
 Test(tokenizer, malformed_files_name_the_field)
 {
@@ -529,6 +551,10 @@ Test(tokenizer, malformed_files_name_the_field)
     expect_load_error("{}", PLM_E_MISSING, "tokenizer.json: model is missing or not an object");
     expect_load_error(MODEL("{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b\", 7]") "}", PLM_E_FORMAT,
                       "tokenizer.json: model.merges[1] is not a string or pair");
+    expect_load_error(MODEL("{\"a\": 0, \"b\": 1, \"ab\": 2}", "[\"a b\", [\"a\", \"b\"]]") "}",
+                      PLM_E_FORMAT, "tokenizer.json: model.merges[1] is a pair but "
+                      "model.merges[0] is a string; the list must be all \"a b\" strings or all "
+                      "pairs");
     expect_load_error(MODEL("{\"a\": 0, \"b\": 1}", "[\"a b c\"]") "}", PLM_E_FORMAT,
                       "tokenizer.json: model.merges[0] is not a string or pair");
     expect_load_error(MODEL("{\"a\": 0, \"b\": 1}", "[[\"a\", \"b\"]]") "}", PLM_E_FORMAT,
@@ -665,7 +691,7 @@ Test(tokenizer, public_api)
     plm_tokenizer *tok;
     plm_error err;
     cr_assert_eq(plm_tokenizer_load(FIX "tiny_bpe.json", &tok, &err), PLM_OK, "%s", err.msg);
-    cr_expect_eq(plm_tokenizer_vocab_size(tok), 22);
+    cr_expect_eq(plm_tokenizer_vocab_size(tok), 16);
     int32_t *ids;
     size_t n;
     cr_assert_eq(plm_tokenize(tok, "abc", 3, 1, &ids, &n, &err), PLM_OK);
