@@ -47,7 +47,10 @@ plm_status tok_encode(const tok_tokenizer *t, const char *text, size_t len, int 
     tok_work w = {0};
     tok_ids out = {0};
     plm_status st = encode(t, text, len, add_special, &w, &out, err);
-    if (st == PLM_OK && !out.p) st = tok_ids_push(&out, 0, err), out.n = 0; /* never NULL */
+    if (st == PLM_OK && !out.p) { /* an empty result is still a freeable array, never NULL */
+        st = tok_ids_push(&out, 0, err);
+        out.n = 0;
+    }
     tok_work_free(&w);
     if (st != PLM_OK) {
         tok_ids_free(&out);
