@@ -120,22 +120,28 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
     plm_status st = tok_encode(m->tok, text, strlen(text), 1, &ids, &n, &s->err);
     free(text);
     if (st != PLM_OK) return plm_fail_prefix(&s->err, st, "prompt: ");
-    if (n >= (size_t)s->p.n_ctx)
+    int bos = m->prepend_bos && (n == 0 || ids[0] != tok_bos_id(m->tok));
+    size_t total = n + (size_t)bos;
+    if (total >= (size_t)s->p.n_ctx) {
+        free(ids);
         return plm_fail(&s->err, PLM_E_LIMIT, "the prompt is %zu tokens, over the context of %d",
-                        n, s->p.n_ctx);
+                        total, s->p.n_ctx);
+    }
     s->max_new = s->p.max_tokens;
     if (s->max_new < 0) { /* automatic: up to 256, within the context */
-        size_t room = (size_t)s->p.n_ctx - n;
+        size_t room = (size_t)s->p.n_ctx - total;
         s->max_new = room < DEFAULT_MAX_NEW ? (int)room : DEFAULT_MAX_NEW;
     }
-    size_t cap = n + (size_t)s->max_new + 1;
+    size_t cap = total + (size_t)s->max_new + 1;
     int32_t *t = realloc(s->tokens, cap * sizeof *t);
     if (!t) {
         free(ids);
         return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for tokens");
     }
-    memcpy(t, ids, n * sizeof *t);
+    if (bos) t[0] = tok_bos_id(m->tok);
+    memcpy(t + bos, ids, n * sizeof *t);
     free(ids);
+    n = total;
     s->tokens = t;
     s->cap_tokens = cap;
     s->n_prompt = s->n_tokens = n;
@@ -254,6 +260,8 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
             on_token(rest, -1, user);
     }
     s->t.decode_ms = plm_now_ms() - t0;
+    s->t.kv_bytes = (uint64_t)s->kv.n * (uint64_t)c->n_layers * 2u * (uint64_t)c->n_kv *
+                    (uint64_t)c->head_dim * sizeof(float);
     tok_stream_free(ts);
     sampler_free(&smp);
     return st;

@@ -4,7 +4,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "api/model_internal.h"
+#include "core/json.h"
 
 /* Where transformers has put each component's weights over the years: 5.x module paths,
  * the names 4.x and 5.x save_pretrained write, and plain Llama checkpoints. */
@@ -44,12 +47,39 @@ static plm_status load_preprocessor(plm_model *m, plm_error *err)
                     " for the image processor", m->dir);
 }
 
+/* transformers adds BOS through tokenizer.json's post_processor, or — when the file has none,
+ * as tokenizers converted from SentencePiece often do — through tokenizer_config.json's
+ * add_bos_token (true by default for Llama tokenizers). */
+static plm_status decide_bos(plm_model *m, plm_error *err)
+{
+    int32_t *ids = NULL;
+    size_t n = 0;
+    PLM_TRY(tok_encode(m->tok, "", 0, 1, &ids, &n, err));
+    int32_t bos = tok_bos_id(m->tok);
+    int template_adds = n > 0 && ids[0] == bos;
+    free(ids);
+    if (template_adds || bos < 0) return PLM_OK;
+    int add = 1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", m->dir);
+    if (file_exists(path)) {
+        cJSON *tc;
+        PLM_TRY(json_load_file(path, 16u << 20, &tc, err));
+        plm_status st = json_bool_opt(tc, "add_bos_token", "tokenizer_config.json", &add, err);
+        cJSON_Delete(tc);
+        PLM_TRY(st);
+    }
+    m->prepend_bos = add;
+    return PLM_OK;
+}
+
 static plm_status load_all(plm_model *m, plm_error *err)
 {
     PLM_TRY(llava_config_load(m->dir, &m->cfg, err));
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", m->dir);
     PLM_TRY(tok_load_file(path, &m->tok, err));
+    PLM_TRY(decide_bos(m, err));
     PLM_TRY(st_set_open_dir(m->dir, &m->weights, err));
     PLM_TRY(plm_backend_cpu_new(1, &m->wbe, err));
     plm_wsrc base = {.set = m->weights, .be = m->wbe};

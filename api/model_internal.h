@@ -21,6 +21,7 @@ struct plm_model {
     vit_model vit;
     llama_model llm;
     char image_token[64];       /* the image token's text, e.g. "<image>" */
+    int prepend_bos;            /* tokenizer.json adds no BOS but the checkpoint wants one */
 };
 
 #endif

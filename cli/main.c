@@ -11,6 +11,7 @@ static const struct {
     const char *help;
 } COMMANDS[] = {
     {"ask", cmd_ask, "answer a question about an image (or a text prompt)"},
+    {"eval", cmd_eval, "answer a whole JSONL dataset, resumably, and score it"},
     {"inspect", cmd_inspect, "print a checkpoint's architecture, parameters and dtypes"},
     {"tokenize", cmd_tokenize, "turn text into token ids and back with a tokenizer.json"},
 };

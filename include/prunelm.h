@@ -110,6 +110,7 @@ typedef int (*plm_token_fn)(const char *piece, int32_t token, void *user);
 typedef struct plm_timings {
     double load_image_ms, vision_ms, prefill_ms, decode_ms;
     int n_prompt, n_generated, n_image_tokens;
+    uint64_t kv_bytes;      /* bytes of keys and values held in the cache at the end */
 } plm_timings;
 
 /* Runs the chat template around question (with the image if one is set), prefills and generates.

@@ -306,3 +306,50 @@ Test(model, missing_directory_is_refused)
     cr_assert_eq(plm_model_load("/nonexistent/model", NULL, &m, &err), PLM_E_IO);
     cr_assert(strstr(err.msg, "/nonexistent/model"), "%s", err.msg);
 }
+
+/* A copy of tiny_f32 whose tokenizer.json has no post_processor, and a tokenizer_config.json
+ * saying add_bos_token (or not). */
+static plm_model *model_without_template(char *dir, size_t n, const char *tok_config)
+{
+    model_with_config(dir, n, "");
+    char cmd[4096], path[1100];
+    snprintf(cmd, sizeof cmd, "cp %stiny_f32/config.json %s/", FIX, dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    cJSON *j;
+    plm_error err;
+    cr_assert_eq(json_load_file(path, 1 << 24, &j, &err), PLM_OK, "%s", err.msg);
+    cJSON_ReplaceItemInObject(j, "post_processor", cJSON_CreateNull());
+    char *text = cJSON_Print(j);
+    write_file(path, text);
+    free(text);
+    cJSON_Delete(j);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    write_file(path, tok_config);
+    plm_model *m;
+    cr_assert_eq(plm_model_load(dir, NULL, &m, &err), PLM_OK, "%s", err.msg);
+    return m;
+}
+
+static int32_t first_prompt_id(plm_model *m)
+{
+    plm_session *s = session_for(m, 0, 1);
+    cr_assert_eq(plm_session_ask(s, "hi", NULL, NULL, NULL), PLM_OK, "%s", plm_last_error(s));
+    size_t n;
+    int32_t first = plm_session_tokens(s, &n, NULL)[0];
+    plm_session_free(s);
+    return first;
+}
+
+Test(model, bos_comes_from_tokenizer_config_when_the_template_has_none)
+{
+    char dir[1024];
+    plm_model *m = model_without_template(dir, sizeof dir, "{\"add_bos_token\": true}");
+    cr_assert_eq(first_prompt_id(m), 1);
+    plm_model_free(m);
+    rm_dir(dir);
+    m = model_without_template(dir, sizeof dir, "{\"add_bos_token\": false}");
+    cr_assert_neq(first_prompt_id(m), 1);
+    plm_model_free(m);
+    rm_dir(dir);
+}

@@ -1,0 +1,247 @@
+/* prunelm eval: answer every item of a JSONL dataset, resumably, and summarise. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "prunelm.h"
+#include "cli.h"
+#include "eval/eval.h"
+
+static const char *HELP =
+    "usage: prunelm eval --data FILE.jsonl --out DIR [options]\n"
+    "Answers every item of a JSONL dataset ({\"id\", \"image\", \"question\", \"answer\", \"type\"};\n"
+    "image paths relative to the file) and scores exact matches of one-word answers.\n"
+    "Writes DIR/results.jsonl (one line per item, made durable as it goes) and DIR/summary.json.\n"
+    "  --model DIR       checkpoint (default: the bundled model)\n"
+    "  --resume          continue DIR/results.jsonl after a crash or ^C: answered items are\n"
+    "                    skipped, a torn last line is dropped and that item redone\n"
+    "  --limit N         only the first N items\n"
+    "  --max-tokens N    tokens per answer (default 16)\n"
+    "  --threads N       CPU threads (default: all cores)\n"
+    "  -q                no progress on stderr\n";
+
+static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: finish the item, then stop */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct eval_opts {
+    const char *data, *out, *model;
+    int resume, quiet, threads, max_tokens;
+    long limit;
+} eval_opts;
+
+static int parse(int argc, char **argv, eval_opts *o)
+{
+    const char *C = "eval";
+    o->max_tokens = 16;
+    o->limit = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long long n;
+#define VALUE() if (!(v = cli_value(C, argc, argv, &i))) return 0
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(HELP, stdout);
+            exit(CLI_OK);
+        } else if (!strcmp(a, "--data")) { VALUE(); o->data = v;
+        } else if (!strcmp(a, "--out")) { VALUE(); o->out = v;
+        } else if (!strcmp(a, "--model")) { VALUE(); o->model = v;
+        } else if (!strcmp(a, "--resume")) { o->resume = 1;
+        } else if (!strcmp(a, "-q")) { o->quiet = 1;
+        } else if (!strcmp(a, "--limit")) {
+            VALUE(); if (!cli_int(C, a, v, 0, 1LL << 40, &n)) return 0; o->limit = (long)n;
+        } else if (!strcmp(a, "--max-tokens")) {
+            VALUE(); if (!cli_int(C, a, v, 1, 1 << 20, &n)) return 0; o->max_tokens = (int)n;
+        } else if (!strcmp(a, "--threads")) {
+            VALUE(); if (!cli_int(C, a, v, 1, 1024, &n)) return 0; o->threads = (int)n;
+        } else {
+            fprintf(stderr, "prunelm eval: unknown argument '%s' (see prunelm eval --help)\n", a);
+            return 0;
+        }
+#undef VALUE
+    }
+    if (!o->data || !o->out) {
+        fprintf(stderr, "prunelm eval: --data and --out are required (see prunelm eval --help)\n");
+        return 0;
+    }
+    return 1;
+}
+
+typedef struct progress {
+    int tty, quiet;
+    size_t total, done, correct, skipped;
+    double t0, last;
+} progress;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A bar redrawn in place on a terminal; otherwise a plain line every 10 s or 10%. */
+static void progress_show(progress *p, int final)
+{
+    if (p->quiet) return;
+    double t = now_s(), el = t - p->t0;
+    size_t ran = p->done - p->skipped;
+    double rate = el > 0 ? ran / el : 0;
+    double eta = rate > 0 ? (p->total - p->done) / rate : 0;
+    double acc = p->done ? 100.0 * p->correct / p->done : 0;
+    if (p->tty) {
+        int w = 30, fill = p->total ? (int)(w * p->done / p->total) : w;
+        fprintf(stderr, "\r[%.*s%*s] %zu/%zu  %.2f items/s  ETA %02d:%02d  acc %.1f%%", fill,
+                "##############################", w - fill, "", p->done, p->total, rate,
+                (int)eta / 60, (int)eta % 60, acc);
+        if (final) fputc('\n', stderr);
+    } else if (final || t - p->last >= 10 || (p->total >= 10 && p->done % (p->total / 10) == 0)) {
+        fprintf(stderr, "prunelm eval: %zu/%zu items, %.2f items/s, ETA %ds, accuracy %.1f%%\n",
+                p->done, p->total, rate, (int)eta, acc);
+        p->last = t;
+    }
+}
+
+static char *result_line(const eval_item *it, const char *pred, int correct, const char *error,
+                         plm_session *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", it->id);
+    if (it->type) cJSON_AddStringToObject(o, "type", it->type);
+    cJSON_AddStringToObject(o, "answer", it->answer);
+    cJSON_AddStringToObject(o, "prediction", pred ? pred : "");
+    cJSON_AddBoolToObject(o, "correct", correct);
+    if (error) cJSON_AddStringToObject(o, "error", error);
+    const plm_timings *t = plm_session_timings(s);
+    cJSON *tk = cJSON_AddObjectToObject(o, "tokens");
+    cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
+    cJSON_AddNumberToObject(tk, "image", t->n_image_tokens);
+    cJSON_AddNumberToObject(tk, "generated", t->n_generated);
+    cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
+    cJSON *tm = cJSON_AddObjectToObject(o, "timings");
+    cJSON_AddNumberToObject(tm, "vision_ms", t->vision_ms);
+    cJSON_AddNumberToObject(tm, "prefill_ms", t->prefill_ms);
+    cJSON_AddNumberToObject(tm, "decode_ms", t->decode_ms);
+    char *line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return line;
+}
+
+/* Answers one item; an item that fails (a bad image, say) is recorded with its error. */
+static char *answer_item(plm_session *s, const eval_item *it, int *correct)
+{
+    char *pred = NULL;
+    const char *error = NULL;
+    if (it->image && plm_session_set_image_file(s, it->image) != PLM_OK)
+        error = plm_last_error(s);
+    else if (plm_session_ask(s, it->question, NULL, NULL, &pred) != PLM_OK)
+        error = plm_last_error(s);
+    *correct = !error && eval_is_correct(pred, it->answer);
+    char *line = result_line(it, pred, *correct, error, s);
+    free(pred);
+    return line;
+}
+
+static int run(const eval_opts *o, plm_model *m, const eval_dataset *ds, eval_results *res)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = o->max_tokens;
+    plm_session *s;
+    plm_error err;
+    if (plm_session_new(m, &sp, &s, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        return CLI_FAIL;
+    }
+    size_t n = o->limit >= 0 && (size_t)o->limit < ds->n ? (size_t)o->limit : ds->n;
+    progress p = {isatty(2), o->quiet, n, 0, 0, 0, now_s(), now_s()};
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        const eval_item *it = &ds->items[i];
+        if (eval_results_has(res, it->id)) {
+            p.done++;
+            p.skipped++;
+            continue;
+        }
+        if (g_stop) break;
+        int correct;
+        char *line = answer_item(s, it, &correct);
+        if (!line || eval_results_append(res, line, &err) != PLM_OK) {
+            fprintf(stderr, "\nprunelm eval: %s\n", line ? err.msg : "out of memory");
+            rc = CLI_FAIL;
+        }
+        free(line);
+        p.done++;
+        p.correct += (size_t)correct;
+        progress_show(&p, 0);
+    }
+    progress_show(&p, 1);
+    plm_session_free(s);
+    if (rc == CLI_OK && g_stop && p.done < n) {
+        fprintf(stderr, "prunelm eval: interrupted after %zu of %zu items; run again with "
+                "--resume to finish\n", p.done, n);
+        return 130;
+    }
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    eval_opts o = {0};
+    if (!parse(argc, argv, &o)) return CLI_USAGE;
+    char dmodel[4096], results[4096], summary[4096];
+    if (!o.model) {
+        cli_default_model(dmodel, sizeof dmodel);
+        o.model = dmodel;
+    }
+    if (mkdir(o.out, 0777) && errno != EEXIST) {
+        fprintf(stderr, "prunelm eval: %s: %s\n", o.out, strerror(errno));
+        return CLI_FAIL;
+    }
+    snprintf(results, sizeof results, "%s/results.jsonl", o.out);
+    snprintf(summary, sizeof summary, "%s/summary.json", o.out);
+    plm_error err;
+    eval_dataset ds;
+    if (eval_dataset_load(o.data, &ds, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        return CLI_FAIL;
+    }
+    plm_model_params mp = plm_model_default_params();
+    mp.n_threads = o.threads;
+    plm_model *m = NULL;
+    eval_results res;
+    int rc = CLI_FAIL;
+    if (plm_model_load(o.model, &mp, &m, &err) != PLM_OK ||
+        eval_results_open(results, o.resume, &res, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        goto out;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    rc = run(&o, m, &ds, &res);
+    eval_results_close(&res);
+    double acc;
+    if (rc == CLI_OK) {
+        if (eval_summarize(results, summary, &acc, &err) != PLM_OK) {
+            fprintf(stderr, "prunelm eval: %s\n", err.msg);
+            rc = CLI_FAIL;
+        } else if (!o.quiet) {
+            fprintf(stderr, "prunelm eval: accuracy %.2f%%; wrote %s and %s\n", 100 * acc, results,
+                    summary);
+        }
+    }
+out:
+    plm_model_free(m);
+    eval_dataset_free(&ds);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/* Batch evaluation over a JSONL dataset: reading items, the resumable results file, scoring and
+ * the summary. Uses only include/prunelm.h from the library. */
+#ifndef PLM_EVAL_H
+#define PLM_EVAL_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "prunelm.h"
+
+/* One dataset line: {"id", "image", "question", "answer", "type"?, ...}. */
+typedef struct eval_item {
+    char *id, *image, *question, *answer, *type; /* image resolved against the file's folder */
+} eval_item;
+
+typedef struct eval_dataset {
+    eval_item *items;
+    size_t n;
+} eval_dataset;
+
+/* Reads a JSONL dataset; every malformed line is an error naming the file and line. Image
+ * paths are relative to the dataset file's folder. Duplicate ids are refused. */
+plm_status eval_dataset_load(const char *path, eval_dataset *ds, plm_error *err);
+void eval_dataset_free(eval_dataset *ds);
+
+/* The results file, one JSON object per line, appended and fsynced item by item. On resume the
+ * ids already answered are read back; a torn last line (a crash mid-write) is cut off. */
+typedef struct eval_results {
+    FILE *f;
+    char *path;
+    char **done;      /* ids answered in earlier runs, sorted */
+    size_t n_done;
+} eval_results;
+
+plm_status eval_results_open(const char *path, int resume, eval_results *r, plm_error *err);
+int eval_results_has(const eval_results *r, const char *id);
+/* Appends one line (a complete JSON object without newline) and makes it durable. */
+plm_status eval_results_append(eval_results *r, const char *line, plm_error *err);
+void eval_results_close(eval_results *r);
+
+/* Fills err->msg (printf-style) and returns st. eval/ sees only the public header, so it has
+ * its own copy of this one-liner rather than core/err.h. */
+plm_status eval_fail(plm_error *err, plm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Lowercase, trimmed, trailing punctuation removed: "Red." and " red" both score as "red". */
+void eval_normalize(const char *in, char *out, size_t n);
+int eval_is_correct(const char *prediction, const char *answer);
+
+/* Reads a results file and writes the summary JSON (accuracy overall and per type, mean
+ * timings, counts) atomically to summary_path; also returns the overall accuracy. */
+plm_status eval_summarize(const char *results_path, const char *summary_path, double *accuracy,
+                          plm_error *err);
+
+#endif
