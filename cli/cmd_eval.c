@@ -78,7 +78,7 @@ static int parse(int argc, char **argv, eval_opts *o)
 
 typedef struct progress {
     int tty, quiet;
-    size_t total, done, correct, skipped;
+    size_t total, done, correct, skipped, last_done;
     double t0, last;
 } progress;
 
@@ -104,10 +104,12 @@ static void progress_show(progress *p, int final)
                 "##############################", w - fill, "", p->done, p->total, rate,
                 (int)eta / 60, (int)eta % 60, acc);
         if (final) fputc('\n', stderr);
-    } else if (final || t - p->last >= 10 || (p->total >= 10 && p->done % (p->total / 10) == 0)) {
+    } else if ((final && p->done != p->last_done) || t - p->last >= 10 ||
+               (p->total >= 10 && p->done % (p->total / 10) == 0)) {
         fprintf(stderr, "prunelm eval: %zu/%zu items, %.2f items/s, ETA %ds, accuracy %.1f%%\n",
                 p->done, p->total, rate, (int)eta, acc);
         p->last = t;
+        p->last_done = p->done;
     }
 }
 
@@ -162,7 +164,8 @@ static int run(const eval_opts *o, plm_model *m, const eval_dataset *ds, eval_re
         return CLI_FAIL;
     }
     size_t n = o->limit >= 0 && (size_t)o->limit < ds->n ? (size_t)o->limit : ds->n;
-    progress p = {isatty(2), o->quiet, n, 0, 0, 0, now_s(), now_s()};
+    progress p = {.tty = isatty(2), .quiet = o->quiet, .total = n, .t0 = now_s(),
+                  .last = now_s(), .last_done = (size_t)-1};
     int rc = CLI_OK;
     for (size_t i = 0; i < n && rc == CLI_OK; i++) {
         const eval_item *it = &ds->items[i];

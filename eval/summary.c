@@ -21,6 +21,7 @@ static tally *tally_for(tally *t, int *nt, const char *name)
         if (!strcmp(t[i].name, name)) return &t[i];
     if (*nt == MAX_TYPES) return NULL;
     snprintf(t[*nt].name, sizeof t[*nt].name, "%s", name);
+    t[*nt].n = t[*nt].correct = 0;
     return &t[(*nt)++];
 }
 

@@ -274,21 +274,38 @@ static int already(const shp_question *out, int n, const char *text)
     return 0;
 }
 
-/* Chooses an answer uniformly among those the candidates offer, then a candidate with that
- * answer whose text is not yet used. Returns 1 and copies it to *q on success. */
+static int number_value(const char *word)
+{
+    for (int k = 0; k <= 9; k++)
+        if (strcmp(word, shp_number_word(k)) == 0) return k;
+    return 1;
+}
+
+/* Chooses an answer among those the candidates offer, then a candidate with that answer whose
+ * text is not yet used. Answers are equally likely except for counts, weighted by the square of
+ * the number: every scene offers "one" and few offer "seven", and the weighting evens that out.
+ * Returns 1 and copies the question to *q on success. */
 static int choose(const shp_question *cand, int n, const shp_question *used, int n_used,
                   shp_rng *r, shp_question *q)
 {
     const char *answers[MAX_CANDS];
+    uint32_t weight[MAX_CANDS], total = 0;
     int n_ans = 0;
     for (int i = 0; i < n; i++) {
         if (already(used, n_used, cand[i].text)) continue;
         int seen = 0;
         for (int k = 0; k < n_ans && !seen; k++) seen = strcmp(answers[k], cand[i].answer) == 0;
-        if (!seen) answers[n_ans++] = cand[i].answer;
+        if (seen) continue;
+        int v = cand[i].type == SHP_Q_COUNT ? number_value(cand[i].answer) : 1;
+        answers[n_ans] = cand[i].answer;
+        weight[n_ans] = (uint32_t)(v * v);
+        total += weight[n_ans++];
     }
     if (n_ans == 0) return 0;
-    const char *want = answers[shp_rng_below(r, (uint32_t)n_ans)];
+    uint32_t u = shp_rng_below(r, total);
+    int a = 0;
+    while (u >= weight[a]) u -= weight[a++];
+    const char *want = answers[a];
     int idx[MAX_CANDS], m = 0;
     for (int i = 0; i < n; i++)
         if (strcmp(cand[i].answer, want) == 0 && !already(used, n_used, cand[i].text)) idx[m++] = i;

@@ -142,8 +142,8 @@ void shp_scene_sample(shp_scene *sc, uint64_t seed, shp_rng *r)
         shp_object o;
         o.shape = (shp_shape)shapes[shp_rng_below(r, (uint32_t)n_shapes)];
         o.colour = (shp_colour)colours[shp_rng_below(r, (uint32_t)n_colours)];
-        uint32_t u = shp_rng_below(r, 20); /* small 40%, medium 35%, large 25% */
-        o.size = u < 8 ? SHP_SMALL : u < 15 ? SHP_MEDIUM : SHP_LARGE;
+        uint32_t u = shp_rng_below(r, 10); /* small 40%, medium 30%, large 30% */
+        o.size = u < 4 ? SHP_SMALL : u < 7 ? SHP_MEDIUM : SHP_LARGE;
         if (o.size == SHP_LARGE && n_large >= 2) o.size = SHP_MEDIUM;
         int placed = 0;
         for (;;) {

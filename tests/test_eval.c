@@ -1,0 +1,273 @@
+/* Batch evaluation: dataset parsing, the resumable results file, and prunelm eval killed at
+ * random points then resumed. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/json.h"
+#include "eval/eval.h"
+
+#define FIX PLM_SOURCE_DIR "/tests/fixtures/models/"
+
+static void tmpdir(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "%s/%s_XXXXXX", PLM_BINARY_DIR, tag);
+    cr_assert(mkdtemp(buf));
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void expect_dataset_error(const char *text, plm_status want, const char *needle)
+{
+    char dir[512], path[600];
+    tmpdir(dir, sizeof dir, "ds");
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    write_file(path, text);
+    eval_dataset ds;
+    plm_error err;
+    plm_status st = eval_dataset_load(path, &ds, &err);
+    cr_assert_eq(st, want, "%d: %s", st, err.msg);
+    cr_assert(strstr(err.msg, needle), "'%s' lacks '%s'", err.msg, needle);
+    remove(path);
+    rmdir(dir);
+}
+
+Test(eval, dataset_errors_name_the_line)
+{
+    expect_dataset_error("{\"id\": \"a\", \"question\": \"q\", \"answer\": \"x\"}\nnot json\n",
+                         PLM_E_FORMAT, "data.jsonl:2: not a JSON object");
+    expect_dataset_error("{\"id\": \"a\", \"answer\": \"x\"}\n", PLM_E_MISSING,
+                         "data.jsonl:1: field \"question\" is missing");
+    expect_dataset_error("{\"id\": \"a\", \"question\": \"q\", \"answer\": [1]}\n", PLM_E_FORMAT,
+                         "field \"answer\" is not a string");
+    expect_dataset_error("{\"id\": \"a\", \"question\": \"q\", \"answer\": \"x\"}\n"
+                         "{\"id\": \"a\", \"question\": \"r\", \"answer\": \"y\"}\n",
+                         PLM_E_FORMAT, "id \"a\" appears more than once");
+    expect_dataset_error("\n\n", PLM_E_FORMAT, "no items");
+}
+
+Test(eval, image_paths_are_relative_to_the_dataset)
+{
+    char dir[512], path[600];
+    tmpdir(dir, sizeof dir, "ds");
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    write_file(path, "{\"id\": 7, \"image\": \"img/a.png\", \"question\": \"q\", \"answer\": 3, "
+                     "\"type\": \"count\"}\n");
+    eval_dataset ds;
+    plm_error err;
+    cr_assert_eq(eval_dataset_load(path, &ds, &err), PLM_OK, "%s", err.msg);
+    char want[700];
+    snprintf(want, sizeof want, "%s/img/a.png", dir);
+    cr_assert_str_eq(ds.items[0].image, want);
+    cr_assert_str_eq(ds.items[0].id, "7");
+    cr_assert_str_eq(ds.items[0].answer, "3");
+    cr_assert_str_eq(ds.items[0].type, "count");
+    eval_dataset_free(&ds);
+    remove(path);
+    rmdir(dir);
+}
+
+Test(eval, answers_are_compared_after_normalising)
+{
+    cr_assert(eval_is_correct(" Red.", "red"));
+    cr_assert(eval_is_correct("YES", "yes"));
+    cr_assert_not(eval_is_correct("red circle", "red"));
+    cr_assert_not(eval_is_correct("", ""));
+}
+
+Test(eval, resume_drops_a_torn_last_line)
+{
+    char dir[512], path[600];
+    tmpdir(dir, sizeof dir, "res");
+    snprintf(path, sizeof path, "%s/results.jsonl", dir);
+    write_file(path, "{\"id\": \"a\", \"correct\": true}\n{\"id\": \"b\", \"correct\": false}\n"
+                     "{\"id\": \"c\", \"corr");
+    eval_results r;
+    plm_error err;
+    cr_assert_eq(eval_results_open(path, 1, &r, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(r.n_done, 2);
+    cr_assert(eval_results_has(&r, "a") && eval_results_has(&r, "b"));
+    cr_assert_not(eval_results_has(&r, "c"));
+    cr_assert_eq(eval_results_append(&r, "{\"id\": \"c\", \"correct\": true}", &err), PLM_OK);
+    eval_results_close(&r);
+    char *text;
+    size_t len;
+    cr_assert_eq(plm_read_file(path, 1 << 20, &text, &len, &err), PLM_OK);
+    cr_assert_str_eq(text, "{\"id\": \"a\", \"correct\": true}\n{\"id\": \"b\", \"correct\": false}\n"
+                           "{\"id\": \"c\", \"correct\": true}\n");
+    free(text);
+    /* without --resume an existing results file is never overwritten */
+    cr_assert_eq(eval_results_open(path, 0, &r, &err), PLM_E_IO);
+    cr_assert(strstr(err.msg, "--resume"), "%s", err.msg);
+    remove(path);
+    rmdir(dir);
+}
+
+/* A dataset of n questions about the fixture image, with answers taken from a first run so
+ * some items are right and some wrong. */
+static void make_dataset(const char *dir, int n)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    const char *types[] = {"colour", "count", "shape"};
+    for (int i = 0; i < n; i++)
+        fprintf(f, "{\"id\": \"q%03d\", \"image\": \"%s\", \"question\": \"Question number %d?\", "
+                   "\"answer\": \"%s\", \"type\": \"%s\"}\n", i,
+                FIX "gqa_bf16_sharded/image.png", i, i % 4 ? "red" : "bb", types[i % 3]);
+    fclose(f);
+}
+
+static void answers_from_predictions(const char *dir, const char *first)
+{
+    char path[700], out[700], *line = NULL;
+    size_t cap = 0;
+    snprintf(path, sizeof path, "%s/results.jsonl", first);
+    snprintf(out, sizeof out, "%s/data.jsonl", dir);
+    FILE *in = fopen(path, "rb"), *o = fopen(out, "wb");
+    cr_assert(in && o);
+    int i = 0;
+    while (getline(&line, &cap, in) > 0) {
+        cJSON *r = cJSON_Parse(line);
+        const char *pred = cJSON_GetObjectItem(r, "prediction")->valuestring;
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddStringToObject(d, "id", cJSON_GetObjectItem(r, "id")->valuestring);
+        cJSON_AddStringToObject(d, "image", FIX "gqa_bf16_sharded/image.png");
+        char q[64];
+        snprintf(q, sizeof q, "Question number %d?", i);
+        cJSON_AddStringToObject(d, "question", q);
+        cJSON_AddStringToObject(d, "answer", i % 2 && pred[0] ? pred : "zzz");
+        cJSON_AddStringToObject(d, "type", cJSON_GetObjectItem(r, "type")->valuestring);
+        char *txt = cJSON_PrintUnformatted(d);
+        fprintf(o, "%s\n", txt);
+        free(txt);
+        cJSON_Delete(d);
+        cJSON_Delete(r);
+        i++;
+    }
+    free(line);
+    fclose(in);
+    fclose(o);
+}
+
+static int run_eval(const char *dir, const char *out, int resume)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s eval -q --threads 1 --max-tokens 6 --model " FIX
+             "gqa_bf16_sharded --data %s/data.jsonl --out %s %s", PLM_CLI, dir, out,
+             resume ? "--resume" : "");
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static cJSON *read_json(const char *path)
+{
+    cJSON *j;
+    plm_error err;
+    cr_assert_eq(json_load_file(path, 1 << 24, &j, &err), PLM_OK, "%s", err.msg);
+    return j;
+}
+
+/* Counts each id's lines in results.jsonl; every id must appear exactly once. */
+static void check_each_once(const char *out, int n)
+{
+    char path[700], *text;
+    size_t len;
+    plm_error err;
+    snprintf(path, sizeof path, "%s/results.jsonl", out);
+    cr_assert_eq(plm_read_file(path, 1 << 24, &text, &len, &err), PLM_OK, "%s", err.msg);
+    for (int i = 0; i < n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "\"id\":\"q%03d\"", i);
+        char *p = strstr(text, id);
+        cr_assert(p, "q%03d missing", i);
+        cr_assert_null(strstr(p + 1, id), "q%03d answered twice", i);
+    }
+    int lines = 0;
+    for (char *p = text; *p; p++) lines += *p == '\n';
+    cr_assert_eq(lines, n);
+    free(text);
+}
+
+Test(eval, sigkill_at_random_points_then_resume_loses_and_repeats_nothing, .timeout = 300)
+{
+    const int n = 400;
+    char dir[512], clean[600], killed[600], cmd[2048];
+    tmpdir(dir, sizeof dir, "evalkill");
+    make_dataset(dir, n);
+    snprintf(clean, sizeof clean, "%s/clean", dir);
+    snprintf(killed, sizeof killed, "%s/killed", dir);
+    /* A first run's predictions become the gold answers of every other item, so the summary
+     * has a non-trivial accuracy to reproduce. */
+    char first[600];
+    snprintf(first, sizeof first, "%s/first", dir);
+    cr_assert_eq(run_eval(dir, first, 0), 0);
+    answers_from_predictions(dir, first);
+    cr_assert_eq(run_eval(dir, clean, 0), 0);
+    snprintf(cmd, sizeof cmd, "%s/summary.json", clean);
+    cJSON *want = read_json(cmd);
+    check_each_once(clean, n);
+    double acc = cJSON_GetObjectItem(want, "accuracy")->valuedouble;
+    cr_assert(acc > 0.3 && acc < 0.7, "accuracy %g", acc);
+
+    /* Kill the evaluator (no shell between: exec it) after a random delay, again and again,
+     * resuming each time; count the runs that really died mid-way. */
+    srand(12345);
+    int kills = 0;
+    for (int round = 0; round < 200 && kills < 20; round++) {
+        char data[700];
+        snprintf(data, sizeof data, "%s/data.jsonl", dir);
+        pid_t pid = fork();
+        cr_assert(pid >= 0);
+        if (pid == 0) {
+            freopen("/dev/null", "w", stderr);
+            execl(PLM_CLI, PLM_CLI, "eval", "-q", "--threads", "1", "--max-tokens", "6",
+                  "--model", FIX "gqa_bf16_sharded", "--data", data, "--out", killed, "--resume",
+                  (char *)NULL);
+            _exit(127);
+        }
+        struct timespec ts = {0, (long)(rand() % 12) * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
+            kills++;
+        } else {
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "eval failed: %d", st);
+            break; /* it finished before the kill: everything is answered */
+        }
+    }
+    cr_assert_geq(kills, 20, "only %d runs were killed mid-way", kills);
+    cr_assert_eq(run_eval(dir, killed, 1), 0);
+    check_each_once(killed, n);
+    snprintf(cmd, sizeof cmd, "%s/summary.json", killed);
+    cJSON *got = read_json(cmd);
+    const char *keys[] = {"items", "correct", "accuracy"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(cJSON_GetObjectItem(got, keys[i])->valuedouble,
+                     cJSON_GetObjectItem(want, keys[i])->valuedouble, "%s differs", keys[i]);
+    char *pw = cJSON_PrintUnformatted(cJSON_GetObjectItem(want, "per_type"));
+    char *pg = cJSON_PrintUnformatted(cJSON_GetObjectItem(got, "per_type"));
+    cr_assert_str_eq(pg, pw);
+    free(pw);
+    free(pg);
+    cJSON_Delete(want);
+    cJSON_Delete(got);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
