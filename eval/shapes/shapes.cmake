@@ -36,7 +36,7 @@ target_link_libraries(prunelm-shapes PRIVATE plm_shapes)
 function(plm_shapes_wire_test)
   if(TARGET test_shapes)
     target_link_libraries(test_shapes PRIVATE plm_shapes)
-    target_compile_definitions(test_shapes PRIVATE
+    target_compile_definitions(test_shapes PRIVATE PLM_SHAPES_WIRED=1
       PLM_SHAPES_CLI="$<TARGET_FILE:prunelm-shapes>")
     add_dependencies(test_shapes prunelm-shapes)
   endif()
