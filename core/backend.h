@@ -77,6 +77,18 @@ typedef struct plm_backend_ops {
      * (channel, row, column) order like a conv weight, with g = size / p. */
     void (*patchify)(plm_backend *be, float *out, const float *pixels, int channels, int size,
                      int patch);
+    /* ---- optional: NULL where a backend has none (the CPU backend); check before calling ---- */
+    /* Why the last alloc() returned NULL, with the device's free/total memory, e.g.
+     * "cudaMalloc of 1024 MiB on GPU 0 failed: out of memory (free 312 MiB of 81079 MiB)";
+     * NULL when the last alloc() succeeded. The string lives until the next alloc(). */
+    const char *(*alloc_error)(plm_backend *be);
+    /* NULL while every op has run; else the first failure ("attention: head_dim 1024 is
+     * outside the CUDA kernel's 1..512", a CUDA or cuBLAS error). Sticky: once an op failed, later ops do
+     * nothing and download() fills its destination with 0xff bytes (NaN as floats), so a caller
+     * may check once, after download(). */
+    const char *(*error)(plm_backend *be);
+    /* Free and total device memory in bytes; returns 0 on success, -1 when unknown. */
+    int (*mem_info)(plm_backend *be, size_t *free_bytes, size_t *total_bytes);
 } plm_backend_ops;
 
 struct plm_backend {

@@ -1,0 +1,114 @@
+/* Shared by the CUDA backend's files (cuda/ only): the backend struct, error recording, and the
+ * launchers each file exports to backend_cuda.cu. Ops in plm_backend_ops return nothing, so a
+ * failure is recorded in the backend (first one wins) and every later op is skipped: results
+ * computed after a failed launch would be garbage, and CUDA's own errors are sticky anyway. */
+#ifndef PLM_CUDA_CU_INTERNAL_H
+#define PLM_CUDA_CU_INTERNAL_H
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/backend.h"
+}
+
+/* Host-to-device staging for ops whose small inputs arrive as host pointers (rope positions
+ * and frequencies, embedding ids). Slots are reused round-robin; each slot's event says when the
+ * copy out of it has run, so the host only waits on the copy made CU_STAGE_SLOTS ops ago. */
+#define CU_STAGE_SLOTS 8
+
+/* A device buffer that grows on demand (never shrinks until the backend is destroyed). */
+typedef struct cu_buf {
+    void *p;
+    size_t cap;
+} cu_buf;
+
+typedef struct cu_backend {
+    plm_backend base;
+    int device;
+    int sm_major, sm_minor;
+    size_t smem_optin; /* largest dynamic shared memory a block may ask for */
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    cublasHandle_t blas; /* fallback when cuBLASLt has no algorithm for a shape */
+    void *lt_ws;
+    size_t lt_ws_bytes;
+    int force_gemmex; /* PLM_CUDA_GEMM=gemmex: always take the cublasGemmEx path (testing) */
+
+    void *stage_host[CU_STAGE_SLOTS]; /* pinned */
+    cudaEvent_t stage_done[CU_STAGE_SLOTS];
+    size_t stage_cap; /* bytes per slot */
+    unsigned stage_next;
+    cu_buf stage_dev; /* where staged bytes land; reused in stream order */
+
+    cu_buf conv; /* activations rounded to bf16/f16 for a matmul */
+    cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
+
+    int failed;
+    char err[512];
+    int alloc_failed;
+    char alloc_err[256];
+} cu_backend;
+
+/* Records the first failure (printf-style) and marks the backend failed. */
+void cu_fail(cu_backend *b, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+int cu_check_rt(cu_backend *b, cudaError_t e, const char *expr, const char *file, int line);
+int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char *file, int line);
+
+/* Each returns 1 on success; on failure records where and why and returns 0. */
+#define CU_OK(b, call) cu_check_rt((b), (call), #call, __FILE__, __LINE__)
+#define CU_BLAS_OK(b, call) cu_check_blas((b), (call), #call, __FILE__, __LINE__)
+/* After every kernel launch: catches bad configurations at once (and earlier async faults). */
+#define CU_LAUNCHED(b, name) cu_check_rt((b), cudaGetLastError(), "launch of " name, __FILE__, __LINE__)
+
+/* Grows buf to at least bytes (synchronising the stream before freeing the old one). */
+int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what);
+void cu_buf_free(cu_buf *buf);
+
+/* Copies host bytes to b->stage_dev through pinned staging on the stream; returns the device
+ * pointer (valid for ops enqueued before the next cu_stage call) or NULL on failure. */
+void *cu_stage(cu_backend *b, const void *host, size_t bytes);
+/* Stages two arrays in one copy (an op that needs both: a second cu_stage would overwrite the
+ * first); the second lands 256-byte aligned. Returns 1 on success. */
+int cu_stage_pair(cu_backend *b, const void *h1, size_t n1, const void *h2, size_t n2, void **d1,
+                  void **d2);
+
+/* Grid size for a grid-stride elementwise kernel of n items. */
+static inline unsigned cu_grid(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    if (g > 65535 * 16) g = 65535 * 16; /* grid-stride loops cover the rest */
+    return (unsigned)(g < 1 ? 1 : g);
+}
+
+/* ---- launchers (one file each) ---- */
+void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
+               int64_t m);
+void cu_layernorm(cu_backend *b, float *y, const float *x, const float *g, const float *bias,
+                  int64_t m, int64_t n, float eps);
+void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t m, int64_t n,
+                float eps);
+void cu_add(cu_backend *b, float *y, const float *a, const float *c, int64_t n);
+void cu_add_row(cu_backend *b, float *y, const float *x, const float *row, int64_t m, int64_t n);
+void cu_act(cu_backend *b, float *y, const float *x, int64_t n, plm_act act);
+void cu_silu_mul(cu_backend *b, float *y, const float *gate, const float *up, int64_t n);
+void cu_embed(cu_backend *b, float *y, const plm_weight *w, const int32_t *ids, int64_t n);
+void cu_copy2d(cu_backend *b, float *dst, int64_t dst_stride, const float *src,
+               int64_t src_stride, int64_t rows, int64_t cols);
+void cu_patchify(cu_backend *b, float *out, const float *pixels, int channels, int size,
+                 int patch);
+void cu_rope(cu_backend *b, float *x, int64_t t, int64_t stride, int n_heads, int hd,
+             const int32_t *pos, const float *inv_freq);
+void cu_attention(cu_backend *b, const plm_attn_args *a);
+/* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
+int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
+
+#endif

@@ -1,0 +1,192 @@
+/* y[m x n] = x[m x k] * W^T (+ bias): cuBLASLt first, cublasGemmEx where Lt has no algorithm.
+ * Weights stay in their stored dtype. For F16/BF16 weights the float32 activations are rounded to
+ * that dtype first so the tensor cores run a 16-bit GEMM with float32 accumulation and output
+ * (the CPU widens the weights instead; the difference is the activations' rounding, ~2^-9 for
+ * bf16). F32 weights run a true float32 GEMM (compute 32F, never TF32), matching the CPU to
+ * float rounding.
+ *
+ * Layout: row-major W[n][k] is, to column-major cuBLAS, a k x n matrix with ld k; x[m][k] is
+ * k x m; y[m][n] is n x m. So y^T = op(W)^T-with-trans: C(n x m) = A^T(n x k) * B(k x m). */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <limits.h>
+
+#include "cuda/cu_internal.h"
+
+__global__ void k_round_bf16(__nv_bfloat16 *dst, const float *src, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* Saturates rather than overflowing to inf: one large activation would otherwise turn a whole
+ * output row into inf/NaN. NaN fails both comparisons and stays NaN, so bugs still show. */
+__global__ void k_round_f16(__half *dst, const float *src, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = src[i];
+        if (v > 65504.0f) v = 65504.0f;
+        else if (v < -65504.0f) v = -65504.0f;
+        dst[i] = __float2half_rn(v);
+    }
+}
+
+/* y[r][c] = bias[c] (or 0 without bias): the GEMM then accumulates onto it with beta = 1. */
+__global__ void k_fill_rows(float *y, const float *bias, int64_t m, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < m * n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = bias ? bias[i % n] : 0.0f;
+}
+
+int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16)
+{
+    if (n <= 0) return 1;
+    if (bf16) {
+        k_round_bf16<<<cu_grid(n, 256), 256, 0, b->stream>>>((__nv_bfloat16 *)dst, src, n);
+        return CU_LAUNCHED(b, "k_round_bf16");
+    }
+    k_round_f16<<<cu_grid(n, 256), 256, 0, b->stream>>>((__half *)dst, src, n);
+    return CU_LAUNCHED(b, "k_round_f16");
+}
+
+static int fill_rows(cu_backend *b, float *y, const float *bias, int64_t m, int64_t n)
+{
+    k_fill_rows<<<cu_grid(m * n, 256), 256, 0, b->stream>>>(y, bias, m, n);
+    return CU_LAUNCHED(b, "k_fill_rows");
+}
+
+/* Largest power of two (<= 256) dividing the address: Lt's heuristic otherwise assumes 256-byte
+ * aligned buffers and may pick a kernel that rejects an offset pointer (x + row * D). */
+static uint32_t ptr_align(const void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    uint32_t al = 256;
+    while (al > 1 && a % al) al /= 2;
+    return al;
+}
+
+enum { LT_DONE = 1, LT_FALLBACK = 0, LT_FAILED = -1 };
+
+/* One cuBLASLt matmul; LT_FALLBACK when Lt has no algorithm for this shape/alignment. */
+static int lt_matmul(cu_backend *b, float *y, const void *w, const void *x, cudaDataType_t ab,
+                     const float *bias, int64_t m, int64_t n, int64_t k)
+{
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    int ret = LT_FAILED;
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    const uint64_t ws = b->lt_ws_bytes;
+    const uint32_t al_a = ptr_align(w), al_b = ptr_align(x), al_c = ptr_align(y);
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    cublasStatus_t s;
+
+    if (!CU_BLAS_OK(b, cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F))) goto out;
+    if (!CU_BLAS_OK(b, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                                      sizeof ta)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                                      sizeof tb)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                      sizeof epi)))
+        goto out;
+    if (bias && !CU_BLAS_OK(b, cublasLtMatmulDescSetAttribute(
+                                   op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)))
+        goto out;
+    if (!CU_BLAS_OK(b, cublasLtMatrixLayoutCreate(&la, ab, (uint64_t)k, (uint64_t)n, k)) ||
+        !CU_BLAS_OK(b, cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)k, (uint64_t)m, k)) ||
+        !CU_BLAS_OK(b, cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)n, (uint64_t)m, n)))
+        goto out;
+    if (!CU_BLAS_OK(b, cublasLtMatmulPreferenceCreate(&pref)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
+                           pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
+                           pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
+                           pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
+                           pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c)) ||
+        !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
+                           pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c)))
+        goto out;
+    /* No algorithm (or "not supported") is an answer, not an error: the caller falls back. */
+    s = cublasLtMatmulAlgoGetHeuristic(b->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && found == 0)) {
+        ret = LT_FALLBACK;
+        goto out;
+    }
+    if (!CU_BLAS_OK(b, s)) goto out;
+    s = cublasLtMatmul(b->lt, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &heur.algo, b->lt_ws,
+                       b->lt_ws_bytes, b->stream);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
+        ret = LT_FALLBACK;
+        goto out;
+    }
+    if (CU_BLAS_OK(b, s)) ret = LT_DONE;
+out:
+    /* Destroying descriptors only frees host memory; their statuses cannot change the result. */
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return ret;
+}
+
+/* The general path: cublasGemmEx takes any alignment and leading dimension. */
+static void gemmex(cu_backend *b, float *y, const void *w, const void *x, cudaDataType_t ab,
+                   const float *bias, int64_t m, int64_t n, int64_t k)
+{
+    if (m > INT_MAX || n > INT_MAX || k > INT_MAX) {
+        cu_fail(b, "matmul: %lld x %lld x %lld is over cublasGemmEx's int dimensions",
+                (long long)m, (long long)n, (long long)k);
+        return;
+    }
+    const float alpha = 1.0f, beta = bias ? 1.0f : 0.0f;
+    if (bias && !fill_rows(b, y, bias, m, n)) return;
+    CU_BLAS_OK(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha,
+                               w, ab, (int)k, x, ab, (int)k, &beta, y, CUDA_R_32F, (int)n,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
+               int64_t m)
+{
+    const int64_t n = w->rows, k = w->cols;
+    cudaDataType_t ab;
+    switch (w->dtype) {
+    case PLM_F32: ab = CUDA_R_32F; break;
+    case PLM_BF16: ab = CUDA_R_16BF; break;
+    case PLM_F16: ab = CUDA_R_16F; break;
+    default:
+        cu_fail(b, "matmul: weight dtype %s is not supported (F32, F16, BF16)",
+                plm_dtype_name(w->dtype));
+        return;
+    }
+    if (m < 0 || n < 0 || k < 0) {
+        cu_fail(b, "matmul: negative size m=%lld n=%lld k=%lld", (long long)m, (long long)n,
+                (long long)k);
+        return;
+    }
+    if (m == 0 || n == 0) return;
+    if (k == 0) { /* an empty sum: y is the bias (or 0), as the CPU's sgemm leaves it */
+        fill_rows(b, y, bias, m, n);
+        return;
+    }
+    const void *xin = x;
+    if (ab != CUDA_R_32F) {
+        if (!cu_buf_reserve(b, &b->conv, (size_t)m * (size_t)k * 2, "matmul activation")) return;
+        if (!cu_round_activations(b, b->conv.p, x, m * k, ab == CUDA_R_16BF)) return;
+        xin = b->conv.p;
+    }
+    if (!b->force_gemmex) {
+        int r = lt_matmul(b, y, w->data, xin, ab, bias, m, n, k);
+        if (r != LT_FALLBACK) return; /* done, or the failure is recorded */
+    }
+    gemmex(b, y, w->data, xin, ab, bias, m, n, k);
+}

@@ -1,0 +1,83 @@
+/* LayerNorm and RMSNorm: one block per row, float32 statistics reduced through warp shuffles.
+ * LayerNorm takes two passes (mean, then the mean of squared deviations) like the CPU reference,
+ * which avoids the cancellation of E[x^2] - E[x]^2 on rows with a large mean. */
+#include "cuda/cu_internal.h"
+
+#define NORM_THREADS 256
+
+/* Sum over the block; every thread gets the result. `red` holds one float per warp. */
+__device__ static float block_sum(float v, float *red)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); /* red may still be read from the previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__global__ void k_layernorm(float *y, const float *x, const float *g, const float *bias,
+                            int64_t n, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
+    const float mean = block_sum(s, red) / (float)n;
+    float v = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float d = xr[i] - mean;
+        v += d * d;
+    }
+    const float var = block_sum(v, red) / (float)n;
+    const float inv = 1.0f / sqrtf(var + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        yr[i] = ((xr[i] - mean) * inv) * g[i] + (bias ? bias[i] : 0.0f);
+}
+
+__global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    const float inv = 1.0f / sqrtf(block_sum(s, red) / (float)n + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+}
+
+/* Fewer threads for short rows so most of the block is not idle; always whole warps. */
+static int norm_threads(int64_t n)
+{
+    int t = 32;
+    while (t < NORM_THREADS && t < n) t *= 2;
+    return t;
+}
+
+static int norm_args_ok(cu_backend *b, const char *what, int64_t m, int64_t n)
+{
+    if (m < 0 || n < 0 || m > INT32_MAX) {
+        cu_fail(b, "%s: bad size m=%lld n=%lld", what, (long long)m, (long long)n);
+        return 0;
+    }
+    return 1;
+}
+
+void cu_layernorm(cu_backend *b, float *y, const float *x, const float *g, const float *bias,
+                  int64_t m, int64_t n, float eps)
+{
+    if (!norm_args_ok(b, "layernorm", m, n) || m == 0 || n == 0) return;
+    k_layernorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, bias, n, eps);
+    CU_LAUNCHED(b, "k_layernorm");
+}
+
+void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t m, int64_t n,
+                float eps)
+{
+    if (!norm_args_ok(b, "rmsnorm", m, n) || m == 0 || n == 0) return;
+    k_rmsnorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, n, eps);
+    CU_LAUNCHED(b, "k_rmsnorm");
+}

@@ -1,0 +1,66 @@
+# The CUDA backend (included by CMakeLists.txt when PLM_CUDA is ON, before the prunelm target is
+# declared). Fills PLM_CUDA_SOURCES and PLM_CUDA_LIBS, and builds the GPU test executable.
+
+# The top level's warning flags are gcc's; nvcc rejects them. Targets copy the directory's
+# options when they are declared (after this file), so restrict those options to C here.
+get_directory_property(plm_dir_opts COMPILE_OPTIONS)
+set(plm_c_opts "")
+foreach(opt IN LISTS plm_dir_opts)
+  list(APPEND plm_c_opts "$<$<COMPILE_LANGUAGE:C>:${opt}>")
+endforeach()
+set_directory_properties(PROPERTIES COMPILE_OPTIONS "${plm_c_opts}")
+
+# Hopper first: sm_90a machine code (wgmma/setmaxnreg for later kernels) plus compute_90 PTX the
+# driver can compile for newer chips. Override for other GPUs, e.g.
+# -DPLM_CUDA_GENCODE="-gencode=arch=compute_80,code=sm_80;-gencode=arch=compute_90a,code=sm_90a".
+set(PLM_CUDA_GENCODE
+  "-gencode=arch=compute_90a,code=sm_90a;-gencode=arch=compute_90,code=compute_90"
+  CACHE STRING "nvcc -gencode flags for the CUDA backend")
+# OFF: CMake adds no -arch of its own (its architecture list cannot spell "90a" in 3.25).
+set(CMAKE_CUDA_ARCHITECTURES OFF)
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+set(CMAKE_CUDA_EXTENSIONS OFF)
+# Static runtime: executables need only the driver and cuBLAS on the GPU machine.
+set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
+
+set(PLM_CUDA_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/backend_cuda.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_matmul.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_norm.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_elementwise.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_rope.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attention.cu)
+set_source_files_properties(${PLM_CUDA_SOURCES} PROPERTIES
+  COMPILE_OPTIONS "${PLM_CUDA_GENCODE};-lineinfo;-Xcompiler=-Wall,-Wno-unused-function")
+
+# stdc++: the .cu objects are C++; the C executables that link libprunelm.a may be linked by
+# the C driver, which would not add it.
+set(PLM_CUDA_LIBS CUDA::cudart_static CUDA::cublasLt CUDA::cublas stdc++)
+
+# ---- GPU tests: plain C (no Criterion on the GPU machine), run by tests/gpu/run.sh ----------
+set(PLM_GPU_DIR ${CMAKE_BINARY_DIR}/gpu)
+add_executable(test_cuda_ops ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_ops.c)
+target_include_directories(test_cuda_ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_cuda_ops PRIVATE prunelm m)
+set_target_properties(test_cuda_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+
+# The GPU machine lacks some of the shared libraries libprunelm.a links (cJSON, OpenBLAS and
+# its Fortran runtime, libpng): copy them beside the test so run.sh can put them on
+# LD_LIBRARY_PATH. cuBLAS is not copied: the GPU machine has the same CUDA 13 toolkit.
+set(plm_gpu_copied "")
+foreach(soname libcjson.so.1 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpng16.so.16)
+  string(MAKE_C_IDENTIFIER ${soname} plm_var)
+  find_library(PLM_RT_${plm_var} NAMES ${soname})
+  if(PLM_RT_${plm_var})
+    get_filename_component(plm_real ${PLM_RT_${plm_var}} REALPATH)
+    add_custom_command(TARGET test_cuda_ops POST_BUILD
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${PLM_GPU_DIR}/lib
+      COMMAND ${CMAKE_COMMAND} -E copy_if_different ${plm_real} ${PLM_GPU_DIR}/lib/${soname}
+      VERBATIM)
+    list(APPEND plm_gpu_copied ${soname})
+  endif()
+endforeach()
+message(STATUS "prunelm: CUDA backend ON (${PLM_CUDA_GENCODE}); GPU test libs: ${plm_gpu_copied}")

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine needs from a CUDA build into a small folder for the device tool's
+# carry (a whole build directory is far larger):  bash tests/gpu/pack.sh [BUILD] [DEST]
+# BUILD defaults to build-cuda, DEST to .carry/cuda (git-ignored). The shared libraries go in
+# gzip-compressed (OpenBLAS alone is 36 MB, 11 MB packed). Then, there:
+#   bash tests/gpu/run.sh .carry/cuda
+set -eu
+build=${1:-build-cuda}
+dest=${2:-.carry/cuda}
+[ -x "$build/gpu/test_cuda_ops" ] || { echo "pack.sh: build $build first" >&2; exit 2; }
+rm -rf "$dest"
+mkdir -p "$dest"
+cp "$build"/gpu/test_* "$dest"/
+tar -czf "$dest/libs.tar.gz" -C "$build/gpu/lib" .
+du -sh "$dest"

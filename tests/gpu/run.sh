@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs prunelm's GPU tests on the GPU machine, from the repository root:
+#   bash tests/gpu/run.sh [DIR]
+# DIR is a CUDA build directory (default build-cuda; its gpu/ folder holds the tests and lib/)
+# or a folder made by tests/gpu/pack.sh (the tests plus libs.tar.gz). The machine lacks some
+# shared libraries libprunelm.a links (cJSON, OpenBLAS, ...): they travel with the tests and go
+# on LD_LIBRARY_PATH. cuBLAS comes from the machine's CUDA toolkit (or pip's nvidia-cublas).
+# Environment: SANITIZE=1 also runs test_cuda_ops under compute-sanitizer memcheck.
+# Prints one SUMMARY line per test program and exits non-zero when any failed.
+set -u
+dir=${1:-build-cuda}
+[ -d "$dir/gpu" ] && dir=$dir/gpu
+if [ ! -x "$dir/test_cuda_ops" ]; then
+    echo "run.sh: no test_cuda_ops in $dir (build with -DPLM_CUDA=ON first)" >&2
+    exit 2
+fi
+libdir=
+if [ -f "$dir/libs.tar.gz" ]; then
+    libdir=$(mktemp -d)
+    tar -xzf "$dir/libs.tar.gz" -C "$libdir" || exit 2
+elif [ -d "$dir/lib" ]; then
+    libdir=$(cd "$dir/lib" && pwd)
+fi
+LD_LIBRARY_PATH=${libdir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [ -d "$d" ] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
+done
+export LD_LIBRARY_PATH
+if ldd "$dir/test_cuda_ops" | grep -q "libcublas.*not found"; then
+    pipdir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
+    [ -n "$pipdir" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$pipdir
+fi
+
+echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(hostname)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+missing=$(ldd "$dir/test_cuda_ops" | grep "not found")
+if [ -n "$missing" ]; then
+    echo "run.sh: missing shared libraries:"
+    echo "$missing"
+    exit 2
+fi
+
+status=0
+summary=()
+run_one() { # name, command...
+    local name=$1
+    shift
+    local log
+    log=$(mktemp)
+    "$@" 2>&1 | tee "$log"
+    local rc=${PIPESTATUS[0]}
+    local tally
+    tally=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+    [ -z "$tally" ] && tally="no tally"
+    if [ "$rc" -eq 0 ]; then
+        summary+=("SUMMARY $name: PASS ($tally)")
+    else
+        summary+=("SUMMARY $name: FAIL rc=$rc ($tally)")
+        status=1
+    fi
+    rm -f "$log"
+}
+
+run_one test_cuda_ops "$dir/test_cuda_ops"
+if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    run_one test_cuda_ops_memcheck compute-sanitizer --tool memcheck --error-exitcode 3 \
+        "$dir/test_cuda_ops"
+fi
+# Model-level GPU tests join here as they are written (each prints "N passed, M failed").
+
+echo
+printf '%s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,534 @@
+/* Every CUDA op against the CPU reference backend, on random inputs with fixed seeds and sizes
+ * chosen to hit edges (m = 1, odd widths, head dims that are not powers of two, GQA, causal
+ * decode at q_pos0 > 0, offset pointers). Outputs are poisoned with NaN before each run so an
+ * element the kernel never writes fails the check. Plain C without Criterion: the GPU machine
+ * has no test framework. Prints one PASS/FAIL line per check and "N passed, M failed" last;
+ * exits 1 on any failure. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/dtype.h"
+#include "tests/support/compare.h"
+
+static plm_backend *cpu, *gpu;
+static int n_pass, n_fail;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static void seed(uint64_t s)
+{
+    rng = s * 0x9e3779b97f4a7c15ull + 1;
+}
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static float *rand_vec(size_t n, float scale, float offset)
+{
+    float *v = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = offset + scale * frand();
+    return v;
+}
+
+static void result(int ok, const char *name, double err, double tol, const char *why)
+{
+    if (ok) {
+        n_pass++;
+        printf("PASS %s err=%.3g (tol %.0e)\n", name, err, tol);
+    } else {
+        n_fail++;
+        printf("FAIL %s err=%.3g (tol %.0e)%s%s\n", name, err, tol, why ? ": " : "",
+               why ? why : "");
+    }
+    fflush(stdout);
+}
+
+/* Compares got with want; NaN/inf where want is finite (an unwritten element) always fails. */
+static void check(plm_backend *g, const char *name, const float *got, const float *want, size_t n,
+                  double tol)
+{
+    const char *e = g->ops->error ? g->ops->error(g) : NULL;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(got[i]) && isfinite(want[i])) bad++;
+    double err = rel_l2(got, want, n);
+    char why[256] = "";
+    if (e) snprintf(why, sizeof why, "backend error: %s", e);
+    else if (bad) snprintf(why, sizeof why, "%zu of %zu elements not finite (unwritten?)", bad, n);
+    result(!e && !bad && err <= tol, name, err, tol, why[0] ? why : NULL);
+}
+
+static void *dev_from(plm_backend *g, const void *h, size_t bytes)
+{
+    void *d = g->ops->alloc(g, bytes);
+    if (!d) {
+        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
+                g->ops->alloc_error ? g->ops->alloc_error(g) : "?");
+        exit(2);
+    }
+    if (bytes) g->ops->upload(g, d, h, bytes);
+    return d;
+}
+
+/* A device buffer of n floats, all NaN. */
+static float *dev_nan(plm_backend *g, size_t n)
+{
+    float *h = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = dev_from(g, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+static float *fetch(plm_backend *g, const float *d, size_t n)
+{
+    float *h = xmalloc(n * sizeof(float));
+    g->ops->download(g, h, d, n * sizeof(float));
+    return h;
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16); /* nearest even; test data only */
+}
+
+/* Nearest-even float -> half for normal values; tiny values flush to zero (test data only). */
+static uint16_t to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t man = u & 0x7fffffu;
+    if (exp <= 0) return sign;
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
+    uint32_t h = ((uint32_t)exp << 10) | (man >> 13), rest = man & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Host weights in dtype dt from float values. */
+static void *to_dtype(const float *v, size_t n, plm_dtype dt)
+{
+    if (dt == PLM_F32) {
+        float *o = xmalloc(n * 4);
+        memcpy(o, v, n * 4);
+        return o;
+    }
+    uint16_t *o = xmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) o[i] = dt == PLM_BF16 ? to_bf16(v[i]) : to_f16(v[i]);
+    return o;
+}
+
+/* ---- matmul ---- */
+
+/* Weights uploaded through wbe, run through g (instances share device pointers); `off` floats
+ * shift x and y off their allocation's alignment. */
+static void test_matmul(plm_backend *wbe, plm_backend *g, const char *tag, plm_dtype dt,
+                        int64_t m, int64_t n, int64_t k, int with_bias, int off, double tol)
+{
+    seed((uint64_t)(m * 131 + n * 7 + k + dt * 1000003 + with_bias));
+    float *wf = rand_vec((size_t)(n * k), 1.0f / sqrtf((float)k), 0.0f);
+    void *wh = to_dtype(wf, (size_t)(n * k), dt);
+    float *x = rand_vec((size_t)(m * k), 1.0f, 0.0f);
+    float *bias = with_bias ? rand_vec((size_t)n, 0.5f, 0.0f) : NULL;
+    float *want = xmalloc((size_t)(m * n) * sizeof(float));
+    plm_weight wc = {dt, n, k, wh};
+    cpu->ops->matmul(cpu, want, x, &wc, bias, m);
+
+    size_t wbytes = (size_t)(n * k) * plm_dtype_size(dt);
+    plm_weight wg = {dt, n, k, dev_from(wbe, wh, wbytes)};
+    float *dx = dev_nan(g, (size_t)(m * k + off));
+    g->ops->upload(g, dx + off, x, (size_t)(m * k) * sizeof(float));
+    float *db = bias ? dev_from(g, bias, (size_t)n * sizeof(float)) : NULL;
+    float *dy = dev_nan(g, (size_t)(m * n + off));
+    g->ops->matmul(g, dy + off, dx + off, &wg, db, m);
+    float *got = fetch(g, dy + off, (size_t)(m * n));
+    char name[128];
+    snprintf(name, sizeof name, "matmul%s_%s_m%lld_n%lld_k%lld%s%s", tag, plm_dtype_name(dt),
+             (long long)m, (long long)n, (long long)k, with_bias ? "_bias" : "",
+             off ? "_offset" : "");
+    check(g, name, got, want, (size_t)(m * n), tol);
+    wbe->ops->release(wbe, (void *)wg.data);
+    g->ops->release(g, dx);
+    g->ops->release(g, db);
+    g->ops->release(g, dy);
+    free(wf), free(wh), free(x), free(bias), free(want), free(got);
+}
+
+static void matmuls(void)
+{
+    static const int64_t shapes[][3] = {{1, 33, 64},    {7, 33, 64},     {577, 1024, 1024},
+                                        {1, 4096, 4096}, {7, 11008, 512}, {577, 33, 200},
+                                        {13, 32000, 256}};
+    static const plm_dtype dts[] = {PLM_F32, PLM_BF16, PLM_F16};
+    static const double tols[] = {1e-5, 1e-2, 3e-3};
+    for (int d = 0; d < 3; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            test_matmul(gpu, gpu, "", dts[d], shapes[s][0], shapes[s][1], shapes[s][2],
+                        (int)(s % 2 == 0), 0, tols[d]);
+    for (int d = 0; d < 3; d++) {
+        test_matmul(gpu, gpu, "", dts[d], 7, 33, 64, 1, 1, tols[d]);
+        test_matmul(gpu, gpu, "", dts[d], 577, 1024, 1024, 0, 3, tols[d]);
+    }
+}
+
+/* The cublasGemmEx fallback, forced through PLM_CUDA_GEMM in a second instance that also
+ * reads weights uploaded by the first. */
+static void matmuls_gemmex(void)
+{
+    setenv("PLM_CUDA_GEMM", "gemmex", 1);
+    plm_backend *g2 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g2, &err);
+    unsetenv("PLM_CUDA_GEMM");
+    if (st != PLM_OK) {
+        result(0, "gemmex_backend_new", 0, 0, err.msg);
+        return;
+    }
+    test_matmul(gpu, g2, "_gemmex", PLM_F32, 7, 33, 64, 1, 1, 1e-5);
+    test_matmul(gpu, g2, "_gemmex", PLM_F32, 577, 1024, 1024, 1, 0, 1e-5);
+    test_matmul(gpu, g2, "_gemmex", PLM_BF16, 577, 33, 200, 1, 1, 1e-2);
+    test_matmul(gpu, g2, "_gemmex", PLM_F16, 1, 4096, 4096, 0, 0, 3e-3);
+    plm_backend_free(g2);
+}
+
+/* ---- norms and elementwise ---- */
+
+static void test_norms(int64_t m, int64_t n)
+{
+    seed((uint64_t)(m * 17 + n));
+    /* an offset mean exercises the two-pass variance */
+    float *x = rand_vec((size_t)(m * n), 2.0f, 3.0f), *gm = rand_vec((size_t)n, 1.0f, 1.0f);
+    float *bt = rand_vec((size_t)n, 0.5f, 0.0f);
+    float *want = xmalloc((size_t)(m * n) * sizeof(float));
+    float *dx = dev_from(gpu, x, (size_t)(m * n) * 4), *dg = dev_from(gpu, gm, (size_t)n * 4);
+    float *db = dev_from(gpu, bt, (size_t)n * 4);
+    char name[96];
+    for (int kind = 0; kind < 3; kind++) {
+        float *dy = dev_nan(gpu, (size_t)(m * n));
+        if (kind == 0) {
+            cpu->ops->layernorm(cpu, want, x, gm, bt, m, n, 1e-5f);
+            gpu->ops->layernorm(gpu, dy, dx, dg, db, m, n, 1e-5f);
+        } else if (kind == 1) {
+            cpu->ops->layernorm(cpu, want, x, gm, NULL, m, n, 1e-6f);
+            gpu->ops->layernorm(gpu, dy, dx, dg, NULL, m, n, 1e-6f);
+        } else {
+            cpu->ops->rmsnorm(cpu, want, x, gm, m, n, 1e-6f);
+            gpu->ops->rmsnorm(gpu, dy, dx, dg, m, n, 1e-6f);
+        }
+        float *got = fetch(gpu, dy, (size_t)(m * n));
+        snprintf(name, sizeof name, "%s_m%lld_n%lld",
+                 kind == 0 ? "layernorm" : kind == 1 ? "layernorm_nobias" : "rmsnorm",
+                 (long long)m, (long long)n);
+        check(gpu, name, got, want, (size_t)(m * n), 1e-5);
+        free(got);
+        gpu->ops->release(gpu, dy);
+    }
+    gpu->ops->release(gpu, dx), gpu->ops->release(gpu, dg), gpu->ops->release(gpu, db);
+    free(x), free(gm), free(bt), free(want);
+}
+
+static void test_elementwise(int64_t m, int64_t n)
+{
+    const int64_t t = m * n;
+    seed((uint64_t)t);
+    float *a = rand_vec((size_t)t, 6.0f, 0.0f), *b = rand_vec((size_t)t, 3.0f, 0.0f);
+    float *row = rand_vec((size_t)n, 1.0f, 0.0f), *want = xmalloc((size_t)t * 4);
+    float *da = dev_from(gpu, a, (size_t)t * 4), *db = dev_from(gpu, b, (size_t)t * 4);
+    float *dr = dev_from(gpu, row, (size_t)n * 4);
+    static const char *acts[] = {"gelu", "gelu_tanh", "quick_gelu", "silu", "relu"};
+    char name[96];
+    for (int op = 0; op < 8; op++) {
+        float *dy = dev_nan(gpu, (size_t)t);
+        if (op == 0) {
+            cpu->ops->add(cpu, want, a, b, t);
+            gpu->ops->add(gpu, dy, da, db, t);
+            snprintf(name, sizeof name, "add_n%lld", (long long)t);
+        } else if (op == 1) {
+            cpu->ops->add_row(cpu, want, a, row, m, n);
+            gpu->ops->add_row(gpu, dy, da, dr, m, n);
+            snprintf(name, sizeof name, "add_row_m%lld_n%lld", (long long)m, (long long)n);
+        } else if (op == 2) {
+            cpu->ops->silu_mul(cpu, want, a, b, t);
+            gpu->ops->silu_mul(gpu, dy, da, db, t);
+            snprintf(name, sizeof name, "silu_mul_n%lld", (long long)t);
+        } else {
+            plm_act act = (plm_act)(op - 3);
+            cpu->ops->act(cpu, want, a, t, act);
+            gpu->ops->act(gpu, dy, da, t, act);
+            snprintf(name, sizeof name, "act_%s_n%lld", acts[op - 3], (long long)t);
+        }
+        float *got = fetch(gpu, dy, (size_t)t);
+        check(gpu, name, got, want, (size_t)t, 1e-6);
+        free(got);
+        gpu->ops->release(gpu, dy);
+    }
+    /* in place, as the models call add for residuals */
+    cpu->ops->add(cpu, want, a, b, t);
+    gpu->ops->add(gpu, da, da, db, t);
+    float *got = fetch(gpu, da, (size_t)t);
+    snprintf(name, sizeof name, "add_inplace_n%lld", (long long)t);
+    check(gpu, name, got, want, (size_t)t, 1e-6);
+    free(got);
+    gpu->ops->release(gpu, da), gpu->ops->release(gpu, db), gpu->ops->release(gpu, dr);
+    free(a), free(b), free(row), free(want);
+}
+
+/* ---- rope ---- */
+
+static void test_rope(int64_t t, int n_heads, int n_kv, int hd, int max_pos)
+{
+    seed((uint64_t)(t * 3 + hd));
+    const int64_t stride = (int64_t)(n_heads + 2 * n_kv) * hd; /* fused qkv rows */
+    const size_t nx = (size_t)(t * stride);
+    float *x = rand_vec(nx, 1.0f, 0.0f), *inv = xmalloc((size_t)hd / 2 * 4);
+    int32_t *pos = xmalloc((size_t)t * 4), *pos2 = xmalloc((size_t)t * 4);
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / (float)hd);
+    for (int64_t i = 0; i < t; i++) pos[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)max_pos);
+    memcpy(pos2, pos, (size_t)t * 4);
+    float *dx = dev_from(gpu, x, nx * 4);
+    /* q heads, then the k heads at their offset, like lm/llama.c */
+    cpu->ops->rope(cpu, x, t, stride, n_heads, hd, pos, inv);
+    cpu->ops->rope(cpu, x + n_heads * hd, t, stride, n_kv, hd, pos, inv);
+    gpu->ops->rope(gpu, dx, t, stride, n_heads, hd, pos2, inv);
+    /* the host array may change right after the call: staging must have copied it already */
+    for (int64_t i = 0; i < t; i++) pos2[i] = -12345;
+    memcpy(pos2, pos, (size_t)t * 4);
+    gpu->ops->rope(gpu, dx + n_heads * hd, t, stride, n_kv, hd, pos2, inv);
+    for (int64_t i = 0; i < t; i++) pos2[i] = -12345;
+    float *got = fetch(gpu, dx, nx);
+    char name[96];
+    snprintf(name, sizeof name, "rope_t%lld_h%d_kv%d_hd%d_pos%d", (long long)t, n_heads, n_kv, hd,
+             max_pos);
+    check(gpu, name, got, x, nx, 1e-5);
+    free(got), free(x), free(inv), free(pos), free(pos2);
+    gpu->ops->release(gpu, dx);
+}
+
+/* ---- attention ---- */
+
+/* fused: q, k, v interleaved in one [t x (nh + 2 nkv) x hd] buffer, as after a fused QKV
+ * projection (strides > width); otherwise three packed buffers. */
+static void test_attention(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal,
+                           int64_t q_pos0, int fused)
+{
+    seed((uint64_t)(tq * 1000 + tk + hd + causal));
+    const int64_t w = (int64_t)(nh + 2 * nkv) * hd;
+    const int64_t qs = fused ? w : (int64_t)nh * hd, kvs = fused ? w : (int64_t)nkv * hd;
+    const int64_t rows = tq > tk ? tq : tk;
+    const size_t nq = fused ? (size_t)(rows * w) : (size_t)(tq * qs);
+    const size_t nkv_ = fused ? 0 : (size_t)(tk * kvs);
+    float *qb = rand_vec(nq, 2.0f, 0.0f);
+    float *kb = fused ? NULL : rand_vec(nkv_, 2.0f, 0.0f);
+    float *vb = fused ? NULL : rand_vec(nkv_, 1.0f, 0.0f);
+    const size_t no = (size_t)(tq * nh * hd);
+    float *want = xmalloc(no * 4);
+    plm_attn_args a = {want, qb, fused ? qb + nh * hd : kb, fused ? qb + (nh + nkv) * hd : vb,
+                       tq, tk, qs, kvs, q_pos0, nh, nkv, hd, causal, 1.0f / sqrtf((float)hd)};
+    cpu->ops->attention(cpu, &a);
+
+    float *dq = dev_from(gpu, qb, nq * 4);
+    float *dk = fused ? NULL : dev_from(gpu, kb, nkv_ * 4);
+    float *dv = fused ? NULL : dev_from(gpu, vb, nkv_ * 4);
+    float *dout = dev_nan(gpu, no);
+    plm_attn_args ag = a;
+    ag.out = dout;
+    ag.q = dq;
+    ag.k = fused ? dq + nh * hd : dk;
+    ag.v = fused ? dq + (nh + nkv) * hd : dv;
+    gpu->ops->attention(gpu, &ag);
+    float *got = fetch(gpu, dout, no);
+    char name[128];
+    snprintf(name, sizeof name, "attention_tq%lld_tk%lld_h%d_kv%d_hd%d%s_pos%lld%s",
+             (long long)tq, (long long)tk, nh, nkv, hd, causal ? "_causal" : "",
+             (long long)q_pos0, fused ? "_fused" : "");
+    check(gpu, name, got, want, no, 1e-5);
+    gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dk), gpu->ops->release(gpu, dv);
+    gpu->ops->release(gpu, dout);
+    free(qb), free(kb), free(vb), free(want), free(got);
+}
+
+/* ---- embed, copy2d, patchify ---- */
+
+static void test_embed(plm_dtype dt, int64_t rows, int64_t cols, int64_t n)
+{
+    seed((uint64_t)(rows + cols + dt));
+    float *tf = rand_vec((size_t)(rows * cols), 1.0f, 0.0f);
+    void *th = to_dtype(tf, (size_t)(rows * cols), dt);
+    int32_t *ids = xmalloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)rows);
+    ids[0] = 0;
+    ids[n - 1] = (int32_t)rows - 1;
+    float *want = xmalloc((size_t)(n * cols) * 4);
+    plm_weight wc = {dt, rows, cols, th};
+    cpu->ops->embed(cpu, want, &wc, ids, n);
+    plm_weight wg = {dt, rows, cols, dev_from(gpu, th, (size_t)(rows * cols) * plm_dtype_size(dt))};
+    float *dy = dev_nan(gpu, (size_t)(n * cols));
+    gpu->ops->embed(gpu, dy, &wg, ids, n);
+    for (int64_t i = 0; i < n; i++) ids[i] = -1; /* staged already */
+    float *got = fetch(gpu, dy, (size_t)(n * cols));
+    char name[96];
+    snprintf(name, sizeof name, "embed_%s_rows%lld_cols%lld_n%lld", plm_dtype_name(dt),
+             (long long)rows, (long long)cols, (long long)n);
+    check(gpu, name, got, want, (size_t)(n * cols), 0.0);
+    gpu->ops->release(gpu, (void *)wg.data), gpu->ops->release(gpu, dy);
+    free(tf), free(th), free(ids), free(want), free(got);
+}
+
+static void test_copy2d(void)
+{
+    const int64_t R = 37, S = 1031, C = 577; /* rows, stride, copied columns */
+    seed(7);
+    float *src = rand_vec((size_t)(R * S), 1.0f, 0.0f), *dst = rand_vec((size_t)(R * 2 * S), 1.0f, 0.0f);
+    float *ds = dev_from(gpu, src, (size_t)(R * S) * 4), *dd = dev_from(gpu, dst, (size_t)(R * 2 * S) * 4);
+    cpu->ops->copy2d(cpu, dst + 5, 2 * S, src + 3, S, R, C);
+    gpu->ops->copy2d(gpu, dd + 5, 2 * S, ds + 3, S, R, C);
+    float *got = fetch(gpu, dd, (size_t)(R * 2 * S));
+    check(gpu, "copy2d_strided", got, dst, (size_t)(R * 2 * S), 0.0);
+    free(got);
+    /* overlapping block (dst one row below src): the CUDA op reads the whole block first */
+    float *want = xmalloc((size_t)(R * S) * 4);
+    memcpy(want, src, (size_t)(R * S) * 4);
+    for (int64_t r = R - 2; r >= 0; r--) memmove(want + (r + 1) * S, src + r * S, (size_t)C * 4);
+    gpu->ops->copy2d(gpu, ds + S, S, ds, S, R - 1, C);
+    got = fetch(gpu, ds, (size_t)(R * S));
+    check(gpu, "copy2d_overlapping", got, want, (size_t)(R * S), 0.0);
+    gpu->ops->release(gpu, ds), gpu->ops->release(gpu, dd);
+    free(src), free(dst), free(want), free(got);
+}
+
+static void test_patchify(int channels, int size, int patch)
+{
+    seed((uint64_t)(size * 31 + patch));
+    const size_t np = (size_t)channels * size * size;
+    const int g = size / patch;
+    const size_t no = (size_t)g * g * channels * patch * patch;
+    float *pix = rand_vec(np, 1.0f, 0.0f), *want = xmalloc(no * 4);
+    cpu->ops->patchify(cpu, want, pix, channels, size, patch);
+    float *dp = dev_from(gpu, pix, np * 4), *dout = dev_nan(gpu, no);
+    gpu->ops->patchify(gpu, dout, dp, channels, size, patch);
+    float *got = fetch(gpu, dout, no);
+    char name[96];
+    snprintf(name, sizeof name, "patchify_c%d_size%d_patch%d", channels, size, patch);
+    check(gpu, name, got, want, no, 0.0);
+    gpu->ops->release(gpu, dp), gpu->ops->release(gpu, dout);
+    free(pix), free(want), free(got);
+}
+
+/* ---- failures are reported, not crashed on ---- */
+
+static void test_errors(void)
+{
+    plm_backend *g = NULL;
+    plm_error err;
+    if (plm_backend_cuda_new(0, &g, &err) != PLM_OK) {
+        result(0, "errors_backend_new", 0, 0, err.msg);
+        return;
+    }
+    const plm_backend_ops *o = g->ops;
+    void *huge = o->alloc(g, (size_t)1 << 50);
+    const char *ae = o->alloc_error ? o->alloc_error(g) : NULL;
+    int ok = !huge && ae && strstr(ae, "free") && !o->error(g);
+    if (ae) printf("  alloc_error: %s\n", ae);
+    result(ok, "alloc_1PiB_fails_with_reason", 0, 0, ok ? NULL : "no NULL/message");
+    void *small = o->alloc(g, 1024);
+    result(small && !o->alloc_error(g), "alloc_after_failure", 0, 0, "alloc failed");
+    size_t fr = 0, tot = 0;
+    ok = o->mem_info && o->mem_info(g, &fr, &tot) == 0 && fr <= tot && tot > ((size_t)1 << 30);
+    printf("  mem_info: free %.1f MiB of %.1f MiB\n", fr / 1048576.0, tot / 1048576.0);
+    result(ok, "mem_info", 0, 0, "mem_info failed");
+    plm_attn_args a = {small, small, small, small, 1, 1, 1024, 1024, 0, 1, 1, 1024, 0, 1.0f};
+    o->attention(g, &a);
+    const char *e = o->error(g);
+    if (e) printf("  error: %s\n", e);
+    result(e && strstr(e, "head_dim"), "attention_hd1024_reports", 0, 0, "no error recorded");
+    float f = 0;
+    o->download(g, &f, small, sizeof f);
+    result(isnan(f), "download_after_failure_is_nan", 0, 0, "not NaN");
+    o->release(g, small);
+    plm_backend_free(g);
+    if (plm_backend_cuda_new(99, &g, &err) == PLM_OK) {
+        result(0, "device_99_refused", 0, 0, "accepted");
+        plm_backend_free(g);
+    } else {
+        printf("  device 99: %s\n", err.msg);
+        result(strstr(err.msg, "does not exist") != NULL, "device_99_refused", 0, 0, err.msg);
+    }
+}
+
+int main(void)
+{
+    char why[256];
+    if (!plm_cuda_available(why, sizeof why)) {
+        printf("FAIL cuda_available: %s\n0 passed, 1 failed\n", why);
+        return 1;
+    }
+    printf("cuda: %s\n", why);
+    plm_error err;
+    if (plm_backend_cpu_new(0, &cpu, &err) != PLM_OK || plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
+        printf("FAIL backend_new: %s\n0 passed, 1 failed\n", err.msg);
+        return 1;
+    }
+    matmuls();
+    matmuls_gemmex();
+    test_norms(1, 33);
+    test_norms(7, 1024);
+    test_norms(577, 4096);
+    test_norms(3, 5000);
+    test_elementwise(1, 1);
+    test_elementwise(7, 33);
+    test_elementwise(577, 1024);
+    test_rope(1, 32, 8, 128, 4096);
+    test_rope(7, 32, 8, 128, 4096);
+    test_rope(577, 16, 16, 64, 577);
+    test_rope(33, 8, 4, 80, 100000);
+    /* vision tower: 577 tokens, bidirectional */
+    test_attention(577, 577, 16, 16, 64, 0, 0, 0);
+    test_attention(33, 33, 8, 8, 80, 0, 0, 0);
+    test_attention(33, 33, 8, 8, 80, 1, 0, 1);
+    /* Llama prefill with GQA 32/8, then chunks and decode at q_pos0 > 0 */
+    test_attention(300, 300, 32, 8, 128, 1, 0, 0);
+    test_attention(37, 137, 32, 8, 128, 1, 100, 1);
+    test_attention(20, 64, 8, 2, 128, 1, 10, 0); /* keys past the last query are masked */
+    test_attention(1, 1000, 32, 8, 128, 1, 999, 0);
+    test_attention(1, 1000, 32, 8, 128, 1, 999, 1);
+    test_attention(1, 1, 4, 4, 64, 1, 0, 0);
+    test_attention(5, 77, 4, 2, 96, 0, 0, 0);
+    test_attention(45, 45, 4, 1, 256, 1, 0, 0);
+    test_attention(17, 40, 2, 2, 512, 1, 23, 0);
+    test_attention(3, 0, 2, 2, 64, 0, 0, 0); /* no keys: zeros */
+    test_embed(PLM_F32, 1000, 4096, 7);
+    test_embed(PLM_BF16, 32000, 256, 577);
+    test_embed(PLM_F16, 33, 33, 1);
+    test_copy2d();
+    test_patchify(3, 336, 14);
+    test_patchify(3, 30, 7);
+    test_patchify(1, 8, 8);
+    test_errors();
+    plm_backend_free(gpu);
+    plm_backend_free(cpu);
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
