@@ -207,7 +207,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + work));
     float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *wk = fe + feat;
     PLM_TRY(ensure_kv(s, (int)T + s->max_new));
-    s->kv.n = 0;
+    llama_kv_clear(&s->kv);
 
     if (s->has_image) PLM_TRY(encode_image(s, wk, fe, wk + pix));
     double t0 = plm_now_ms();
@@ -215,15 +215,19 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     int32_t *pos = malloc((size_t)T * sizeof *pos);
     if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
-    llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk);
+    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk, NULL);
     free(pos);
+    if (kept < 0) return plm_fail(&s->err, PLM_E_ARG, "pruning failed during prefill");
+    int64_t rows = n_logits < kept ? n_logits : kept;
     if (s->keep_logits) {
-        float *pl = realloc(s->prompt_logits, (size_t)(T * V) * sizeof(float));
+        float *pl = realloc(s->prompt_logits, (size_t)(rows * V) * sizeof(float));
         if (!pl) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for prompt logits");
         s->prompt_logits = pl;
-        op->download(s->be, pl, lg, (size_t)(T * V) * sizeof(float));
+        s->n_logit_rows = (size_t)rows;
+        op->download(s->be, pl, lg, (size_t)(rows * V) * sizeof(float));
     }
-    op->download(s->be, s->logits, lg + (n_logits - 1) * V, (size_t)V * sizeof(float));
+    op->download(s->be, s->logits, lg + (rows - 1) * V, (size_t)V * sizeof(float));
+    int32_t next_pos = (int32_t)T; /* positions stay the original ones after pruning */
     s->t.prefill_ms = plm_now_ms() - t0;
 
     sampler smp;
@@ -246,9 +250,9 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         }
         if (on_token && *piece && on_token(piece, tok, user)) break;
         if (i + 1 == s->max_new) break;
-        int32_t p1 = s->kv.n;
+        int32_t p1 = next_pos++;
         op->embed(s->be, x, &m->llm.embed, &tok, 1);
-        llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, s->kv.n + 1, wk);
+        llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, next_pos, wk, NULL);
         op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
     }
     const char *rest = "";
@@ -260,7 +264,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
             on_token(rest, -1, user);
     }
     s->t.decode_ms = plm_now_ms() - t0;
-    s->t.kv_bytes = (uint64_t)s->kv.n * (uint64_t)c->n_layers * 2u * (uint64_t)c->n_kv *
+    s->t.kv_bytes = (uint64_t)llama_kv_rows(&s->kv) * 2u * (uint64_t)c->n_kv *
                     (uint64_t)c->head_dim * sizeof(float);
     tok_stream_free(ts);
     sampler_free(&smp);

@@ -131,7 +131,7 @@ const int32_t *plm_session_tokens(const plm_session *s, size_t *n_prompt, size_t
 
 const float *plm_session_prompt_logits(const plm_session *s, size_t *rows, size_t *vocab)
 {
-    *rows = s->prompt_logits ? s->n_prompt : 0;
+    *rows = s->prompt_logits ? s->n_logit_rows : 0;
     *vocab = (size_t)s->m->cfg.text.vocab;
     return s->prompt_logits;
 }

@@ -23,7 +23,8 @@ struct plm_session {
     int32_t *tokens;
     size_t n_prompt, n_tokens, cap_tokens;
     int keep_logits;
-    float *prompt_logits;      /* host [n_prompt x vocab] when kept */
+    float *prompt_logits;      /* host [n_logit_rows x vocab] when kept */
+    size_t n_logit_rows;       /* prompt positions that reached the last layer */
     float *logits;             /* host [vocab] */
     plm_timings t;
 };

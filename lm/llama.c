@@ -60,9 +60,11 @@ plm_status llama_kv_init(llama_kv *kv, const llama_config *c, plm_backend *be, i
     memset(kv, 0, sizeof *kv);
     kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
-    if (!kv->k || !kv->v) {
+    kv->len = calloc((size_t)c->n_layers, sizeof *kv->len);
+    if (!kv->k || !kv->v || !kv->len) {
         free(kv->k);
         free(kv->v);
+        free(kv->len);
         return plm_fail(err, PLM_E_NOMEM, "KV cache: out of memory");
     }
     kv->cap = cap;
@@ -89,7 +91,20 @@ void llama_kv_free(llama_kv *kv, plm_backend *be)
     }
     free(kv->k);
     free(kv->v);
+    free(kv->len);
     memset(kv, 0, sizeof *kv);
+}
+
+int64_t llama_kv_rows(const llama_kv *kv)
+{
+    int64_t n = 0;
+    for (int l = 0; l < kv->n_layers; l++) n += kv->len[l];
+    return n;
+}
+
+void llama_kv_clear(llama_kv *kv)
+{
+    for (int l = 0; l < kv->n_layers; l++) kv->len[l] = 0;
 }
 
 void llama_rope_inv_freq(const llama_config *c, int64_t seq_len, float *inv)
@@ -130,26 +145,25 @@ void llama_rope_inv_freq(const llama_config *c, int64_t seq_len, float *inv)
 size_t llama_scratch_floats(const llama_config *c, int64_t t)
 {
     size_t D = (size_t)c->hidden, qd = (size_t)c->n_heads * (size_t)c->head_dim;
-    size_t wide = 2 * (size_t)c->intermediate > 2 * qd ? 2 * (size_t)c->intermediate : 2 * qd;
-    /* h | q+att or gate+up; plus head_dim/2 for nothing: rope frequencies live on the host */
-    return (size_t)t * (D + wide);
+    /* h | q, att | gate, up: the queries survive the MLP for the pruning hook */
+    return (size_t)t * (D + 2 * qd + 2 * (size_t)c->intermediate);
 }
 
-void llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
-                   const int32_t *pos, int64_t t, int64_t n_logits, float *logits,
-                   int64_t rope_len, float *scratch)
+int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
+                      int32_t *pos, int64_t t, int64_t n_logits, float *logits,
+                      int64_t rope_len, float *scratch, const llama_hook *hook)
 {
     const plm_backend_ops *op = be->ops;
     const llama_config *c = &m->cfg;
     const int64_t D = c->hidden, I = c->intermediate, hd = c->head_dim;
     const int64_t qd = (int64_t)c->n_heads * hd, kvd = (int64_t)c->n_kv * hd;
-    const int64_t n0 = kv->n;
     float *h = scratch, *w = h + t * D;
     float inv_freq[512];
     llama_rope_inv_freq(c, rope_len, inv_freq);
 
     for (int l = 0; l < c->n_layers; l++) {
         const llama_layer *L = &m->layers[l];
+        const int64_t n0 = kv->len[l];
         float *q = w, *att = w + t * qd;
         float *kc = kv->k[l] + n0 * kvd, *vc = kv->v[l] + n0 * kvd;
         op->rmsnorm(be, h, x, L->in_norm, t, D, c->rms_eps);
@@ -163,19 +177,29 @@ void llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x
                            .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = (int)hd,
                            .causal = 1, .scale = 1.0f / sqrtf((float)hd)};
         op->attention(be, &a);
+        kv->len[l] = (int)(n0 + t);
         op->matmul(be, h, att, &L->o, L->o_b, t);
         op->add(be, x, x, h, t * D);
 
-        float *g = w, *u = w + t * I;
+        /* gate/up have their own slab so the queries outlive the MLP: a pruning hook scores
+         * tokens by this layer's attention after the layer is complete. */
+        float *g = w + 2 * t * qd, *u = g + t * I;
         op->rmsnorm(be, h, x, L->post_norm, t, D, c->rms_eps);
         op->matmul(be, g, h, &L->gate, L->gate_b, t);
         op->matmul(be, u, h, &L->up, L->up_b, t);
         op->silu_mul(be, g, g, u, t * I);
         op->matmul(be, h, g, &L->down, L->down_b, t);
         op->add(be, x, x, h, t * D);
+        if (hook && hook->after_layer) {
+            llama_layer_view v = {be, l, x, pos, t, q, kv->k[l], kv->len[l], n0};
+            int64_t nt = hook->after_layer(hook->ctx, &v);
+            if (nt < 0) return -1;
+            t = nt;
+        }
     }
-    kv->n = (int)(n0 + t);
+    if (n_logits > t) n_logits = t;
     float *last = x + (t - n_logits) * D;
     op->rmsnorm(be, h, last, m->norm, n_logits, D, c->rms_eps);
     op->matmul(be, logits, h, &m->lm_head, NULL, n_logits);
+    return t;
 }

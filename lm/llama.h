@@ -35,11 +35,38 @@ typedef struct llama_model {
     llama_layer *layers;
 } llama_model;
 
-/* The KV cache: per layer, K and V rows [cap x n_kv*head_dim] on the device. */
+/* The KV cache: per layer, K and V rows [cap x n_kv*head_dim] on the device. Layers may hold
+ * different numbers of rows once pruning has dropped tokens from the deeper ones. */
 typedef struct llama_kv {
-    int cap, n, n_layers;
+    int cap, n_layers;
+    int *len;          /* rows held per layer */
     float **k, **v;
 } llama_kv;
+
+/* Rows of keys and values held over all layers (for memory accounting). */
+int64_t llama_kv_rows(const llama_kv *kv);
+void llama_kv_clear(llama_kv *kv);
+
+/* What a pruning hook sees after a layer: the layer's hidden states (already including the
+ * layer's output), its queries (RoPE applied) and its KV rows. */
+typedef struct llama_layer_view {
+    plm_backend *be;
+    int layer;
+    float *x;          /* [t x hidden], device */
+    int32_t *pos;      /* [t] original positions, host */
+    int64_t t;
+    const float *q;    /* [t x n_heads*head_dim], device */
+    const float *k;    /* [k_len x n_kv*head_dim], device: this layer's cache */
+    int64_t k_len, q_pos0;
+} llama_layer_view;
+
+/* Called after every layer of a forward pass. It may keep a subset of the rows for the layers
+ * that follow by compacting v->x and v->pos in place (order kept) and returning the new row
+ * count; returning v->t keeps them all. Negative: an error (the forward stops). */
+typedef struct llama_hook {
+    int64_t (*after_layer)(void *ctx, const llama_layer_view *v);
+    void *ctx;
+} llama_hook;
 
 plm_status llama_load(llama_model *m, const llama_config *cfg, plm_wsrc *src, plm_wsrc *head,
                       plm_error *err);
@@ -56,11 +83,13 @@ void llama_rope_inv_freq(const llama_config *c, int64_t seq_len, float *inv_freq
 size_t llama_scratch_floats(const llama_config *c, int64_t t);
 
 /* Runs t tokens whose input embeddings are x[t x hidden] (device; overwritten) at positions
- * pos[t] (host) after the kv->n cached ones, appends their K/V, and writes logits for the last
- * n_logits rows into logits[n_logits x vocab] (device). rope_len is the sequence length the
- * dynamic RoPE variant sizes itself by. */
-void llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
-                   const int32_t *pos, int64_t t, int64_t n_logits, float *logits,
-                   int64_t rope_len, float *scratch);
+ * pos[t] (host; compacted in place if a hook drops rows) after the cached ones, appends their
+ * K/V to every layer, and writes logits for the last n_logits rows that survive into
+ * logits[n_logits x vocab] (device). rope_len is the sequence length the dynamic RoPE variant
+ * sizes itself by. Returns the rows that reached the last layer (t without a hook), or -1
+ * when the hook failed. */
+int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
+                      int32_t *pos, int64_t t, int64_t n_logits, float *logits,
+                      int64_t rope_len, float *scratch, const llama_hook *hook);
 
 #endif
