@@ -68,6 +68,12 @@ typedef struct plm_backend_ops {
     void (*rope)(plm_backend *be, float *x, int64_t t, int64_t stride, int n_heads, int hd,
                  const int32_t *pos, const float *inv_freq);
     void (*attention)(plm_backend *be, const plm_attn_args *a);
+    /* The attention probabilities the queries of `a` give each key, without the values:
+     * a->out (room for n_heads x tk floats either way) receives [n_heads x tk] (per_head) or
+     * [tk] in its first row, each the mean over the tq queries (and over heads unless
+     * per_head) of softmax(scale * q.k) over the keys that query sees.
+     * This is what score providers read (CLS attention, last-token attention, column sums). */
+    void (*attn_probs)(plm_backend *be, const plm_attn_args *a, int per_head);
     /* y[n x w.cols] = rows ids[] of the table w (ids already validated) */
     void (*embed)(plm_backend *be, float *y, const plm_weight *w, const int32_t *ids, int64_t n);
     /* Copies a [rows x cols] block between device buffers with the given row strides. */

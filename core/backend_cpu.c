@@ -231,6 +231,55 @@ static void attn_rows(void *c, int64_t w0, int64_t w1)
     }
 }
 
+/* Two passes per (query, head): the row maximum and normaliser, then the probabilities. One
+ * thread per head so the sums into out need no locks. */
+typedef struct probs_ctx {
+    const plm_attn_args *a;
+    float *acc; /* [n_heads x tk] */
+} probs_ctx;
+
+static void probs_heads(void *c, int64_t h0, int64_t h1)
+{
+    const probs_ctx *pc = c;
+    const plm_attn_args *a = pc->a;
+    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
+    for (int64_t h = h0; h < h1; h++) {
+        float *acc = pc->acc + h * a->tk;
+        const int kh = (int)h / group;
+        for (int64_t j = 0; j < a->tk; j++) acc[j] = 0;
+        for (int64_t i = 0; i < a->tq; i++) {
+            const float *q = a->q + i * a->q_stride + h * hd;
+            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
+            if (nk > a->tk) nk = a->tk;
+            float mx = -INFINITY;
+            double sum = 0;
+            for (int pass = 0; pass < 3; pass++)
+                for (int64_t j = 0; j < nk; j++) {
+                    const float *k = a->k + j * a->kv_stride + (int64_t)kh * hd;
+                    float s = 0;
+                    for (int d = 0; d < hd; d++) s += q[d] * k[d];
+                    s *= a->scale;
+                    if (pass == 0) mx = s > mx ? s : mx;
+                    else if (pass == 1) sum += expf(s - mx);
+                    else acc[j] += (float)(expf(s - mx) / sum);
+                }
+        }
+        for (int64_t j = 0; j < a->tk; j++) acc[j] /= (float)a->tq;
+    }
+}
+
+static void cpu_attn_probs(plm_backend *be, const plm_attn_args *a, int per_head)
+{
+    probs_ctx pc = {a, a->out};
+    plm_pool_for(((cpu_backend *)be)->pool, a->n_heads, probs_heads, &pc);
+    if (!per_head) /* row j of head 0 is read before it is overwritten */
+        for (int64_t j = 0; j < a->tk; j++) {
+            float s = 0;
+            for (int h = 0; h < a->n_heads; h++) s += a->out[h * a->tk + j];
+            a->out[j] = s / (float)a->n_heads;
+        }
+}
+
 static void cpu_attention(plm_backend *be, const plm_attn_args *a)
 {
     plm_pool_for(((cpu_backend *)be)->pool, a->tq * a->n_heads, attn_rows, (void *)a);
@@ -308,6 +357,7 @@ static const plm_backend_ops cpu_ops = {
     .silu_mul = cpu_silu_mul,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .attn_probs = cpu_attn_probs,
     .embed = cpu_embed,
     .copy2d = cpu_copy2d,
     .patchify = cpu_patchify,

@@ -209,3 +209,46 @@ Test(backend, patchify_orders_like_a_conv_weight)
                 cr_assert_eq(out[p * 8 + c * 4 + y * 2 + x], px[c * 16 + (2 + y) * 4 + x]);
     plm_backend_free(be);
 }
+
+Test(backend, attn_probs_match_the_softmax_rows)
+{
+    plm_backend *be = cpu();
+    const int64_t tq = 3, tk = 11;
+    const int nh = 4, nkv = 2, hd = 8;
+    float *q = rand_buf((size_t)(tq * nh * hd)), *k = rand_buf((size_t)(tk * nkv * hd));
+    float out[4 * 11], mean[11];
+    plm_attn_args a = {.out = out, .q = q, .k = k, .v = k, .tq = tq, .tk = tk,
+                       .q_stride = nh * hd, .kv_stride = nkv * hd, .q_pos0 = tk - tq,
+                       .n_heads = nh, .n_kv = nkv, .head_dim = hd, .causal = 1, .scale = 0.35f};
+    be->ops->attn_probs(be, &a, 1);
+    double ref[4][11] = {{0}};
+    for (int h = 0; h < nh; h++)
+        for (int64_t i = 0; i < tq; i++) {
+            int64_t nk = tk - tq + i + 1;
+            double p[11], mx = -1e300, sum = 0;
+            for (int64_t j = 0; j < nk; j++) {
+                double s = 0;
+                for (int d = 0; d < hd; d++) s += (double)q[i * nh * hd + h * hd + d] * k[j * nkv * hd + (h / 2) * hd + d];
+                p[j] = s * 0.35f;
+                if (p[j] > mx) mx = p[j];
+            }
+            for (int64_t j = 0; j < nk; j++) sum += p[j] = exp(p[j] - mx);
+            for (int64_t j = 0; j < nk; j++) ref[h][j] += p[j] / sum / tq;
+        }
+    for (int h = 0; h < nh; h++)
+        for (int64_t j = 0; j < tk; j++) cr_assert_float_eq(out[h * tk + j], ref[h][j], 1e-6);
+    /* each head's row sums to one: every query's probabilities do */
+    for (int h = 0; h < nh; h++) {
+        double s = 0;
+        for (int64_t j = 0; j < tk; j++) s += out[h * tk + j];
+        cr_assert_float_eq(s, 1.0, 1e-5);
+    }
+    be->ops->attn_probs(be, &a, 0);
+    for (int64_t j = 0; j < tk; j++) {
+        mean[j] = (float)((ref[0][j] + ref[1][j] + ref[2][j] + ref[3][j]) / 4);
+        cr_assert_float_eq(out[j], mean[j], 1e-6);
+    }
+    free(q);
+    free(k);
+    plm_backend_free(be);
+}
