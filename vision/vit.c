@@ -110,21 +110,26 @@ size_t vit_scratch_floats(const vit_model *m)
 {
     const vit_config *c = &m->cfg;
     size_t T = (size_t)vit_n_patches(c) + 1, D = (size_t)c->hidden;
-    /* x, h, attn | wide | features | projector hidden */
+    /* x, h, attn | wide | features | projector hidden | CLS attention per head */
     return 3 * T * D + T * vit_wide(c) + T * D * (size_t)c->n_feature_layers +
-           T * (size_t)m->pcfg.hidden;
+           T * (size_t)m->pcfg.hidden + T * (size_t)c->n_heads;
 }
 
-void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float *out,
-                 float *scratch)
+int vit_feature_dim(const vit_model *m)
+{
+    return m->cfg.hidden * m->cfg.n_feature_layers;
+}
+
+void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float *feat,
+                float *cls_attn, float *scratch)
 {
     const plm_backend_ops *op = be->ops;
     const vit_config *c = &m->cfg;
     const int64_t Np = vit_n_patches(c), T = Np + 1, D = c->hidden;
     const int hd = c->hidden / c->n_heads;
     float *x = scratch, *h = x + T * D, *att = h + T * D, *w = att + T * D;
-    float *feat = w + (size_t)T * vit_wide(c);
-    float *ph = feat + T * D * c->n_feature_layers;
+    float *probs = w + (size_t)T * vit_wide(c) + T * D * c->n_feature_layers +
+                   T * m->pcfg.hidden;
 
     /* Embeddings: row 0 is [CLS], rows 1.. the patch projections; then + positions. */
     op->patchify(be, w, pixels, c->n_channels, c->image_size, c->patch_size);
@@ -134,10 +139,11 @@ void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float
     op->layernorm(be, x, x, m->pre_g, m->pre_b, T, D, c->ln_eps);
 
     const int64_t skip = c->drop_cls ? 1 : 0, rows = T - skip;
+    const int64_t fd = D * c->n_feature_layers;
     for (int l = 0; l <= m->n_run; l++) {
         for (int f = 0; f < c->n_feature_layers; f++)
             if (vit_resolve_layer(c, c->feature_layers[f]) == l)
-                op->copy2d(be, feat + f * D, D * c->n_feature_layers, x + skip * D, D, rows, D);
+                op->copy2d(be, feat + f * D, fd, x + skip * D, D, rows, D);
         if (l == m->n_run) break;
         const vit_layer *L = &m->layers[l];
         float *q = w, *k = w + T * D, *v = w + 2 * T * D;
@@ -150,6 +156,13 @@ void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float
                            .n_kv = c->n_heads, .head_dim = hd, .causal = 0,
                            .scale = 1.0f / sqrtf((float)hd)};
         op->attention(be, &a);
+        if (cls_attn && l == m->n_run - 1) {
+            plm_attn_args pa = a;
+            pa.out = probs;
+            pa.tq = 1; /* the [CLS] query alone */
+            op->attn_probs(be, &pa, 0);
+            op->copy2d(be, cls_attn, Np, probs + 1, Np, 1, Np);
+        }
         op->matmul(be, h, att, &L->o, L->o_b, T);
         op->add(be, x, x, h, T * D);
         op->layernorm(be, h, x, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
@@ -158,7 +171,25 @@ void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float
         op->matmul(be, h, w, &L->fc2, L->fc2_b, T);
         op->add(be, x, x, h, T * D);
     }
-    op->matmul(be, ph, feat, &m->p1, m->p1_b, rows);
-    op->act(be, ph, ph, rows * m->pcfg.hidden, m->pcfg.act);
-    op->matmul(be, out, ph, &m->p2, m->p2_b, rows);
+}
+
+void vit_project(const vit_model *m, plm_backend *be, const float *feat, int64_t n, float *out,
+                 float *scratch)
+{
+    const plm_backend_ops *op = be->ops;
+    float *ph = scratch;
+    op->matmul(be, ph, feat, &m->p1, m->p1_b, n);
+    op->act(be, ph, ph, n * m->pcfg.hidden, m->pcfg.act);
+    op->matmul(be, out, ph, &m->p2, m->p2_b, n);
+}
+
+void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float *out,
+                 float *scratch)
+{
+    const vit_config *c = &m->cfg;
+    const int64_t T = vit_n_patches(c) + 1;
+    float *feat = scratch + 3 * T * c->hidden + (size_t)T * vit_wide(c);
+    float *ph = feat + T * c->hidden * c->n_feature_layers;
+    vit_encode(m, be, pixels, feat, NULL, scratch);
+    vit_project(m, be, feat, vit_n_tokens(c), out, ph);
 }

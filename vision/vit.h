@@ -56,9 +56,19 @@ void vit_unload(vit_model *m);
 
 /* Scratch the forward pass needs, in floats. */
 size_t vit_scratch_floats(const vit_model *m);
+/* Width of one feature row (hidden x number of feature layers). */
+int vit_feature_dim(const vit_model *m);
 
-/* pixels: device buffer [3 x S x S]; out: device buffer [vit_n_tokens x out_dim];
- * scratch: device buffer of vit_scratch_floats floats. */
+/* The encoder: pixels [3 x S x S] -> feat [vit_n_tokens x vit_feature_dim] (device). When
+ * cls_attn is non-NULL it receives, per patch, the attention the [CLS] query gives it in the
+ * last encoder layer run, averaged over heads ([n_patches], device) — the signal VisionZip and
+ * VFlowOpt read; it stays untouched when no layer runs. */
+void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float *feat,
+                float *cls_attn, float *scratch);
+/* The projector on n rows of features: out [n x out_dim] (device). */
+void vit_project(const vit_model *m, plm_backend *be, const float *feat, int64_t n, float *out,
+                 float *scratch);
+/* Both, for every token. */
 void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float *out,
                  float *scratch);
 
