@@ -287,6 +287,12 @@ static void op_attention(plm_backend *be, const plm_attn_args *a)
     if (b) cu_attention(b, a);
 }
 
+static void op_attn_probs(plm_backend *be, const plm_attn_args *a, int per_head)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_attn_probs(b, a, per_head);
+}
+
 static void op_embed(plm_backend *be, float *y, const plm_weight *w, const int32_t *ids,
                      int64_t n)
 {
@@ -321,6 +327,7 @@ static void op_destroy(plm_backend *be)
     cu_buf_free(&b->stage_dev);
     cu_buf_free(&b->conv);
     cu_buf_free(&b->tmp);
+    cu_buf_free(&b->stats);
     if (b->lt_ws) cudaFree(b->lt_ws);
     if (b->lt) cublasLtDestroy(b->lt);
     if (b->blas) cublasDestroy(b->blas);
@@ -329,30 +336,39 @@ static void op_destroy(plm_backend *be)
     free(b);
 }
 
-static const plm_backend_ops cuda_ops = {
-    /* .name = */ "cuda",
-    /* .host_memory = */ 0,
-    op_destroy,
-    op_alloc,
-    op_release,
-    op_upload,
-    op_download,
-    op_matmul,
-    op_layernorm,
-    op_rmsnorm,
-    op_add,
-    op_add_row,
-    op_act,
-    op_silu_mul,
-    op_rope,
-    op_attention,
-    op_embed,
-    op_copy2d,
-    op_patchify,
-    op_alloc_error,
-    op_error,
-    op_mem_info,
-};
+/* Filled by name, not position: the table grows as ops are added to core/backend.h, and an op
+ * this backend lacks stays NULL rather than shifting the others. */
+static plm_backend_ops make_ops(void)
+{
+    plm_backend_ops o;
+    memset(&o, 0, sizeof o);
+    o.name = "cuda";
+    o.host_memory = 0;
+    o.destroy = op_destroy;
+    o.alloc = op_alloc;
+    o.release = op_release;
+    o.upload = op_upload;
+    o.download = op_download;
+    o.matmul = op_matmul;
+    o.layernorm = op_layernorm;
+    o.rmsnorm = op_rmsnorm;
+    o.add = op_add;
+    o.add_row = op_add_row;
+    o.act = op_act;
+    o.silu_mul = op_silu_mul;
+    o.rope = op_rope;
+    o.attention = op_attention;
+    o.attn_probs = op_attn_probs;
+    o.embed = op_embed;
+    o.copy2d = op_copy2d;
+    o.patchify = op_patchify;
+    o.alloc_error = op_alloc_error;
+    o.error = op_error;
+    o.mem_info = op_mem_info;
+    return o;
+}
+
+static const plm_backend_ops cuda_ops = make_ops();
 
 extern "C" int plm_cuda_available(char *why, size_t why_len)
 {

@@ -46,6 +46,7 @@ typedef struct cu_backend {
 
     cu_buf conv; /* activations rounded to bf16/f16 for a matmul */
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
+    cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
 
     int failed;
     char err[512];
@@ -108,6 +109,7 @@ void cu_patchify(cu_backend *b, float *out, const float *pixels, int channels, i
 void cu_rope(cu_backend *b, float *x, int64_t t, int64_t stride, int n_heads, int hd,
              const int32_t *pos, const float *inv_freq);
 void cu_attention(cu_backend *b, const plm_attn_args *a);
+void cu_attn_probs(cu_backend *b, const plm_attn_args *a, int per_head);
 /* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
 

@@ -370,6 +370,32 @@ static void test_attention(int64_t tq, int64_t tk, int nh, int nkv, int hd, int 
     free(qb), free(kb), free(vb), free(want), free(got);
 }
 
+static void test_attn_probs(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal,
+                            int64_t q_pos0, int per_head)
+{
+    seed((uint64_t)(tq * 7 + tk + hd + per_head));
+    const int64_t qs = (int64_t)nh * hd, kvs = (int64_t)nkv * hd;
+    float *qb = rand_vec((size_t)(tq * qs), 2.0f, 0.0f), *kb = rand_vec((size_t)(tk * kvs), 2.0f, 0.0f);
+    const size_t no = (size_t)nh * (size_t)tk, nchk = per_head ? no : (size_t)tk;
+    float *want = xmalloc(no * 4);
+    plm_attn_args a = {want, qb, kb, NULL, tq, tk, qs, kvs, q_pos0, nh, nkv, hd, causal,
+                       1.0f / sqrtf((float)hd)};
+    cpu->ops->attn_probs(cpu, &a, per_head);
+    float *dq = dev_from(gpu, qb, (size_t)(tq * qs) * 4), *dk = dev_from(gpu, kb, (size_t)(tk * kvs) * 4);
+    float *dout = dev_nan(gpu, no);
+    plm_attn_args ag = a;
+    ag.out = dout, ag.q = dq, ag.k = dk;
+    gpu->ops->attn_probs(gpu, &ag, per_head);
+    float *got = fetch(gpu, dout, no);
+    char name[128];
+    snprintf(name, sizeof name, "attn_probs_tq%lld_tk%lld_h%d_kv%d_hd%d%s_pos%lld%s",
+             (long long)tq, (long long)tk, nh, nkv, hd, causal ? "_causal" : "",
+             (long long)q_pos0, per_head ? "_per_head" : "_mean");
+    check(gpu, name, got, want, nchk, 1e-5);
+    gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dk), gpu->ops->release(gpu, dout);
+    free(qb), free(kb), free(want), free(got);
+}
+
 /* ---- embed, copy2d, patchify ---- */
 
 static void test_embed(plm_dtype dt, int64_t rows, int64_t cols, int64_t n)
@@ -519,6 +545,18 @@ int main(void)
     test_attention(45, 45, 4, 1, 256, 1, 0, 0);
     test_attention(17, 40, 2, 2, 512, 1, 23, 0);
     test_attention(3, 0, 2, 2, 64, 0, 0, 0); /* no keys: zeros */
+    /* score providers: CLS attention, an observation window at the end, column sums */
+    if (gpu->ops->attn_probs) {
+        test_attn_probs(1, 577, 16, 16, 64, 0, 0, 0);
+        test_attn_probs(1, 577, 16, 16, 64, 0, 0, 1);
+        test_attn_probs(8, 300, 32, 8, 128, 1, 292, 1);
+        test_attn_probs(8, 300, 32, 8, 128, 1, 292, 0);
+        test_attn_probs(577, 577, 16, 16, 64, 0, 0, 0);
+        test_attn_probs(100, 100, 8, 8, 80, 1, 0, 1);
+        test_attn_probs(1, 1000, 32, 8, 128, 1, 999, 0);
+    } else {
+        result(0, "attn_probs_present", 0, 0, "the CUDA backend has no attn_probs");
+    }
     test_embed(PLM_F32, 1000, 4096, 7);
     test_embed(PLM_BF16, 32000, 256, 577);
     test_embed(PLM_F16, 33, 33, 1);
