@@ -1,0 +1,179 @@
+/* The shared pruning primitives, on inputs whose right answer is known. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prune/prune.h"
+
+Test(prune, spec_parses_name_and_parameters)
+{
+    prune_spec s;
+    plm_error err;
+    cr_assert_eq(prune_spec_parse("vflowopt:keep=0.1,layers=2/8/16", &s, &err), PLM_OK, "%s", err.msg);
+    cr_assert_str_eq(s.name, "vflowopt");
+    double keep;
+    cr_assert_eq(prune_spec_num(&s, "keep", 0.5, 0, 1, &keep, &err), PLM_OK);
+    cr_assert_float_eq(keep, 0.1, 1e-12);
+    int layers[4], n = 0;
+    cr_assert_eq(prune_spec_ints(&s, "layers", layers, 4, &n, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(n, 3);
+    cr_assert(layers[0] == 2 && layers[1] == 8 && layers[2] == 16);
+    cr_assert_eq(prune_spec_check_unused(&s, &err), PLM_OK);
+    double dflt;
+    cr_assert_eq(prune_spec_num(&s, "alpha", 0.25, 0, 1, &dflt, &err), PLM_OK);
+    cr_assert_float_eq(dflt, 0.25, 1e-12);
+}
+
+Test(prune, spec_errors_name_the_problem)
+{
+    prune_spec s;
+    plm_error err;
+    cr_assert_eq(prune_spec_parse("fastv:k=2,k=3", &s, &err), PLM_E_FORMAT);
+    cr_assert(strstr(err.msg, "'k' given twice"), "%s", err.msg);
+    cr_assert_eq(prune_spec_parse("fastv:k", &s, &err), PLM_E_FORMAT);
+    cr_assert(strstr(err.msg, "expected key=value"), "%s", err.msg);
+    cr_assert_eq(prune_spec_parse(":k=1", &s, &err), PLM_E_FORMAT);
+    cr_assert_eq(prune_spec_parse("fastv:keep=2", &s, &err), PLM_OK);
+    double v;
+    cr_assert_eq(prune_spec_num(&s, "keep", 0.5, 0, 1, &v, &err), PLM_E_FORMAT);
+    cr_assert(strstr(err.msg, "keep=2, expected a number from 0 to 1"), "%s", err.msg);
+    cr_assert_eq(prune_spec_parse("fastv:kepe=0.5", &s, &err), PLM_OK);
+    cr_assert_eq(prune_spec_check_unused(&s, &err), PLM_E_ARG);
+    cr_assert(strstr(err.msg, "fastv has no parameter 'kepe'"), "%s", err.msg);
+}
+
+Test(prune, spec_reads_a_file_after_comments)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/tuned.spec", PLM_BINARY_DIR);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("# tuned on 64 calibration items\n\n  vflowopt:keep=0.11  \n", f);
+    fclose(f);
+    char arg[520];
+    snprintf(arg, sizeof arg, "@%s", path);
+    prune_spec s;
+    plm_error err;
+    cr_assert_eq(prune_spec_parse(arg, &s, &err), PLM_OK, "%s", err.msg);
+    cr_assert_str_eq(s.text, "vflowopt:keep=0.11");
+    remove(path);
+    cr_assert_eq(prune_spec_parse(arg, &s, &err), PLM_E_IO);
+    cr_assert(strstr(err.msg, "tuned.spec"), "%s", err.msg);
+}
+
+Test(prune, topk_keeps_the_highest_in_index_order)
+{
+    float s[8] = {0.1f, 0.9f, 0.3f, 0.9f, NAN, 0.5f, 0.0f, 0.7f};
+    int32_t idx[8];
+    cr_assert_eq(prune_topk(s, 8, 3, idx), 3);
+    cr_assert(idx[0] == 1 && idx[1] == 3 && idx[2] == 7, "%d %d %d", idx[0], idx[1], idx[2]);
+    cr_assert_eq(prune_topk(s, 8, 20, idx), 8); /* clamped; NaN last but kept */
+    cr_assert_eq(prune_topk(s, 8, 0, idx), 0);
+}
+
+Test(prune, uniform_grid_spreads_over_rows_and_columns)
+{
+    int32_t idx[64];
+    cr_assert_eq(prune_uniform_grid(24, 64, idx), 64);
+    int rows[24] = {0}, cols[24] = {0};
+    for (int i = 0; i < 64; i++) {
+        cr_assert(i == 0 || idx[i] > idx[i - 1]);
+        rows[idx[i] / 24]++;
+        cols[idx[i] % 24]++;
+    }
+    int rows_hit = 0, cols_hit = 0;
+    for (int i = 0; i < 24; i++) {
+        rows_hit += rows[i] > 0;
+        cols_hit += cols[i] > 0;
+    }
+    cr_assert_geq(rows_hit, 8);
+    cr_assert_geq(cols_hit, 8);
+    cr_assert_eq(prune_uniform_grid(3, 9, idx), 9); /* everything */
+    for (int i = 0; i < 9; i++) cr_assert_eq(idx[i], i);
+}
+
+Test(prune, random_is_distinct_sorted_and_seeded)
+{
+    int32_t a[50], b[50], c[50];
+    cr_assert_eq(prune_random(7, 576, 50, a), 50);
+    cr_assert_eq(prune_random(7, 576, 50, b), 50);
+    cr_assert_eq(prune_random(8, 576, 50, c), 50);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    cr_assert_neq(memcmp(a, c, sizeof a), 0);
+    for (int i = 1; i < 50; i++) cr_assert(a[i] > a[i - 1] && a[i] < 576);
+}
+
+Test(prune, complement_lists_the_rest)
+{
+    int32_t keep[3] = {0, 2, 5}, rest[8];
+    cr_assert_eq(prune_complement(keep, 3, 7, rest), 4);
+    cr_assert(rest[0] == 1 && rest[1] == 3 && rest[2] == 4 && rest[3] == 6);
+}
+
+Test(prune, entropy_is_zero_for_flat_and_high_for_noise)
+{
+    enum { S = 28, P = 14 };
+    uint8_t img[S * S * 3];
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            uint8_t *px = img + (y * S + x) * 3;
+            int noisy = x >= P; /* right half noise, left half flat */
+            uint8_t v = noisy ? (uint8_t)((x * 37 + y * 91) * 2654435761u >> 24) : 80;
+            px[0] = px[1] = px[2] = v;
+        }
+    float e[4];
+    prune_patch_entropy(img, S, P, e);
+    cr_assert_float_eq(e[0], 0.0f, 1e-6);
+    cr_assert_float_eq(e[2], 0.0f, 1e-6);
+    cr_assert_gt(e[1], 5.0f);
+    cr_assert_gt(e[3], 5.0f);
+    /* two equally frequent levels: exactly one bit */
+    for (int y = 0; y < P; y++)
+        for (int x = 0; x < P; x++) memset(img + (y * S + x) * 3, x % 2 ? 200 : 10, 3);
+    prune_patch_entropy(img, S, P, e);
+    cr_assert_float_eq(e[0], 1.0f, 1e-6);
+}
+
+Test(prune, minmax_and_combine)
+{
+    float a[4] = {2, 4, 6, 10}, b[4] = {1, 1, 1, 1}, o[4];
+    prune_norm_minmax(a, 4);
+    cr_assert(a[0] == 0 && a[3] == 1 && fabsf(a[1] - 0.25f) < 1e-6f);
+    prune_norm_minmax(b, 4);
+    cr_assert(b[0] == 0 && b[3] == 0);
+    prune_combine(o, a, 0.5f, a, 0.5f, 4);
+    cr_assert_float_eq(o[1], 0.25f, 1e-6);
+}
+
+Test(prune, merge_groups_similar_rows_and_averages_them)
+{
+    /* rows 0-2 point along x, rows 3-5 along y; dropping all into 2 groups must separate them */
+    float rows[6 * 2] = {1, 0, 2, 0.1f, 3, -0.1f, 0, 1, 0.1f, 2, -0.1f, 3};
+    int32_t drop[6] = {0, 1, 2, 3, 4, 5}, grp[6];
+    float w[6] = {1, 1, 2, 1, 1, 2}, out[4];
+    cr_assert_eq(prune_merge_similar(rows, 2, drop, 6, w, 2, out, grp), 2);
+    cr_assert(grp[0] == grp[1] && grp[1] == grp[2]);
+    cr_assert(grp[3] == grp[4] && grp[4] == grp[5]);
+    cr_assert_neq(grp[0], grp[3]);
+    float *gx = out + grp[0] * 2;
+    cr_assert_float_eq(gx[0], (1 + 2 + 2 * 3) / 4.0f, 1e-5); /* weighted mean */
+    cr_assert_float_eq(gx[1], (0 + 0.1f - 0.2f) / 4.0f, 1e-5);
+    cr_assert_eq(prune_merge_similar(rows, 2, drop, 1, NULL, 4, out, NULL), 1);
+    cr_assert(out[0] == 1 && out[1] == 0);
+}
+
+Test(prune, gather_rows_in_place_keeps_order)
+{
+    plm_backend *be;
+    plm_error err;
+    cr_assert_eq(plm_backend_cpu_new(1, &be, &err), PLM_OK);
+    float x[10 * 3];
+    for (int i = 0; i < 30; i++) x[i] = (float)i;
+    int32_t keep[6] = {1, 2, 3, 4, 7, 9};
+    prune_gather_rows(be, x, x, 3, keep, 6);
+    for (int r = 0; r < 6; r++)
+        for (int d = 0; d < 3; d++) cr_assert_eq(x[r * 3 + d], (float)(keep[r] * 3 + d));
+    plm_backend_free(be);
+}
