@@ -23,6 +23,8 @@
     } while (0)
 
 /* ---- prng (shp_prng.c) -------------------------------------------------------------------- */
+/* Never draw twice within one expression (f(rng(), rng())): C leaves the order of evaluation of
+ * arguments and operands unspecified, and gcc and clang do differ. One draw per statement. */
 typedef struct shp_rng {
     uint64_t s[4];
 } shp_rng;

@@ -114,7 +114,8 @@ static void paint_checker(shp_image *img, shp_rng *r)
     pick_pair(r, 32, &a, &b);
     shp_rgb ca = rgb_of(&a, 0), cb = rgb_of(&b, 0);
     int cell = shp_rng_range(r, 6, 28);
-    int ox = shp_rng_range(r, 0, cell - 1), oy = shp_rng_range(r, 0, cell - 1);
+    int ox = shp_rng_range(r, 0, cell - 1);
+    int oy = shp_rng_range(r, 0, cell - 1);
     for (int y = 0; y < img->h; y++)
         for (int x = 0; x < img->w; x++)
             shp_put(img, x, y, (((x + ox) / cell) + ((y + oy) / cell)) % 2 ? ca : cb);
@@ -128,29 +129,46 @@ static void paint_clutter(shp_image *img, shp_rng *r)
     for (int i = 0; i < n; i++) {
         tint t = pick_grey(r, 56, 200, &base);
         shp_rgb c = rgb_of(&t, 0);
-        int x = shp_rng_range(r, -20, img->w + 20), y = shp_rng_range(r, -20, img->h + 20);
+        int x = shp_rng_range(r, -20, img->w + 20);
+        int y = shp_rng_range(r, -20, img->h + 20);
         switch (shp_rng_below(r, 4)) {
-        case 0: /* a thin line */
-            shp_line(img, x, y, x + shp_rng_range(r, -120, 120), y + shp_rng_range(r, -120, 120),
-                     shp_rng_range(r, 1, 2), c);
+        case 0: { /* a thin line */
+            int dx = shp_rng_range(r, -120, 120);
+            int dy = shp_rng_range(r, -120, 120);
+            int width = shp_rng_range(r, 1, 2);
+            shp_line(img, x, y, x + dx, y + dy, width, c);
             break;
-        case 1: { /* an open rectangle */
-            int w = shp_rng_range(r, 8, 60), h = shp_rng_range(r, 8, 60);
+        }
+        case 1: { /* an open rectangle, elongated so it never reads as a square */
+            int w = shp_rng_range(r, 8, 30);
+            int h = w * 2 + shp_rng_range(r, 0, 30);
+            if (shp_rng_chance(r, 1, 2)) {
+                int tmp = w;
+                w = h;
+                h = tmp;
+            }
             shp_line(img, x, y, x + w, y, 1, c);
             shp_line(img, x, y + h, x + w, y + h, 1, c);
             shp_line(img, x, y, x, y + h, 1, c);
             shp_line(img, x + w, y, x + w, y + h, 1, c);
             break;
         }
-        case 2: { /* a small blob */
-            int w = shp_rng_range(r, 3, 12), h = shp_rng_range(r, 3, 12);
+        case 2: { /* a small bar, again never square */
+            int w = shp_rng_range(r, 2, 5);
+            int h = w * 3 + shp_rng_range(r, 0, 6);
+            if (shp_rng_chance(r, 1, 2)) {
+                int tmp = w;
+                w = h;
+                h = tmp;
+            }
             shp_fill_rect(img, x, y, x + w, y + h, c);
             break;
         }
         default: { /* a scribble */
             int px = x, py = y;
             for (int k = 0; k < 6; k++) {
-                int nx = px + shp_rng_range(r, -16, 16), ny = py + shp_rng_range(r, -16, 16);
+                int nx = px + shp_rng_range(r, -16, 16);
+                int ny = py + shp_rng_range(r, -16, 16);
                 shp_line(img, px, py, nx, ny, 1, c);
                 px = nx;
                 py = ny;

@@ -115,7 +115,8 @@ void shp_stats_merge(shp_stats *dst, const shp_stats *src)
         if (!d) continue;
         d->total += s->total;
         for (int k = 0; k < 4; k++) d->by_size[k] += s->by_size[k];
-        for (int a = 0; a < s->n_answers; a++) d->count[answer_slot(d, s->answer[a])] += s->count[a];
+        for (int a = 0; a < s->n_answers; a++)
+            d->count[answer_slot(d, s->answer[a])] += s->count[a];
     }
 }
 
@@ -134,7 +135,9 @@ plm_status shp_stats_format(const shp_stats *st, shp_buf *b)
                 order[j - 1] = y;
                 order[j] = x;
             }
-        PLM_TRY_SHP(shp_buf_printf(b, "  %-10s %6llu  [small %llu, medium %llu, large %llu, none %llu]\n   ",
+        PLM_TRY_SHP(shp_buf_printf(b,
+                                   "  %-10s %6llu  [small %llu, medium %llu, large %llu, "
+                                   "none %llu]\n   ",
                                    ty->name, (unsigned long long)ty->total,
                                    (unsigned long long)ty->by_size[0],
                                    (unsigned long long)ty->by_size[1],
@@ -307,7 +310,8 @@ static plm_status mkdir_p(const char *dir, plm_error *err)
 {
     char buf[4096];
     size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf) return shp_fail(err, PLM_E_ARG, "output directory '%s' is empty or too long", dir);
+    if (n == 0 || n >= sizeof buf)
+        return shp_fail(err, PLM_E_ARG, "output directory '%s' is empty or too long", dir);
     memcpy(buf, dir, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != '\0') continue;

@@ -19,11 +19,30 @@ static const char *const SIZE_NAMES[SHP_N_SIZES] = {"small", "medium", "large"};
 static const char *const NUMBERS[10] = {"zero", "one", "two", "three", "four",
                                         "five", "six", "seven", "eight", "nine"};
 
-const char *shp_shape_name(shp_shape s) { return (unsigned)s < SHP_N_SHAPES ? SHAPE_NAMES[s] : "?"; }
-const char *shp_shape_plural(shp_shape s) { return (unsigned)s < SHP_N_SHAPES ? SHAPE_PLURALS[s] : "?"; }
-const char *shp_colour_name(shp_colour c) { return (unsigned)c < SHP_N_COLOURS ? COLOUR_NAMES[c] : "?"; }
-const char *shp_size_name(shp_size s) { return (unsigned)s < SHP_N_SIZES ? SIZE_NAMES[s] : "?"; }
-const char *shp_number_word(int n) { return n >= 0 && n <= 9 ? NUMBERS[n] : "?"; }
+const char *shp_shape_name(shp_shape s)
+{
+    return (unsigned)s < SHP_N_SHAPES ? SHAPE_NAMES[s] : "?";
+}
+
+const char *shp_shape_plural(shp_shape s)
+{
+    return (unsigned)s < SHP_N_SHAPES ? SHAPE_PLURALS[s] : "?";
+}
+
+const char *shp_colour_name(shp_colour c)
+{
+    return (unsigned)c < SHP_N_COLOURS ? COLOUR_NAMES[c] : "?";
+}
+
+const char *shp_size_name(shp_size s)
+{
+    return (unsigned)s < SHP_N_SIZES ? SIZE_NAMES[s] : "?";
+}
+
+const char *shp_number_word(int n)
+{
+    return n >= 0 && n <= 9 ? NUMBERS[n] : "?";
+}
 
 shp_rgb shp_colour_rgb(shp_colour c)
 {

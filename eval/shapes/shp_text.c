@@ -58,16 +58,20 @@ static void capitalize(char *s)
 /* One filler sentence (ending in ". ") into buf. */
 static void sentence(shp_rng *r, char *buf, size_t n)
 {
-    const char *s = PICK(r, SUBJECTS), *v = PICK(r, VERBS), *p = PICK(r, PLACES),
-               *t = PICK(r, TIMES);
+    const char *s = PICK(r, SUBJECTS);
+    const char *v = PICK(r, VERBS);
+    const char *p = PICK(r, PLACES);
+    const char *t = PICK(r, TIMES);
     switch (shp_rng_below(r, 6)) {
     case 0: snprintf(buf, n, "%s %s %s %s. ", s, v, p, t); break;
     case 1: snprintf(buf, n, "%s, %s %s %s. ", t, s, v, p); break;
     case 2: snprintf(buf, n, "everyone said that %s %s %s. ", s, v, t); break;
-    case 3:
-        snprintf(buf, n, "%s %s %s, and then %s %s %s. ", s, v, p, PICK(r, SUBJECTS),
-                 PICK(r, VERBS), t);
+    case 3: {
+        const char *s2 = PICK(r, SUBJECTS);
+        const char *v2 = PICK(r, VERBS);
+        snprintf(buf, n, "%s %s %s, and then %s %s %s. ", s, v, p, s2, v2, t);
         break;
+    }
     case 4: snprintf(buf, n, "nobody remembers why %s %s %s. ", s, v, p); break;
     default: snprintf(buf, n, "%s %s %s, as usual. ", s, v, t); break;
     }
@@ -96,9 +100,13 @@ static plm_status fill(shp_buf *b, size_t target, const needle *nd, int n_nd, sh
         }
         sentence(r, s, sizeof s);
         size_t len = strlen(s);
-        if (b->len + len > target) break;
+        /* Stop at whichever side of the target is nearer. */
+        if (b->len >= target) break;
+        if (b->len + len > target && b->len + len - target > target - b->len) break;
+        int last = b->len + len >= target;
         PLM_TRY_SHP(shp_buf_put(b, s, len));
         filler += len;
+        if (last) break;
         if (++in_par == par_len) {
             b->p[b->len - 1] = '\n'; /* replace the trailing space */
             PLM_TRY_SHP(shp_buf_puts(b, "\n"));
@@ -203,11 +211,15 @@ plm_status shp_text_multikey(shp_text_item *it, int tokens, shp_rng *r, plm_erro
 
 static void user_turn(shp_rng *r, char *buf, size_t n)
 {
-    switch (shp_rng_below(r, 4)) {
-    case 0: snprintf(buf, n, "What did %s do %s?", PICK(r, SUBJECTS), PICK(r, PLACES)); break;
-    case 1: snprintf(buf, n, "Tell me something about %s.", PICK(r, SUBJECTS)); break;
-    case 2: snprintf(buf, n, "Where was %s %s?", PICK(r, SUBJECTS), PICK(r, TIMES)); break;
-    default: snprintf(buf, n, "Can you describe what happened %s?", PICK(r, TIMES)); break;
+    int form = (int)shp_rng_below(r, 4);
+    const char *s = PICK(r, SUBJECTS);
+    const char *p = PICK(r, PLACES);
+    const char *t = PICK(r, TIMES);
+    switch (form) {
+    case 0: snprintf(buf, n, "What did %s do %s?", s, p); break;
+    case 1: snprintf(buf, n, "Tell me something about %s.", s); break;
+    case 2: snprintf(buf, n, "Where was %s %s?", s, t); break;
+    default: snprintf(buf, n, "Can you describe what happened %s?", t); break;
     }
 }
 
@@ -221,16 +233,25 @@ plm_status shp_text_dialogue(shp_text_item *it, int tokens, shp_rng *r, plm_erro
     shp_buf *b = &it->context;
     char q[160], s[320], turn[1200];
     if (shp_buf_puts(b, OPEN) != PLM_OK) goto oom;
-    for (;;) {
+    for (int short_tries = 0; short_tries < 8 && b->len < target;) {
         user_turn(r, q, sizeof q);
         int n = snprintf(turn, sizeof turn, "USER: %s\nASSISTANT:", q);
-        int k = shp_rng_range(r, 1, 3);
+        int k = short_tries ? 1 : shp_rng_range(r, 1, 3);
         for (int i = 0; i < k && n < (int)sizeof turn; i++) {
             sentence(r, s, sizeof s);
             n += snprintf(turn + n, sizeof turn - (size_t)n, " %.*s", (int)strlen(s) - 1, s);
         }
         if (n < (int)sizeof turn) n += snprintf(turn + n, sizeof turn - (size_t)n, "\n\n");
-        if (b->len + strlen(turn) > target) break;
+        size_t len = strlen(turn);
+        if (b->len + len > target) {
+            /* Near the end: try short turns, and take one that lands nearer the target. */
+            if (b->len + len - target < target - b->len) {
+                if (shp_buf_puts(b, turn) != PLM_OK) goto oom;
+                break;
+            }
+            short_tries++;
+            continue;
+        }
         if (shp_buf_puts(b, turn) != PLM_OK) goto oom;
     }
     while (b->len > 0 && b->p[b->len - 1] == '\n') b->len--;
