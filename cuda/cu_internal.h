@@ -37,6 +37,7 @@ typedef struct cu_backend {
     void *lt_ws;
     size_t lt_ws_bytes;
     int force_gemmex; /* PLM_CUDA_GEMM=gemmex: always take the cublasGemmEx path (testing) */
+    long n_matmul, n_fallback; /* for cu_test_hooks.h */
 
     void *stage_host[CU_STAGE_SLOTS]; /* pinned */
     cudaEvent_t stage_done[CU_STAGE_SLOTS];

@@ -12,6 +12,7 @@
 #include <limits.h>
 
 #include "cuda/cu_internal.h"
+#include "cuda/cu_test_hooks.h"
 
 __global__ void k_round_bf16(__nv_bfloat16 *dst, const float *src, int64_t n)
 {
@@ -184,9 +185,18 @@ void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, con
         if (!cu_round_activations(b, b->conv.p, x, m * k, ab == CUDA_R_16BF)) return;
         xin = b->conv.p;
     }
+    b->n_matmul++;
     if (!b->force_gemmex) {
         int r = lt_matmul(b, y, w->data, xin, ab, bias, m, n, k);
         if (r != LT_FALLBACK) return; /* done, or the failure is recorded */
     }
+    b->n_fallback++;
     gemmex(b, y, w->data, xin, ab, bias, m, n, k);
+}
+
+extern "C" void plm_cuda_gemm_counts(plm_backend *be, long *n_matmul, long *n_fallback)
+{
+    const cu_backend *b = (const cu_backend *)be;
+    *n_matmul = b->n_matmul;
+    *n_fallback = b->n_fallback;
 }

@@ -5,8 +5,8 @@
 # or a folder made by tests/gpu/pack.sh (the tests plus libs.tar.gz). The machine lacks some
 # shared libraries libprunelm.a links (cJSON, OpenBLAS, ...): they travel with the tests and go
 # on LD_LIBRARY_PATH. cuBLAS comes from the machine's CUDA toolkit (or pip's nvidia-cublas).
-# Environment: SANITIZE=1 also runs test_cuda_ops under compute-sanitizer memcheck (stopped
-# after SANITIZE_TIMEOUT seconds, default 150).
+# Environment: SANITIZE=1 also runs test_cuda_ops under compute-sanitizer's memcheck, racecheck,
+# synccheck and initcheck (each stopped after SANITIZE_TIMEOUT seconds, default 150).
 # Prints one SUMMARY line per test program and exits non-zero when any failed.
 set -u
 dir=${1:-build-cuda}
@@ -64,8 +64,12 @@ run_one() { # name, command...
 
 run_one test_cuda_ops "$dir/test_cuda_ops"
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-    run_one test_cuda_ops_memcheck timeout "${SANITIZE_TIMEOUT:-150}" \
-        compute-sanitizer --tool memcheck --error-exitcode 3 "$dir/test_cuda_ops"
+    # API errors are not reported: the test plants a failing 1 PiB cudaMalloc on purpose, and
+    # the backend checks every API call's status itself.
+    for tool in memcheck racecheck synccheck initcheck; do
+        run_one "test_cuda_ops_$tool" timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer \
+            --tool "$tool" --report-api-errors no --error-exitcode 3 "$dir/test_cuda_ops"
+    done
 fi
 # Model-level GPU tests join here as they are written (each prints "N passed, M failed").
 

@@ -13,6 +13,7 @@
 
 #include "core/backend.h"
 #include "core/dtype.h"
+#include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
 
 static plm_backend *cpu, *gpu;
@@ -192,6 +193,11 @@ static void matmuls(void)
         test_matmul(gpu, gpu, "", dts[d], 7, 33, 64, 1, 1, tols[d]);
         test_matmul(gpu, gpu, "", dts[d], 577, 1024, 1024, 0, 3, tols[d]);
     }
+    /* cuBLASLt should take the aligned shapes; the fallback is for what it refuses */
+    long nm = 0, nf = 0;
+    plm_cuda_gemm_counts(gpu, &nm, &nf);
+    printf("  cublasLt ran %ld of %ld matmuls (%ld fell back to cublasGemmEx)\n", nm - nf, nm, nf);
+    result(nm > 0 && nf < nm, "matmul_uses_cublaslt", (double)nf, (double)nm, "Lt never ran");
 }
 
 /* The cublasGemmEx fallback, forced through PLM_CUDA_GEMM in a second instance that also
@@ -211,6 +217,9 @@ static void matmuls_gemmex(void)
     test_matmul(gpu, g2, "_gemmex", PLM_F32, 577, 1024, 1024, 1, 0, 1e-5);
     test_matmul(gpu, g2, "_gemmex", PLM_BF16, 577, 33, 200, 1, 1, 1e-2);
     test_matmul(gpu, g2, "_gemmex", PLM_F16, 1, 4096, 4096, 0, 0, 3e-3);
+    long nm = 0, nf = 0;
+    plm_cuda_gemm_counts(g2, &nm, &nf);
+    result(nm == 4 && nf == 4, "gemmex_forced", (double)nf, 4, "PLM_CUDA_GEMM=gemmex ignored");
     plm_backend_free(g2);
 }
 
