@@ -1,7 +1,7 @@
 /* RGB8 PNG writer over libpng, atomic: the image goes to "<dir>/.<name>.tmp.<pid>" first and is
- * renamed into place only once libpng and the kernel have accepted every byte. Filter and
- * compression settings are fixed (not left to libpng's heuristics' defaults, which may change
- * between versions), so the bytes depend only on the pixels and the zlib build. */
+ * renamed into place only once libpng and the C library have accepted every byte. The filter
+ * and compression level are fixed rather than left to libpng's defaults, so the bytes depend
+ * only on the pixels and on the zlib build (zlib and zlib-ng deflate differently). */
 #include <errno.h>
 #include <png.h>
 #include <setjmp.h>

@@ -125,7 +125,7 @@ static void sample_glyph(shp_scene *sc, shp_rng *r)
 {
     shp_glyph *g = &sc->glyph;
     g->present = 0;
-    if (!shp_rng_chance(r, 3, 10)) return;
+    if (!shp_rng_chance(r, 7, 20)) return;
     g->ch = shp_glyph_char((int)shp_rng_below(r, SHP_N_GLYPHS));
     g->colour = (shp_colour)shp_rng_below(r, SHP_N_COLOURS);
     g->size = (shp_size)shp_rng_below(r, SHP_N_SIZES);
