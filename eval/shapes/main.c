@@ -11,8 +11,9 @@
 static const char USAGE[] =
     "usage: prunelm-shapes --out DIR --split train|val|test [options]\n"
     "\n"
-    "Writes a deterministic synthetic benchmark. The same split, seed base, count and options\n"
-    "give byte-identical files on every machine.\n"
+    "Writes a deterministic synthetic benchmark: the same split, seed base, count and options\n"
+    "give the same pixels and JSONL on every machine (and the same PNG bytes with the same\n"
+    "zlib). Items depend only on their own seed, so runs can be split with --seed-base.\n"
     "\n"
     "  --out DIR                  output directory (created if missing)\n"
     "  --split train|val|test     selects a disjoint seed range: item i of split s has seed\n"
