@@ -88,12 +88,13 @@ static plm_status encode_image(plm_session *s, float *dev_pixels, float *dev_fea
     s->ph = h;
     s->pw = w;
     s->be->ops->upload(s->be, dev_pixels, pix, (size_t)3 * h * w * sizeof(float));
-    vit_forward(&m->vit, s->be, dev_pixels, dev_feats, dev_scratch);
-    size_t n = (size_t)vit_n_tokens(&m->cfg.vision) * (size_t)m->cfg.text.hidden;
+    PLM_TRY(session_encode_image(s, dev_pixels, dev_feats, dev_scratch));
+    size_t rows = (size_t)session_n_image_tokens(s);
+    size_t n = rows * (size_t)m->cfg.text.hidden;
     float *f = realloc(s->feats, n * sizeof(float));
     if (!f) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
     s->feats = f;
-    s->n_feat = (size_t)vit_n_tokens(&m->cfg.vision);
+    s->n_feat = rows;
     s->be->ops->download(s->be, f, dev_feats, n * sizeof(float));
     s->t.vision_ms = plm_now_ms() - t0;
     return PLM_OK;
@@ -112,7 +113,7 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
     if (markers == 0 && s->has_image)
         return plm_fail(&s->err, PLM_E_ARG, "an image was given but the prompt has no %s marker",
                         IMAGE_MARKER);
-    int n_img = markers ? vit_n_tokens(&m->cfg.vision) : 0;
+    int n_img = markers ? session_n_image_tokens(s) : 0;
     char *text = NULL;
     PLM_TRY(expand_prompt(s, prompt, n_img, &text));
     int32_t *ids = NULL;
@@ -180,6 +181,8 @@ static void embed_prompt(plm_session *s, float *x, const float *dev_feats)
     op->embed(s->be, x, &m->llm.embed, ids ? ids : s->tokens, (int64_t)s->n_prompt);
     free(ids);
     if (first >= 0) op->copy2d(s->be, x + first * D, D, dev_feats, D, (int64_t)s->n_feat, D);
+    s->img_lo = first >= 0 ? first : 0;
+    s->img_n = first >= 0 ? (int64_t)s->n_feat : 0;
 }
 
 static int is_eos(const llama_config *c, int32_t tok)
@@ -198,9 +201,13 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     const int64_t n_logits = s->keep_logits ? T : 1;
     size_t vis = 0, feat = 0, pix = 0;
     if (s->has_image) {
-        pix = (size_t)3 * m->cfg.vision.image_size * m->cfg.vision.image_size;
-        feat = (size_t)vit_n_tokens(&m->cfg.vision) * (size_t)D;
-        vis = pix + vit_scratch_floats(&m->vit);
+        const vit_config *vc = &m->cfg.vision;
+        size_t ntok = (size_t)vit_n_tokens(vc), dim = (size_t)vit_feature_dim(&m->vit);
+        pix = (size_t)3 * vc->image_size * vc->image_size;
+        feat = ntok * (size_t)D;
+        /* the encoder, then (vision stage) features, CLS scores, the selection, projector */
+        vis = pix + vit_scratch_floats(&m->vit) + 2 * ntok * dim + (size_t)vit_n_patches(vc) +
+              ntok * (size_t)m->vit.pcfg.hidden;
     }
     size_t lscr = llama_scratch_floats(c, T);
     size_t work = lscr > vis ? lscr : vis;
@@ -210,14 +217,28 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     llama_kv_clear(&s->kv);
 
     if (s->has_image) PLM_TRY(encode_image(s, wk, fe, wk + pix));
+    llama_hook hook_storage;
+    const llama_hook *hook = session_prefill_hook(s, &hook_storage);
+    if (hook) {
+        size_t need = (size_t)c->n_heads * (size_t)T;
+        if (need > s->probs_floats) {
+            s->be->ops->release(s->be, s->probs);
+            s->probs = s->be->ops->alloc(s->be, need * sizeof(float));
+            s->probs_floats = s->probs ? need : 0;
+            if (!s->probs) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for scores");
+        }
+    }
     double t0 = plm_now_ms();
     embed_prompt(s, x, fe);
     int32_t *pos = malloc((size_t)T * sizeof *pos);
     if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
-    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk, NULL);
+    s->hook_status = PLM_OK;
+    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk, hook);
     free(pos);
-    if (kept < 0) return plm_fail(&s->err, PLM_E_ARG, "pruning failed during prefill");
+    if (kept < 0) return s->hook_status != PLM_OK ? s->hook_status
+                                                  : plm_fail(&s->err, PLM_E_ARG, "pruning failed");
+    s->t.n_image_tokens_last = (int)s->img_n;
     int64_t rows = n_logits < kept ? n_logits : kept;
     if (s->keep_logits) {
         float *pl = realloc(s->prompt_logits, (size_t)(rows * V) * sizeof(float));
@@ -282,7 +303,7 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     s->n_feat = 0;
     PLM_TRY(tokenize_prompt(s, prompt));
     s->t.n_prompt = (int)s->n_prompt;
-    s->t.n_image_tokens = s->has_image ? vit_n_tokens(&s->m->cfg.vision) : 0;
+    s->t.n_image_tokens = s->has_image ? session_n_image_tokens(s) : 0;
     strbuf b = {0};
     plm_status st = run(s, on_token, user, &b);
     if (st == PLM_OK && answer) {

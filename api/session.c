@@ -70,6 +70,7 @@ void plm_session_free(plm_session *s)
     if (s->be) {
         llama_kv_free(&s->kv, s->be);
         s->be->ops->release(s->be, s->scratch);
+        s->be->ops->release(s->be, s->probs);
         plm_backend_free(s->be);
     }
     drop_image(s);
@@ -78,6 +79,7 @@ void plm_session_free(plm_session *s)
     free(s->tokens);
     free(s->prompt_logits);
     free(s->logits);
+    free(s->kept_patches);
     free(s);
 }
 

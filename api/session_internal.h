@@ -3,6 +3,7 @@
 #define PLM_API_SESSION_INTERNAL_H
 
 #include "api/model_internal.h"
+#include "prune/visual.h"
 #include "vision/image.h"
 
 struct plm_session {
@@ -27,10 +28,29 @@ struct plm_session {
     size_t n_logit_rows;       /* prompt positions that reached the last layer */
     float *logits;             /* host [vocab] */
     plm_timings t;
+    /* visual pruning */
+    int prune_on;
+    prune_visual prune;
+    float *probs;              /* device [n_heads x n_ctx]: attention scores for the stages */
+    size_t probs_floats;
+    int64_t img_lo, img_n;     /* the image rows in the current prefill sequence */
+    int32_t *kept_patches;     /* host: what the vision stage kept */
+    size_t n_kept_patches;
+    plm_status hook_status;
 };
 
 double plm_now_ms(void);
 /* Grows the device scratch to at least n floats. */
 plm_status session_ensure_scratch(plm_session *s, size_t n);
+
+/* Visual pruning (api/prune_glue.c). */
+/* Image tokens the prompt will hold after the vision stage. */
+int session_n_image_tokens(const plm_session *s);
+/* Runs the vision tower with the vision stage of the policy: dev_feats receives
+ * session_n_image_tokens rows of projected embeddings. */
+plm_status session_encode_image(plm_session *s, const float *dev_pixels, float *dev_feats,
+                                float *dev_scratch);
+/* The decoder hook for the prefill (NULL when no decoder stage applies). */
+const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage);
 
 #endif

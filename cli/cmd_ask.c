@@ -24,6 +24,10 @@ static const char *HELP =
     "  --threads N           CPU threads (default: all cores)\n"
     "  --device cpu|auto     compute device (default auto)\n"
     "  --max-pixels N        refuse images with more pixels (default 64000000)\n"
+    "  --prune SPEC          visual-token pruning: none, random:tokens=N, uniform-grid:tokens=N,\n"
+    "                        fastv:tokens=N,layer=K, pyramiddrop:layers=A/B/C,ratio=R,\n"
+    "                        visionzip:tokens=N,contextual=C, vflowopt:tokens=N,alpha=A,\n"
+    "                        recycle=R[,layers=..,ratio=..], or @FILE (see the README)\n"
     "  --json                print {answer, tokens, timings} as JSON instead of streaming text\n"
     "  --dump-logits F.npy   write float32 logits of every prompt position [positions, vocab]\n"
     "  --dump-features F.npy write the projected image features [image tokens, hidden]\n"
@@ -31,7 +35,7 @@ static const char *HELP =
     "  -v                    log progress to stderr\n";
 
 typedef struct ask_opts {
-    const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels;
+    const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels, *prune;
     int json, raw, verbose;
     plm_model_params mp;
     plm_session_params sp;
@@ -52,6 +56,7 @@ static int parse(int argc, char **argv, ask_opts *o)
             exit(CLI_OK);
         } else if (!strcmp(a, "--model")) { VALUE(); o->model = v;
         } else if (!strcmp(a, "--image")) { VALUE(); o->image = v;
+        } else if (!strcmp(a, "--prune")) { VALUE(); o->prune = v;
         } else if (!strcmp(a, "--dump-logits")) { VALUE(); o->dump_logits = v;
         } else if (!strcmp(a, "--dump-features")) { VALUE(); o->dump_features = v;
         } else if (!strcmp(a, "--dump-pixels")) { VALUE(); o->dump_pixels = v;
@@ -135,6 +140,8 @@ static void print_json(const char *answer, plm_session *s)
     cJSON_AddStringToObject(o, "answer", answer);
     cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
     cJSON_AddNumberToObject(tk, "image", t->n_image_tokens);
+    cJSON_AddNumberToObject(tk, "image_last_layer", t->n_image_tokens_last);
+    cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     for (size_t i = n_prompt; i < n_total; i++) cJSON_AddItemToArray(gen, cJSON_CreateNumber(ids[i]));
     cJSON_AddItemToObject(tk, "generated_ids", gen);
@@ -177,6 +184,11 @@ int cmd_ask(int argc, char **argv)
         goto out;
     }
     plm_session_keep_prompt_logits(s, o.dump_logits != NULL);
+    if (o.prune && plm_session_set_prune(s, o.prune) != PLM_OK) {
+        fprintf(stderr, "prunelm ask: %s\n", plm_last_error(s));
+        rc = CLI_USAGE;
+        goto out;
+    }
     if (o.image && plm_session_set_image_file(s, o.image) != PLM_OK) {
         fprintf(stderr, "prunelm ask: %s\n", plm_last_error(s));
         goto out;

@@ -109,9 +109,19 @@ typedef int (*plm_token_fn)(const char *piece, int32_t token, void *user);
 
 typedef struct plm_timings {
     double load_image_ms, vision_ms, prefill_ms, decode_ms;
-    int n_prompt, n_generated, n_image_tokens;
+    int n_prompt, n_generated;
+    int n_image_tokens;      /* image tokens in the prompt (after any vision-stage pruning) */
+    int n_image_tokens_last; /* image tokens that reach the last decoder layer */
     uint64_t kv_bytes;      /* bytes of keys and values held in the cache at the end */
 } plm_timings;
+
+/* Visual-token pruning for the next prompts: a spec such as "vflowopt:tokens=64",
+ * "fastv:tokens=288,layer=2" or "@file.spec"; NULL or "none" turns it off. Refused (with the
+ * reason) when the spec is malformed or does not fit the model. */
+plm_status plm_session_set_prune(plm_session *s, const char *spec);
+/* The patch indices (row-major over the vision tower's grid) kept by the vision stage of the
+ * last prompt, and the grid size; NULL when no vision stage ran. */
+const int32_t *plm_session_kept_patches(const plm_session *s, size_t *n, int *grid);
 
 /* Runs the chat template around question (with the image if one is set), prefills and generates.
  * If answer is non-NULL it receives the whole answer (malloc'd). */
