@@ -2,7 +2,8 @@
  * emitted when its answer is unique: objects are referred to by the shortest-or-random unique
  * description that does not give away the asked attribute, positions need a margin from the
  * centre line, relations need disjoint projections. The picker then balances question types
- * (shuffled round-robin) and answers (uniform over the answers a scene makes available). */
+ * (a weighted random order of types) and answers (uniform over the answers a scene offers,
+ * counts weighted towards larger numbers). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
