@@ -3,7 +3,7 @@
  * decode at q_pos0 > 0, offset pointers). Outputs are poisoned with NaN before each run so an
  * element the kernel never writes fails the check. Plain C without Criterion: the GPU machine
  * has no test framework. Prints one PASS/FAIL line per check and "N passed, M failed" last;
- * exits 1 on any failure. */
+ * exits 1 on any failure. PLM_TEST_SKIP_MATMUL=1 leaves out the cuBLAS checks. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -526,8 +526,11 @@ int main(void)
         printf("FAIL backend_new: %s\n0 passed, 1 failed\n", err.msg);
         return 1;
     }
-    matmuls();
-    matmuls_gemmex();
+    /* run.sh sets this under racecheck/initcheck, which misreport cuBLASLt's own kernels */
+    if (!getenv("PLM_TEST_SKIP_MATMUL")) {
+        matmuls();
+        matmuls_gemmex();
+    }
     test_norms(1, 33);
     test_norms(7, 1024);
     test_norms(577, 4096);
