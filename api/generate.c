@@ -69,8 +69,10 @@ static plm_status ensure_kv(plm_session *s, int need)
 }
 
 /* Runs the vision tower on the session's image into dev_feats [n_img x hidden]. */
-static plm_status encode_image(plm_session *s, float *dev_pixels, float *dev_feats,
-                               float *dev_scratch)
+/* Preprocesses the image and runs the vision tower with the policy's vision stage into
+ * s->feats (host); done before tokenizing, since a vision stage decides how many image tokens
+ * the prompt gets. */
+static plm_status encode_image(plm_session *s)
 {
     plm_model *m = s->m;
     double t0 = plm_now_ms();
@@ -87,15 +89,8 @@ static plm_status encode_image(plm_session *s, float *dev_pixels, float *dev_fea
     s->pixels = pix;
     s->ph = h;
     s->pw = w;
-    s->be->ops->upload(s->be, dev_pixels, pix, (size_t)3 * h * w * sizeof(float));
-    PLM_TRY(session_encode_image(s, dev_pixels, dev_feats, dev_scratch));
-    size_t rows = (size_t)session_n_image_tokens(s);
-    size_t n = rows * (size_t)m->cfg.text.hidden;
-    float *f = realloc(s->feats, n * sizeof(float));
-    if (!f) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
-    s->feats = f;
-    s->n_feat = rows;
-    s->be->ops->download(s->be, f, dev_feats, n * sizeof(float));
+    PLM_TRY(session_ensure_scratch(s, session_vision_scratch(s)));
+    PLM_TRY(session_encode_image(s, s->scratch));
     s->t.vision_ms = plm_now_ms() - t0;
     return PLM_OK;
 }
@@ -113,7 +108,7 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
     if (markers == 0 && s->has_image)
         return plm_fail(&s->err, PLM_E_ARG, "an image was given but the prompt has no %s marker",
                         IMAGE_MARKER);
-    int n_img = markers ? session_n_image_tokens(s) : 0;
+    int n_img = markers ? (int)s->n_feat : 0;
     char *text = NULL;
     PLM_TRY(expand_prompt(s, prompt, n_img, &text));
     int32_t *ids = NULL;
@@ -199,27 +194,26 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     const plm_backend_ops *op = s->be->ops;
     const int64_t T = (int64_t)s->n_prompt, D = c->hidden, V = c->vocab;
     const int64_t n_logits = s->keep_logits ? T : 1;
-    size_t vis = 0, feat = 0, pix = 0;
-    if (s->has_image) {
-        const vit_config *vc = &m->cfg.vision;
-        size_t ntok = (size_t)vit_n_tokens(vc), dim = (size_t)vit_feature_dim(&m->vit);
-        pix = (size_t)3 * vc->image_size * vc->image_size;
-        feat = ntok * (size_t)D;
-        /* the encoder, then (vision stage) features, CLS scores, the selection, projector */
-        vis = pix + vit_scratch_floats(&m->vit) + 2 * ntok * dim + (size_t)vit_n_patches(vc) +
-              ntok * (size_t)m->vit.pcfg.hidden;
-    }
-    size_t lscr = llama_scratch_floats(c, T);
-    size_t work = lscr > vis ? lscr : vis;
-    PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + work));
-    float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *wk = fe + feat;
+    const size_t feat = s->n_feat * (size_t)D, stage = session_stage_scratch(s, T);
+    PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + stage +
+                                          llama_scratch_floats(c, T)));
+    float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *sb = fe + feat;
+    float *wk = sb + stage;
+    if (feat) op->upload(s->be, fe, s->feats, feat * sizeof(float));
+    s->stage_buf = NULL; /* points into the scratch while this prefill runs */
     PLM_TRY(ensure_kv(s, (int)T + s->max_new));
     llama_kv_clear(&s->kv);
 
-    if (s->has_image) PLM_TRY(encode_image(s, wk, fe, wk + pix));
     llama_hook hook_storage;
     const llama_hook *hook = session_prefill_hook(s, &hook_storage);
     if (hook) {
+        s->stage_buf = stage ? sb : NULL;
+        s->rope_len = T;
+        s->img_n0 = (int64_t)s->n_feat;
+        int32_t *ps = realloc(s->pending_shift, (size_t)c->n_layers * sizeof *ps);
+        if (!ps) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+        s->pending_shift = ps;
+        memset(ps, 0, (size_t)c->n_layers * sizeof *ps);
         size_t need = (size_t)c->n_heads * (size_t)T;
         if (need > s->probs_floats) {
             s->be->ops->release(s->be, s->probs);
@@ -239,6 +233,8 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     if (kept < 0) return s->hook_status != PLM_OK ? s->hook_status
                                                   : plm_fail(&s->err, PLM_E_ARG, "pruning failed");
     s->t.n_image_tokens_last = (int)s->img_n;
+    if (hook) memcpy(s->kv.shift, s->pending_shift, (size_t)c->n_layers * sizeof *s->kv.shift);
+    s->stage_buf = NULL;
     int64_t rows = n_logits < kept ? n_logits : kept;
     if (s->keep_logits) {
         float *pl = realloc(s->prompt_logits, (size_t)(rows * V) * sizeof(float));
@@ -301,9 +297,10 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     memset(&s->t, 0, sizeof s->t);
     s->t.load_image_ms = keep_load;
     s->n_feat = 0;
+    if (s->has_image && count_markers(prompt) == 1) PLM_TRY(encode_image(s));
     PLM_TRY(tokenize_prompt(s, prompt));
     s->t.n_prompt = (int)s->n_prompt;
-    s->t.n_image_tokens = s->has_image ? session_n_image_tokens(s) : 0;
+    s->t.n_image_tokens = (int)s->n_feat;
     strbuf b = {0};
     plm_status st = run(s, on_token, user, &b);
     if (st == PLM_OK && answer) {

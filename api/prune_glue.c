@@ -1,6 +1,6 @@
-/* Where the pruning policies meet the model: the vision stage between the vision tower and
- * the projector, and the decoder stages through the llama after-layer hook. prune/ decides;
- * this file moves the rows. */
+/* Where the visual pruning policies meet the model: the vision stage (between the vision tower,
+ * the projector and the prompt) and the decoder stages (the llama after-layer hook). prune/
+ * decides; this file computes the scores it needs and moves the rows. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +16,13 @@ plm_status plm_session_set_prune(plm_session *s, const char *spec)
         return plm_fail(&s->err, PLM_E_UNSUPPORTED, "visual pruning needs a model with a vision "
                         "tower");
     const vit_config *v = &m->cfg.vision;
-    int grid = v->image_size / v->patch_size;
-    PLM_TRY(prune_visual_parse(spec, vit_n_patches(v), grid, m->cfg.text.n_layers, &s->prune,
-                               &s->err));
-    s->prune_on = prune_visual_active(&s->prune, vit_n_patches(v));
+    PLM_TRY(prune_visual_parse(spec, v->image_size / v->patch_size, m->cfg.text.n_layers,
+                               &s->prune, &s->err));
+    if ((s->prune.vis == PRUNE_VIS_VISIONZIP || s->prune.vis == PRUNE_VIS_VFLOWOPT) &&
+        m->vit.n_run == 0)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "%s reads the vision tower's attention, but "
+                        "this model's feature layer is the embeddings", s->prune.name);
+    s->prune_on = prune_visual_active(&s->prune);
     return PLM_OK;
 }
 
@@ -28,28 +31,28 @@ const int32_t *plm_session_kept_patches(const plm_session *s, size_t *n, int *gr
     const vit_config *v = &s->m->cfg.vision;
     *n = s->n_kept_patches;
     *grid = v->image_size / v->patch_size;
-    return s->kept_patches;
+    return s->n_kept_patches ? s->kept_patches : NULL;
 }
 
-static int vision_stage_on(const plm_session *s)
+size_t session_vision_scratch(const plm_session *s)
 {
-    return s->prune_on && s->prune.vis_score != PRUNE_SCORE_NONE;
+    const plm_model *m = s->m;
+    const vit_config *v = &m->cfg.vision;
+    size_t T = (size_t)vit_n_patches(v) + 1, fd = (size_t)vit_feature_dim(&m->vit);
+    size_t D = (size_t)v->hidden, Dt = (size_t)m->cfg.text.hidden;
+    /* pixels | encoder | features | q, k taps | scores per head | gathered rows | projector
+     * hidden | projected rows */
+    return (size_t)3 * v->image_size * v->image_size + vit_scratch_floats(&m->vit) + T * fd +
+           2 * T * D + (size_t)v->n_heads * T + T * (fd > D ? fd : D) +
+           T * (size_t)m->vit.pcfg.hidden + T * Dt;
 }
 
-int session_n_image_tokens(const plm_session *s)
-{
-    const vit_config *v = &s->m->cfg.vision;
-    int n = vit_n_tokens(v);
-    if (!vision_stage_on(s)) return n;
-    int patches = vit_n_patches(v), keep = s->prune.vis_keep + s->prune.vis_recycle;
-    return n - patches + (keep < patches ? keep : patches);
-}
-
-/* Patch entropy needs the pixels as the patches show them: undo the normalisation. */
-static plm_status entropy_of_pixels(plm_session *s, float *out)
+/* Patch entropy is a property of the pixels the patches show: undo the normalisation (exact:
+ * the preprocessing maps each uint8 level to one float). */
+static plm_status pixels_to_rgb(plm_session *s, uint8_t **out)
 {
     const clip_preproc_config *pp = &s->m->pp;
-    const int S = s->ph, p = s->m->cfg.vision.patch_size;
+    const int S = s->ph;
     uint8_t *rgb = malloc((size_t)S * S * 3);
     if (!rgb) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for patch entropy");
     for (int c = 0; c < 3; c++) {
@@ -60,100 +63,298 @@ static plm_status entropy_of_pixels(plm_session *s, float *out)
             rgb[(size_t)i * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5);
         }
     }
-    prune_patch_entropy(rgb, S, p, out);
-    free(rgb);
+    *out = rgb;
     return PLM_OK;
 }
 
-plm_status session_encode_image(plm_session *s, const float *dev_pixels, float *dev_feats,
-                                float *dev_scratch)
+typedef struct vis_bufs {
+    float *feat, *q, *k, *probs, *sel, *ph, *proj; /* device */
+    int64_t T, np, fd, D, Dt, skip;
+} vis_bufs;
+
+/* Mean over heads (and the tq query rows) of the attention the encoder's queries rows
+ * [q0, q0+tq) give every token: into host[T]. q may be a gathered copy (q_rows). */
+static void encoder_attention(plm_session *s, const vis_bufs *b, const float *q, int64_t tq,
+                              float *host)
+{
+    const vit_config *v = &s->m->cfg.vision;
+    const int hd = v->hidden / v->n_heads;
+    plm_attn_args a = {.out = b->probs, .q = q, .k = b->k, .v = b->k, .tq = tq, .tk = b->T,
+                       .q_stride = b->D, .kv_stride = b->D, .q_pos0 = 0, .n_heads = v->n_heads,
+                       .n_kv = v->n_heads, .head_dim = hd, .causal = 0,
+                       .scale = 1.0f / sqrtf((float)hd)};
+    s->be->ops->attn_probs(s->be, &a, 0);
+    s->be->ops->download(s->be, host, b->probs, (size_t)b->T * sizeof *host);
+}
+
+/* Rows of the projected features to hand the prompt: host rows [n x Dt]. */
+static plm_status keep_features(plm_session *s, const float *rows, int64_t n, const float *scores)
+{
+    const int64_t Dt = s->m->cfg.text.hidden;
+    float *f = realloc(s->feats, (size_t)(n * Dt) * sizeof *f);
+    float *sc = realloc(s->img_scores, (size_t)(n ? n : 1) * sizeof *sc);
+    if (f) s->feats = f;
+    if (sc) s->img_scores = sc;
+    if (!f || !sc) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
+    memcpy(f, rows, (size_t)(n * Dt) * sizeof *f);
+    if (scores) memcpy(sc, scores, (size_t)n * sizeof *sc);
+    else for (int64_t i = 0; i < n; i++) sc[i] = 0;
+    s->n_feat = (size_t)n;
+    return PLM_OK;
+}
+
+static plm_status remember_kept(plm_session *s, const int32_t *keep, int64_t n)
+{
+    int32_t *kp = realloc(s->kept_patches, (size_t)(n ? n : 1) * sizeof *kp);
+    if (!kp) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    memcpy(kp, keep, (size_t)n * sizeof *kp);
+    s->kept_patches = kp;
+    s->n_kept_patches = (size_t)n;
+    return PLM_OK;
+}
+
+/* Projects device rows `sel` [n x fd] and keeps them as the image features. */
+static plm_status project_and_keep(plm_session *s, const vis_bufs *b, int64_t n)
+{
+    vit_project(&s->m->vit, s->be, b->sel, n, b->proj, b->ph);
+    float *host = malloc((size_t)(n * b->Dt) * sizeof *host);
+    if (!host) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
+    s->be->ops->download(s->be, host, b->proj, (size_t)(n * b->Dt) * sizeof *host);
+    plm_status st = keep_features(s, host, n, NULL);
+    free(host);
+    return st;
+}
+
+/* Random patches, a grid, or all: gather [CLS?] + patches, then project. */
+static plm_status stage_select(plm_session *s, const vis_bufs *b, const int32_t *patches,
+                               int64_t n)
+{
+    int32_t *rows = malloc((size_t)(n + 1) * sizeof *rows);
+    if (!rows) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    int64_t m = 0;
+    if (!b->skip) rows[m++] = 0;
+    for (int64_t i = 0; i < n; i++) rows[m++] = patches[i] + 1;
+    prune_gather_rows(s->be, b->sel, b->feat, b->fd, rows, m);
+    free(rows);
+    return project_and_keep(s, b, m);
+}
+
+/* VisionZip: CLS + the dominant patches by CLS attention + contextual merges, then project. */
+static plm_status stage_visionzip(plm_session *s, const vis_bufs *b)
+{
+    const prune_visual *p = &s->prune;
+    const vit_config *v = &s->m->cfg.vision;
+    const int hd = v->hidden / v->n_heads;
+    const int64_t np = b->np, T = b->T;
+    float *att = malloc((size_t)T * sizeof *att), *hk = malloc((size_t)(T * b->D) * sizeof *hk);
+    float *hf = malloc((size_t)(T * b->fd) * sizeof *hf), *keys = malloc((size_t)(np * hd) * 4);
+    float *ctx = malloc((size_t)(p->contextual + 1) * (size_t)b->fd * sizeof *ctx);
+    int32_t *dom = malloc((size_t)np * sizeof *dom), *rem = malloc((size_t)np * sizeof *rem);
+    plm_status st = PLM_OK;
+    if (!att || !hk || !hf || !keys || !ctx || !dom || !rem) {
+        st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VisionZip");
+        goto out;
+    }
+    encoder_attention(s, b, b->q, 1, att); /* the [CLS] row */
+    int64_t nd = prune_topk(att + 1, np, p->vis_tokens - 1, dom);
+    int64_t nr = nd >= 0 ? prune_complement(dom, nd, np, rem) : 0;
+    /* the key metric: head-mean of the feature layer's keys, per patch */
+    s->be->ops->download(s->be, hk, b->k, (size_t)(T * b->D) * sizeof *hk);
+    s->be->ops->download(s->be, hf, b->feat, (size_t)(T * b->fd) * sizeof *hf);
+    for (int64_t j = 0; j < np; j++)
+        for (int d = 0; d < hd; d++) {
+            float a = 0;
+            for (int h = 0; h < v->n_heads; h++) a += hk[(1 + j) * b->D + (int64_t)h * hd + d];
+            keys[j * hd + d] = a / (float)v->n_heads;
+        }
+    int64_t nc = nd >= 0 ? prune_visionzip_merge(hf + b->fd, b->fd, keys, hd, rem, nr,
+                                                 p->contextual, ctx) : -1;
+    if (nd < 0 || nc < 0) {
+        st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VisionZip");
+        goto out;
+    }
+    /* [CLS, dominant patches in raster order, contextual tokens in target order] */
+    s->be->ops->upload(s->be, b->sel, hf, (size_t)b->fd * sizeof *hf);
+    for (int64_t i = 0; i < nd; i++)
+        s->be->ops->upload(s->be, b->sel + (1 + i) * b->fd, hf + (1 + dom[i]) * b->fd,
+                           (size_t)b->fd * sizeof *hf);
+    s->be->ops->upload(s->be, b->sel + (1 + nd) * b->fd, ctx, (size_t)(nc * b->fd) * sizeof *ctx);
+    st = remember_kept(s, dom, nd);
+    if (st == PLM_OK) st = project_and_keep(s, b, 1 + nd + nc);
+out:
+    free(att); free(hk); free(hf); free(keys); free(ctx); free(dom); free(rem);
+    return st;
+}
+
+/* VFlowOpt: the attention "global" patches pay each patch (+ alpha * softmax(entropy)),
+ * projection, then grid-cell recycling of the lowest-scored on the projected rows. */
+static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
+{
+    const prune_visual *p = &s->prune;
+    const vit_config *v = &s->m->cfg.vision;
+    const int64_t np = b->np, T = b->T, Dt = b->Dt;
+    const int g = v->image_size / v->patch_size;
+    float *att = malloc((size_t)T * sizeof *att), *ent = malloc((size_t)np * sizeof *ent);
+    float *score = malloc((size_t)(np + 1) * sizeof *score);
+    float *rows = malloc((size_t)(T * Dt) * sizeof *rows);
+    int32_t *glob = malloc((size_t)np * sizeof *glob), *keep = malloc((size_t)np * sizeof *keep);
+    uint8_t *rgb = NULL;
+    plm_status st = PLM_OK;
+    if (!att || !ent || !score || !rows || !glob || !keep) {
+        st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VFlowOpt");
+        goto out;
+    }
+    /* pass 1: attention each patch receives, averaged over all patch queries */
+    encoder_attention(s, b, b->q + b->D, np, att);
+    int64_t ng = prune_global_rows(att + 1, np, p->t, glob);
+    if (ng > 0) { /* pass 2: only the global patches' rows (none qualify: keep pass 1) */
+        for (int64_t i = 0; i < ng; i++) glob[i] += 1;
+        prune_gather_rows(s->be, b->sel, b->q, b->D, glob, ng);
+        encoder_attention(s, b, b->sel, ng, att);
+    }
+    st = pixels_to_rgb(s, &rgb);
+    if (st != PLM_OK) goto out;
+    prune_patch_entropy(rgb, g * v->patch_size, v->patch_size, ent);
+    prune_vflowopt_score(p, att + 1, ent, np, score + 1);
+    /* VFlowOpt recycles on the projector's output: project every token first */
+    vit_project(&s->m->vit, s->be, b->feat + b->skip * b->fd, T - b->skip, b->proj, b->ph);
+    s->be->ops->download(s->be, rows, b->proj, (size_t)((T - b->skip) * Dt) * sizeof *rows);
+    float *prow = rows + (b->skip ? 0 : Dt); /* the patch rows */
+    int64_t n_drop = llround(np * (1 - p->r0)) + (int64_t)(np / (p->m * p->m));
+    int64_t nk = prune_grid_recycle(prow, Dt, score + 1, g, n_drop, p->m, keep);
+    if (nk < 0) {
+        st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VFlowOpt");
+        goto out;
+    }
+    /* compact in place: [CLS?] + kept patch rows, with their scores for the decoder stages */
+    int64_t n = 0;
+    float top = 0;
+    for (int64_t i = 0; i < np; i++) top = score[1 + i] > top ? score[1 + i] : top;
+    if (!b->skip) score[n++] = top + 1; /* a kept [CLS] row is never dropped later */
+    for (int64_t i = 0; i < nk; i++, n++) {
+        memmove(rows + n * Dt, prow + (int64_t)keep[i] * Dt, (size_t)Dt * sizeof *rows);
+        score[n] = score[1 + keep[i]];
+    }
+    st = remember_kept(s, keep, nk);
+    if (st == PLM_OK) st = keep_features(s, rows, n, score);
+out:
+    free(att); free(ent); free(score); free(rows); free(glob); free(keep); free(rgb);
+    return st;
+}
+
+plm_status session_encode_image(plm_session *s, float *dev_scratch)
 {
     plm_model *m = s->m;
     const vit_model *vm = &m->vit;
     const vit_config *v = &m->cfg.vision;
-    const plm_backend_ops *op = s->be->ops;
+    vis_bufs b;
+    b.np = vit_n_patches(v);
+    b.T = b.np + 1;
+    b.fd = vit_feature_dim(vm);
+    b.D = v->hidden;
+    b.Dt = m->cfg.text.hidden;
+    b.skip = v->drop_cls ? 1 : 0;
+    float *pix = dev_scratch, *enc = pix + (size_t)3 * v->image_size * v->image_size;
+    b.feat = enc + vit_scratch_floats(vm);
+    b.q = b.feat + b.T * b.fd;
+    b.k = b.q + b.T * b.D;
+    b.probs = b.k + b.T * b.D;
+    b.sel = b.probs + (int64_t)v->n_heads * b.T;
+    b.ph = b.sel + b.T * (b.fd > b.D ? b.fd : b.D);
+    b.proj = b.ph + b.T * vm->pcfg.hidden;
+    s->be->ops->upload(s->be, pix, s->pixels, (size_t)3 * s->ph * s->pw * sizeof(float));
+    const prune_vis_mode mode = s->prune_on ? s->prune.vis : PRUNE_VIS_NONE;
+    vit_taps taps = {b.q, b.k};
+    vit_encode(vm, s->be, pix, b.feat, mode >= PRUNE_VIS_VISIONZIP ? &taps : NULL, enc);
     s->n_kept_patches = 0;
-    if (!vision_stage_on(s)) {
-        vit_forward(vm, s->be, dev_pixels, dev_feats, dev_scratch);
-        return PLM_OK;
+    int32_t *idx = malloc((size_t)b.np * sizeof *idx);
+    if (!idx) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    int64_t n = -1;
+    plm_status st = PLM_OK;
+    switch (mode) {
+    case PRUNE_VIS_NONE:
+        for (n = 0; n < b.np; n++) idx[n] = (int32_t)n;
+        st = stage_select(s, &b, idx, n);
+        break;
+    case PRUNE_VIS_RANDOM:
+    case PRUNE_VIS_GRID:
+        n = mode == PRUNE_VIS_RANDOM ? prune_random(s->prune.seed, b.np, s->prune.vis_tokens, idx)
+                                     : prune_uniform_grid((int)lround(sqrt((double)b.np)),
+                                                          s->prune.vis_tokens, idx);
+        st = n < 0 ? plm_fail(&s->err, PLM_E_NOMEM, "out of memory") : remember_kept(s, idx, n);
+        if (st == PLM_OK) st = stage_select(s, &b, idx, n);
+        break;
+    case PRUNE_VIS_VISIONZIP: st = stage_visionzip(s, &b); break;
+    case PRUNE_VIS_VFLOWOPT: st = stage_vflowopt(s, &b); break;
     }
-    const int64_t np = vit_n_patches(v), ntok = vit_n_tokens(v), dim = vit_feature_dim(vm);
-    const int64_t cls_rows = ntok - np; /* 1 when the [CLS] row is kept (strategy "full") */
-    /* scratch: encoder | features [ntok x dim] | CLS attention [np] | projector input/hidden */
-    float *feat = dev_scratch + vit_scratch_floats(vm), *cls = feat + ntok * dim;
-    float *sel = cls + np, *ph = sel + ntok * dim;
-    vit_encode(vm, s->be, dev_pixels, feat, vm->n_run > 0 ? cls : NULL, dev_scratch);
-
-    size_t host_floats = (size_t)(ntok * dim + 3 * np + (s->prune.vis_recycle + 1) * dim);
-    float *hf = malloc(host_floats * sizeof *hf);
-    int32_t *keep = malloc((size_t)np * sizeof *keep);
-    if (!hf || !keep) {
-        free(hf);
-        free(keep);
-        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the vision stage");
-    }
-    float *hcls = hf + ntok * dim, *ent = hcls + np, *rec = ent + np;
-    op->download(s->be, hf, feat, (size_t)(ntok * dim) * sizeof *hf);
-    if (vm->n_run > 0) op->download(s->be, hcls, cls, (size_t)np * sizeof *hf);
-    plm_status st = entropy_of_pixels(s, ent);
-    int64_t nk = 0, nr = 0;
-    if (st == PLM_OK) {
-        prune_vis_in in = {hf + cls_rows * dim, np, dim, vm->n_run > 0 ? hcls : NULL, ent,
-                           (int)(v->image_size / v->patch_size)};
-        st = prune_visual_vision(&s->prune, &in, keep, &nk, rec, &nr, &s->err);
-    }
-    if (st == PLM_OK) {
-        /* [CLS (if kept)] + kept patches in order + recycled tokens -> projector */
-        if (cls_rows) op->upload(s->be, sel, hf, (size_t)dim * sizeof *hf);
-        for (int64_t i = 0; i < nk; i++)
-            op->upload(s->be, sel + (cls_rows + i) * dim, hf + (cls_rows + keep[i]) * dim,
-                       (size_t)dim * sizeof *hf);
-        if (nr) op->upload(s->be, sel + (cls_rows + nk) * dim, rec, (size_t)(nr * dim) * sizeof *hf);
-        vit_project(vm, s->be, sel, cls_rows + nk + nr, dev_feats, ph);
-        int32_t *kp = realloc(s->kept_patches, (size_t)(nk ? nk : 1) * sizeof *kp);
-        if (!kp) {
-            st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
-        } else {
-            memcpy(kp, keep, (size_t)nk * sizeof *kp);
-            s->kept_patches = kp;
-            s->n_kept_patches = (size_t)nk;
-        }
-        if (cls_rows + nk + nr != session_n_image_tokens(s))
-            st = plm_fail(&s->err, PLM_E_ARG, "vision stage made %lld tokens, %d expected",
-                          (long long)(cls_rows + nk + nr), session_n_image_tokens(s));
-    }
-    free(hf);
-    free(keep);
+    free(idx);
     return st;
 }
 
-/* After a stage's layer: rank the image rows by the attention the last prompt token gives them
- * in this layer, keep the stage's share, compact rows and positions for the layers after. */
+/* PyramidDrop ranks with the next layer's view: its input norm, q and k projections and RoPE
+ * applied to the hidden states entering it, then the last row's attention. */
+static void next_layer_scores(plm_session *s, const llama_layer_view *v, int next)
+{
+    const llama_model *lm = &s->m->llm;
+    const llama_config *c = &lm->cfg;
+    const llama_layer *L = &lm->layers[next];
+    const plm_backend_ops *op = s->be->ops;
+    const int64_t D = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
+                  kvd = (int64_t)c->n_kv * c->head_dim, t = v->t;
+    float *h = s->stage_buf, *k = h + t * D, *q = k + t * kvd;
+    float inv[512];
+    llama_rope_inv_freq(c, s->rope_len, inv);
+    op->rmsnorm(s->be, h, v->x, L->in_norm, t, D, c->rms_eps);
+    op->matmul(s->be, k, h, &L->k, L->k_b, t);
+    op->matmul(s->be, q, h + (t - 1) * D, &L->q, L->q_b, 1);
+    op->rope(s->be, k, t, kvd, c->n_kv, c->head_dim, v->pos, inv);
+    op->rope(s->be, q, 1, qd, c->n_heads, c->head_dim, v->pos + t - 1, inv);
+    plm_attn_args a = {.out = s->probs, .q = q, .k = k, .v = k, .tq = 1, .tk = t,
+                       .q_stride = qd, .kv_stride = kvd, .q_pos0 = t - 1, .n_heads = c->n_heads,
+                       .n_kv = c->n_kv, .head_dim = c->head_dim, .causal = 1,
+                       .scale = 1.0f / sqrtf((float)c->head_dim)};
+    op->attn_probs(s->be, &a, 0);
+}
+
+/* After layer l, for the stage pruning before layer l + 1: rank the image rows, keep the
+ * stage's share, compact rows, positions and carried scores for the layers after. */
 static int64_t after_layer(void *ctx, const llama_layer_view *v)
 {
     plm_session *s = ctx;
-    int stage = prune_visual_stage_at(&s->prune, v->layer);
+    const prune_visual *p = &s->prune;
+    int stage = prune_visual_stage_before(p, v->layer + 1);
     if (stage < 0) return v->t;
-    /* a stage that keeps every token still runs, so keep-all exercises the whole path */
     const llama_config *c = &s->m->cfg.text;
     const plm_backend_ops *op = s->be->ops;
-    const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv * c->head_dim;
-    plm_attn_args a = {.out = s->probs, .q = v->q + (v->t - 1) * qd, .k = v->k, .v = v->k,
-                       .tq = 1, .tk = v->k_len, .q_stride = qd, .kv_stride = kvd,
-                       .q_pos0 = v->q_pos0 + v->t - 1, .n_heads = c->n_heads, .n_kv = c->n_kv,
-                       .head_dim = c->head_dim, .causal = 1,
-                       .scale = 1.0f / sqrtf((float)c->head_dim)};
-    op->attn_probs(s->be, &a, 0);
     const int64_t n = s->img_n, t = v->t;
-    float *score = malloc((size_t)n * sizeof *score);
-    int32_t *keep = malloc((size_t)n * sizeof *keep), *rows = malloc((size_t)t * sizeof *rows);
+    int64_t want = prune_visual_stage_keep(p, stage, n, s->img_n0);
+    float *score = malloc((size_t)(n ? n : 1) * sizeof *score);
+    int32_t *keep = malloc((size_t)(n ? n : 1) * sizeof *keep), *rows = malloc((size_t)t * 4);
     if (!score || !keep || !rows) {
         free(score); free(keep); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory in a pruning stage");
         return -1;
     }
-    op->download(s->be, score, s->probs + v->q_pos0 + s->img_lo, (size_t)n * sizeof *score);
-    int64_t k = prune_topk(score, n, s->prune.stage_keep[stage], keep);
+    if (p->stage_score == PRUNE_STAGE_VISION) {
+        memcpy(score, s->img_scores, (size_t)n * sizeof *score);
+    } else {
+        int64_t base = 0;
+        if (p->stage_score == PRUNE_STAGE_LAYER) {
+            const int64_t qd = (int64_t)c->n_heads * c->head_dim;
+            plm_attn_args a = {.out = s->probs, .q = v->q + (t - 1) * qd, .k = v->k, .v = v->k,
+                               .tq = 1, .tk = v->k_len, .q_stride = qd,
+                               .kv_stride = (int64_t)c->n_kv * c->head_dim,
+                               .q_pos0 = v->q_pos0 + t - 1, .n_heads = c->n_heads,
+                               .n_kv = c->n_kv, .head_dim = c->head_dim, .causal = 1,
+                               .scale = 1.0f / sqrtf((float)c->head_dim)};
+            op->attn_probs(s->be, &a, 0);
+            base = v->q_pos0; /* this layer's cache holds earlier chunks first */
+        } else {
+            next_layer_scores(s, v, v->layer + 1);
+        }
+        op->download(s->be, score, s->probs + base + s->img_lo, (size_t)n * sizeof *score);
+    }
+    int64_t k = prune_topk(score, n, want, keep);
     if (k < 0) {
         free(score); free(keep); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory in a pruning stage");
@@ -165,6 +366,12 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
     for (int64_t i = s->img_lo + n; i < t; i++) rows[m++] = (int32_t)i;
     prune_gather_rows(s->be, v->x, v->x, c->hidden, rows, m);
     prune_gather_i32(v->pos, v->pos, rows, m);
+    for (int64_t i = 0; i < k; i++) s->img_scores[i] = score[keep[i]];
+    if (p->renumber) {
+        /* contiguous positions from here on; decoding later shifts these layers alike */
+        for (int64_t i = 0; i < m; i++) v->pos[i] = (int32_t)(v->q_pos0 + i);
+        for (int l = v->layer + 1; l < c->n_layers; l++) s->pending_shift[l] += (int32_t)(t - m);
+    }
     s->img_n = k;
     free(score);
     free(keep);
@@ -178,4 +385,12 @@ const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage)
     storage->after_layer = after_layer;
     storage->ctx = s;
     return storage;
+}
+
+size_t session_stage_scratch(const plm_session *s, int64_t t)
+{
+    const llama_config *c = &s->m->cfg.text;
+    if (!s->prune_on || s->prune.stage_score != PRUNE_STAGE_NEXT_LAYER) return 0;
+    return (size_t)t * ((size_t)c->hidden + (size_t)c->n_kv * c->head_dim) +
+           (size_t)c->n_heads * c->head_dim;
 }

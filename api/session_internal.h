@@ -34,6 +34,12 @@ struct plm_session {
     float *probs;              /* device [n_heads x n_ctx]: attention scores for the stages */
     size_t probs_floats;
     int64_t img_lo, img_n;     /* the image rows in the current prefill sequence */
+    int64_t img_n0;            /* image rows that entered the decoder */
+    float *img_scores;         /* host [img_n]: the vision-stage score carried per image row */
+    float *stage_buf;          /* device, inside the scratch during a prefill: next-layer q/k
+                                  for PyramidDrop-style scoring */
+    int32_t *pending_shift;    /* host [n_layers]: position shifts a renumbering stage leaves */
+    int64_t rope_len;          /* the sequence length RoPE is sized by in this forward */
     int32_t *kept_patches;     /* host: what the vision stage kept */
     size_t n_kept_patches;
     plm_status hook_status;
@@ -44,13 +50,14 @@ double plm_now_ms(void);
 plm_status session_ensure_scratch(plm_session *s, size_t n);
 
 /* Visual pruning (api/prune_glue.c). */
-/* Image tokens the prompt will hold after the vision stage. */
-int session_n_image_tokens(const plm_session *s);
-/* Runs the vision tower with the vision stage of the policy: dev_feats receives
- * session_n_image_tokens rows of projected embeddings. */
-plm_status session_encode_image(plm_session *s, const float *dev_pixels, float *dev_feats,
-                                float *dev_scratch);
+/* Device scratch the vision stage needs, in floats. */
+size_t session_vision_scratch(const plm_session *s);
+/* Runs the vision tower on s->pixels with the policy's vision stage: s->feats receives
+ * s->n_feat rows of projected embeddings (host), s->img_scores their carried scores. */
+plm_status session_encode_image(plm_session *s, float *dev_scratch);
 /* The decoder hook for the prefill (NULL when no decoder stage applies). */
 const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage);
+/* Device scratch the decoder stages need for a prefill of t rows, in floats. */
+size_t session_stage_scratch(const plm_session *s, int64_t t);
 
 #endif

@@ -61,10 +61,12 @@ plm_status llama_kv_init(llama_kv *kv, const llama_config *c, plm_backend *be, i
     kv->k = calloc((size_t)c->n_layers, sizeof *kv->k);
     kv->v = calloc((size_t)c->n_layers, sizeof *kv->v);
     kv->len = calloc((size_t)c->n_layers, sizeof *kv->len);
-    if (!kv->k || !kv->v || !kv->len) {
+    kv->shift = calloc((size_t)c->n_layers, sizeof *kv->shift);
+    if (!kv->k || !kv->v || !kv->len || !kv->shift) {
         free(kv->k);
         free(kv->v);
         free(kv->len);
+        free(kv->shift);
         return plm_fail(err, PLM_E_NOMEM, "KV cache: out of memory");
     }
     kv->cap = cap;
@@ -92,6 +94,7 @@ void llama_kv_free(llama_kv *kv, plm_backend *be)
     free(kv->k);
     free(kv->v);
     free(kv->len);
+    free(kv->shift);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -104,7 +107,7 @@ int64_t llama_kv_rows(const llama_kv *kv)
 
 void llama_kv_clear(llama_kv *kv)
 {
-    for (int l = 0; l < kv->n_layers; l++) kv->len[l] = 0;
+    for (int l = 0; l < kv->n_layers; l++) kv->len[l] = kv->shift[l] = 0;
 }
 
 void llama_rope_inv_freq(const llama_config *c, int64_t seq_len, float *inv)
@@ -170,8 +173,14 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
         op->matmul(be, q, h, &L->q, L->q_b, t);
         op->matmul(be, kc, h, &L->k, L->k_b, t);
         op->matmul(be, vc, h, &L->v, L->v_b, t);
-        op->rope(be, q, t, qd, c->n_heads, (int)hd, pos, inv_freq);
-        op->rope(be, kc, t, kvd, c->n_kv, (int)hd, pos, inv_freq);
+        const int32_t *lp = pos;
+        int32_t shifted;
+        if (kv->shift[l] && t == 1) { /* decoding after a renumbering stage */
+            shifted = pos[0] - kv->shift[l];
+            lp = &shifted;
+        }
+        op->rope(be, q, t, qd, c->n_heads, (int)hd, lp, inv_freq);
+        op->rope(be, kc, t, kvd, c->n_kv, (int)hd, lp, inv_freq);
         plm_attn_args a = {.out = att, .q = q, .k = kv->k[l], .v = kv->v[l], .tq = t,
                            .tk = n0 + t, .q_stride = qd, .kv_stride = kvd, .q_pos0 = n0,
                            .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = (int)hd,

@@ -40,6 +40,8 @@ typedef struct llama_model {
 typedef struct llama_kv {
     int cap, n_layers;
     int *len;          /* rows held per layer */
+    int32_t *shift;    /* per layer: subtracted from new tokens' positions (a pruning stage
+                          that renumbers positions shifts the layers after it) */
     float **k, **v;
 } llama_kv;
 

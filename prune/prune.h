@@ -35,13 +35,17 @@ plm_status prune_spec_ints(prune_spec *s, const char *key, int *vals, int max, i
 plm_status prune_spec_check_unused(const prune_spec *s, plm_error *err);
 
 /* ---- score providers (host arrays) ---------------------------------------------------------- */
-/* Shannon entropy (bits) of the 8-bit luminance histogram of every patch of an RGB8 image
- * [size x size], row-major patches of p x p pixels: out[(size/p)^2]. */
+/* Information entropy (bits) of every p x p patch of an RGB8 image [size x size]: gray =
+ * round(0.3333 * (R + G + B)), a 256-bin histogram, -sum p log2(p + 1e-10) — VFlowOpt's
+ * calculate_patch_entropy_vectorized. out: [(size/p)^2], row-major patches. */
 void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out);
-/* Rescales to [0, 1] (all zeros when constant). */
-void prune_norm_minmax(float *s, int64_t n);
-/* out = wa * a + wb * b */
-void prune_combine(float *out, const float *a, float wa, const float *b, float wb, int64_t n);
+/* In-place softmax. */
+void prune_softmax(float *s, int64_t n);
+/* out = a + w * b */
+void prune_add_scaled(float *out, const float *a, float w, const float *b, int64_t n);
+/* VFlowOpt's "global" tokens: the indices whose received attention recv[i] exceeds t times
+ * the mean. Returns their count (0 when none qualifies). */
+int64_t prune_global_rows(const float *recv, int64_t n, double t, int32_t *idx);
 
 /* ---- selection -------------------------------------------------------------------------------- */
 /* The k highest scores (ties: the lower index), as ascending indices. Returns k clamped to n,
@@ -56,14 +60,21 @@ int64_t prune_random(uint64_t seed, int64_t n, int64_t k, int32_t *idx);
 int64_t prune_complement(const int32_t *keep, int64_t nk, int64_t n, int32_t *out);
 
 /* ---- recycling / merging ----------------------------------------------------------------------- */
-/* Folds the dropped rows into n_out summary rows: dropped rows are split into n_out groups of
- * mutually similar rows (each joins the most cosine-similar of n_out seed rows, the seeds
- * being the highest-weighted dropped rows), and each group becomes the weight-averaged row.
- * rows: [n x dim]; drop: [nd] indices; w: per-row weights (NULL: equal). Returns the groups
- * made (<= n_out; fewer when fewer rows were dropped). out: [n_out x dim]; group_of (may be
- * NULL) receives each dropped row's group. */
-int64_t prune_merge_similar(const float *rows, int64_t dim, const int32_t *drop, int64_t nd,
-                            const float *w, int64_t n_out, float *out, int32_t *group_of);
+/* VFlowOpt's vision-stage recycling (prepare_inputs_labels_for_multimodal): drop the n_drop
+ * lowest-scored tokens of a g x g grid; group the dropped by m x m cells (cell = floor(row/m),
+ * floor(col/m), m may be fractional); each cell's score-weighted mean row is written into the
+ * slot of the cell's highest-scored dropped token, which is kept. rows [g*g x dim] is updated
+ * in place; keep receives the surviving indices (ascending). Returns their count, -1 when out
+ * of memory. */
+int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g, int64_t n_drop,
+                           double m, int32_t *keep);
+/* VisionZip's contextual tokens (apply_info): among the remaining tokens rem[0..nr) (ascending),
+ * c targets are taken at a uniform stride; every other remaining token joins the target whose
+ * key (keys [n x kd], L2-normalised here) is most cosine-similar; contextual row c = the
+ * target's row + the mean of its members' rows (rows [n x dim]). out: [c x dim]. Returns c
+ * (clamped to nr), -1 when out of memory. */
+int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys, int64_t kd,
+                              const int32_t *rem, int64_t nr, int64_t c, float *out);
 
 /* ---- compaction on the device ------------------------------------------------------------------ */
 /* dst[i] = src[idx[i]] for n rows of dim floats (dst may equal src: idx ascending makes the

@@ -1,10 +1,8 @@
-/* Visual-token policies as configurations of one pipeline (see visual.h). The defaults and
- * rules of each method are documented in docs/methods/visual_pruning.md. */
+/* Parsing visual policies and the parts of their rules that are pure arithmetic. */
 #include "prune/visual.h"
 
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 static plm_status int_param(prune_spec *s, const char *key, int dflt, int lo, int hi, int *out,
@@ -19,189 +17,184 @@ static plm_status int_param(prune_spec *s, const char *key, int dflt, int lo, in
     return PLM_OK;
 }
 
-/* Decoder layers for staged methods: given, or the defaults scaled to the model's depth. */
+/* Stage layers: given (layers=a/b/c) or defaults scaled from a reference depth; increasing,
+ * at least 1 and below n_layers. */
 static plm_status stage_layers(prune_spec *s, prune_visual *p, const int *dflt, int n_dflt,
-                               int ref_layers, int n_layers, plm_error *err)
+                               int ref, int n_layers, plm_error *err)
 {
-    p->n_stages = n_dflt;
+    /* defaults scaled to this depth; on a shallow decoder colliding layers collapse */
+    p->n_stages = 0;
     for (int i = 0; i < n_dflt; i++) {
-        int l = dflt[i] * n_layers / ref_layers;
-        p->stage_layer[i] = l < n_layers - 1 ? l : n_layers - 2;
+        int l = (int)lround((double)dflt[i] * n_layers / ref);
+        l = l < 1 ? 1 : l > n_layers - 1 ? n_layers - 1 : l;
+        if (p->n_stages == 0 || l > p->stage_layer[p->n_stages - 1]) p->stage_layer[p->n_stages++] = l;
     }
     PLM_TRY(prune_spec_ints(s, "layers", p->stage_layer, PRUNE_MAX_STAGES, &p->n_stages, err));
-    for (int i = 0; i < p->n_stages; i++) {
-        if (p->stage_layer[i] >= n_layers - 1 || (i && p->stage_layer[i] <= p->stage_layer[i - 1]))
-            return plm_fail(err, PLM_E_ARG, "pruning spec '%s': layers must increase and stay "
-                            "below the last decoder layer (%d)", s->text, n_layers - 1);
+    for (int i = 0; i < p->n_stages; i++)
+        if (p->stage_layer[i] < 1 || p->stage_layer[i] > n_layers - 1 ||
+            (i && p->stage_layer[i] <= p->stage_layer[i - 1]))
+            return plm_fail(err, PLM_E_ARG, "pruning spec '%s': layers must increase from 1 to "
+                            "%d (a stage prunes before that decoder layer)", s->text,
+                            n_layers - 1);
+    return PLM_OK;
+}
+
+static plm_status parse_random_grid(prune_spec *s, int n, prune_visual *p, plm_error *err)
+{
+    p->vis = !strcmp(s->name, "random") ? PRUNE_VIS_RANDOM : PRUNE_VIS_GRID;
+    PLM_TRY(int_param(s, "tokens", n / 4, 1, n, &p->vis_tokens, err));
+    if (p->vis == PRUNE_VIS_RANDOM) {
+        double seed;
+        PLM_TRY(prune_spec_num(s, "seed", 1, 0, 4e18, &seed, err));
+        p->seed = (uint64_t)seed;
     }
     return PLM_OK;
 }
 
-static plm_status parse_method(prune_spec *s, int n, int grid, int n_layers, prune_visual *p,
-                               plm_error *err)
+/* FastV (ECCV'24, pkunlp-icler/FastV LlamaModel.forward): before layer K, keep the image tokens
+ * the last prompt token attends to most in layer K-1 (head-mean); positions kept. */
+static plm_status parse_fastv(prune_spec *s, int n, int n_layers, prune_visual *p, plm_error *err)
 {
-    const char *m = s->name;
-    int tokens = 0;
-    double seed;
-    if (!strcmp(m, "none")) return PLM_OK;
-    if (!strcmp(m, "random") || !strcmp(m, "uniform-grid")) {
-        PLM_TRY(int_param(s, "tokens", n / 4, 1, n, &tokens, err));
-        p->vis_score = !strcmp(m, "random") ? PRUNE_SCORE_RANDOM : PRUNE_SCORE_GRID;
-        p->vis_keep = tokens;
-        if (p->vis_score == PRUNE_SCORE_RANDOM) {
-            PLM_TRY(prune_spec_num(s, "seed", 1, 0, 4e18, &seed, err));
-            p->seed = (uint64_t)seed;
-        }
-        return PLM_OK;
-    }
-    if (!strcmp(m, "fastv")) {
-        /* FastV (ECCV'24): after layer K (2), drop the image tokens the last token attends
-         * to least; R = 50% by default */
-        int layer = 0;
-        PLM_TRY(int_param(s, "tokens", n / 2, 1, n, &tokens, err));
-        PLM_TRY(int_param(s, "layer", n_layers > 3 ? 2 : 0, 0, n_layers - 2, &layer, err));
-        p->n_stages = 1;
-        p->stage_layer[0] = layer;
-        p->stage_keep[0] = tokens;
-        return PLM_OK;
-    }
-    if (!strcmp(m, "pyramiddrop")) {
-        /* PyramidDrop (CVPR'25): the decoder in 4 stages; at the end of each of the first
-         * three, keep lambda of the image tokens (ranked by last-instruction-token attention) */
-        static const int dflt[3] = {8, 16, 24};
-        double ratio;
-        PLM_TRY(prune_spec_num(s, "ratio", 0.5, 0.01, 1, &ratio, err));
-        PLM_TRY(stage_layers(s, p, dflt, 3, 32, n_layers, err));
-        double left = n;
-        for (int i = 0; i < p->n_stages; i++) {
-            left = ceil(left * ratio);
-            p->stage_keep[i] = (int)left;
-        }
-        return PLM_OK;
-    }
-    if (!strcmp(m, "visionzip")) {
-        /* VisionZip (CVPR'25): dominant tokens by CLS attention, the rest merged into a few
-         * contextual tokens by similarity (54 + 10 of 64 in the paper) */
-        int ctx = 0;
-        PLM_TRY(int_param(s, "tokens", 64 <= n ? 64 : n, 1, n, &tokens, err));
-        PLM_TRY(int_param(s, "contextual", (tokens * 10 + 32) / 64, 0, tokens - 1, &ctx, err));
-        p->vis_score = PRUNE_SCORE_CLS;
-        p->vis_keep = tokens - ctx;
-        p->vis_recycle = ctx;
-        return PLM_OK;
-    }
-    if (!strcmp(m, "vflowopt")) {
-        /* VFlowOpt (ICCV'25): importance = CLS attention mixed with patch entropy; progressive
-         * pruning; the dropped tokens recycled into a few summary tokens */
-        int rec = 0;
-        PLM_TRY(int_param(s, "tokens", 64 <= n ? 64 : n, 1, n, &tokens, err));
-        PLM_TRY(prune_spec_num(s, "alpha", 0.3, 0, 1, &p->alpha, err));
-        PLM_TRY(int_param(s, "recycle", tokens >= 16 ? tokens / 16 : 0, 0, tokens - 1, &rec, err));
-        p->vis_score = PRUNE_SCORE_MIX;
-        p->vis_keep = tokens - rec;
-        p->vis_recycle = rec;
-        /* optional decoder stages: layers=a/b with ratios in thousandths? keep it explicit */
-        p->n_stages = 0;
-        PLM_TRY(prune_spec_ints(s, "layers", p->stage_layer, PRUNE_MAX_STAGES, &p->n_stages, err));
-        double ratio;
-        PLM_TRY(prune_spec_num(s, "ratio", 0.5, 0.01, 1, &ratio, err));
-        double left = tokens;
-        for (int i = 0; i < p->n_stages; i++) {
-            if (p->stage_layer[i] >= n_layers - 1 || (i && p->stage_layer[i] <= p->stage_layer[i - 1]))
-                return plm_fail(err, PLM_E_ARG, "pruning spec '%s': layers must increase and "
-                                "stay below the last decoder layer (%d)", s->text, n_layers - 1);
-            left = ceil(left * ratio);
-            p->stage_keep[i] = (int)left;
-        }
-        return PLM_OK;
-    }
-    (void)grid;
-    return plm_fail(err, PLM_E_ARG, "pruning spec '%s': unknown method '%s' (none, random, "
-                    "uniform-grid, fastv, pyramiddrop, visionzip, vflowopt)", s->text, m);
+    int k = 0, tokens = 0;
+    double ratio;
+    PLM_TRY(int_param(s, "k", n_layers > 2 ? 2 : 1, 1, n_layers - 1, &k, err));
+    PLM_TRY(prune_spec_num(s, "ratio", 0.5, 0, 1, &ratio, err)); /* R: the fraction dropped */
+    PLM_TRY(int_param(s, "tokens", (int)lround(n * (1 - ratio)), 0, n, &tokens, err));
+    p->n_stages = 1;
+    p->stage_layer[0] = k;
+    p->stage_count[0] = tokens;
+    p->stage_score = PRUNE_STAGE_LAYER;
+    p->stage_keep = PRUNE_KEEP_COUNT;
+    return PLM_OK;
 }
 
-plm_status prune_visual_parse(const char *spec, int n_tokens, int grid, int n_layers,
-                              prune_visual *p, plm_error *err)
+/* PyramidDrop (CVPR'25, Cooperx521/PyramidDrop pdrop_forward): before layers 8/16/24 of 32,
+ * keep int(N0 * lambda^s) ranked by the last prompt token through the next layer's q/k;
+ * positions renumbered contiguously. */
+static plm_status parse_pyramiddrop(prune_spec *s, int n_layers, prune_visual *p, plm_error *err)
+{
+    static const int dflt[3] = {8, 16, 24};
+    double lambda;
+    PLM_TRY(prune_spec_num(s, "lambda", 0.5, 0.001, 1, &lambda, err));
+    PLM_TRY(stage_layers(s, p, dflt, 3, 32, n_layers, err));
+    for (int i = 0; i < p->n_stages; i++) p->stage_ratio[i] = pow(lambda, i + 1);
+    p->stage_score = PRUNE_STAGE_NEXT_LAYER;
+    p->stage_keep = PRUNE_KEEP_OF_ORIGINAL;
+    p->renumber = 1;
+    return PLM_OK;
+}
+
+/* VisionZip (CVPR'25, visionzip/clip_encoder.py): CLS + the dominant-1 patches the CLS row
+ * attends to most in the feature layer, plus `contextual` merged tokens; 54 + 10 = 64. */
+static plm_status parse_visionzip(prune_spec *s, int n, prune_visual *p, plm_error *err)
+{
+    int tokens = 0;
+    PLM_TRY(int_param(s, "tokens", 64 < n ? 64 : n, 2, n + 1, &tokens, err));
+    PLM_TRY(int_param(s, "contextual", (tokens * 10 + 32) / 64, 0, tokens - 1, &p->contextual,
+                      err));
+    p->vis = PRUNE_VIS_VISIONZIP;
+    p->vis_tokens = tokens - p->contextual;
+    if (p->vis_tokens < 1 || p->vis_tokens - 1 > n)
+        return plm_fail(err, PLM_E_ARG, "pruning spec '%s': tokens - contextual must leave the "
+                        "CLS token and at most %d patches", s->text, n);
+    return PLM_OK;
+}
+
+/* VFlowOpt (ICCV'25, sihany077/VFlowOpt; the 10% configuration by default): vision keep ratio
+ * r0 with grid recycling, then before layers k1, k2 keep r1, r2 of the rest by the carried
+ * vision score. `tokens=N` derives r2 so that the layer-averaged count is N (their budget
+ * formula). */
+static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visual *p,
+                                 plm_error *err)
+{
+    static const int dflt[2] = {9, 18}; /* of 28 (Qwen2-7B); scaled to this decoder */
+    p->vis = PRUNE_VIS_VFLOWOPT;
+    PLM_TRY(prune_spec_num(s, "r0", 0.11662, 0.001, 1, &p->r0, err));
+    PLM_TRY(prune_spec_num(s, "t", 39.265, 0, 1000, &p->t, err));
+    PLM_TRY(prune_spec_num(s, "m", 17.387 * sqrt(n / 729.0), 1, 1000, &p->m, err));
+    PLM_TRY(prune_spec_num(s, "alpha", 0, -10, 10, &p->alpha, err));
+    PLM_TRY(stage_layers(s, p, dflt, 2, 28, n_layers, err));
+    /* the 10% row: nothing dropped before k1, 60% kept before k2 */
+    double r1 = 1.0, r2 = 0.6011, tokens;
+    PLM_TRY(prune_spec_num(s, "r1", r1, 0.001, 1, &r1, err));
+    PLM_TRY(prune_spec_num(s, "r2", r2, 0.001, 1, &r2, err));
+    PLM_TRY(prune_spec_num(s, "tokens", -1, 1, n, &tokens, err));
+    if (tokens > 0) {
+        if (p->n_stages != 2)
+            return plm_fail(err, PLM_E_ARG, "pruning spec '%s': tokens= derives r2 and needs "
+                            "exactly two layers", s->text);
+        /* avg = [r0 k1 + r0 r1 (k2 - k1) + r0 r1 r2 (L - k2)] / L, solved for r2 */
+        double L = n_layers, k1 = p->stage_layer[0], k2 = p->stage_layer[1], target = tokens / n;
+        r2 = (L * target - k1 * p->r0 - (k2 - k1) * p->r0 * r1) / ((L - k2) * p->r0 * r1);
+        if (r2 <= 0)
+            return plm_fail(err, PLM_E_ARG, "pruning spec '%s': r0=%g and r1=%g already keep "
+                            "more than %g tokens on average; lower them", s->text, p->r0, r1,
+                            tokens);
+        if (r2 > 1) r2 = 1;
+    }
+    for (int i = 0; i < p->n_stages; i++) p->stage_ratio[i] = i == 0 ? r1 : i == 1 ? r2 : 1;
+    p->stage_score = PRUNE_STAGE_VISION;
+    p->stage_keep = PRUNE_KEEP_OF_CURRENT;
+    return PLM_OK;
+}
+
+plm_status prune_visual_parse(const char *spec, int grid, int n_layers, prune_visual *p,
+                              plm_error *err)
 {
     memset(p, 0, sizeof *p);
     prune_spec s;
     PLM_TRY(prune_spec_parse(spec, &s, err));
     snprintf(p->name, sizeof p->name, "%s", s.name);
     snprintf(p->spec, sizeof p->spec, "%s", s.text);
-    PLM_TRY(parse_method(&s, n_tokens, grid, n_layers, p, err));
+    const int n = grid * grid;
+    const char *m = s.name;
+    if (!strcmp(m, "none")) {
+    } else if (!strcmp(m, "random") || !strcmp(m, "uniform-grid")) {
+        PLM_TRY(parse_random_grid(&s, n, p, err));
+    } else if (!strcmp(m, "fastv")) {
+        PLM_TRY(parse_fastv(&s, n, n_layers, p, err));
+    } else if (!strcmp(m, "pyramiddrop")) {
+        PLM_TRY(parse_pyramiddrop(&s, n_layers, p, err));
+    } else if (!strcmp(m, "visionzip")) {
+        PLM_TRY(parse_visionzip(&s, n, p, err));
+    } else if (!strcmp(m, "vflowopt")) {
+        PLM_TRY(parse_vflowopt(&s, n, n_layers, p, err));
+    } else {
+        return plm_fail(err, PLM_E_ARG, "pruning spec '%s': unknown method '%s' (none, random, "
+                        "uniform-grid, fastv, pyramiddrop, visionzip, vflowopt)", s.text, m);
+    }
     return prune_spec_check_unused(&s, err);
 }
 
-int prune_visual_stage_at(const prune_visual *p, int layer)
+int prune_visual_stage_before(const prune_visual *p, int layer)
 {
     for (int i = 0; i < p->n_stages; i++)
         if (p->stage_layer[i] == layer) return i;
     return -1;
 }
 
-int prune_visual_active(const prune_visual *p, int n_tokens)
+int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0)
 {
-    (void)n_tokens; /* a policy that keeps everything still runs its stages */
-    return p->n_stages > 0 || p->vis_score != PRUNE_SCORE_NONE;
+    int64_t k = n;
+    switch (p->stage_keep) {
+    case PRUNE_KEEP_COUNT: k = p->stage_count[stage]; break;
+    case PRUNE_KEEP_OF_ORIGINAL: k = (int64_t)(n0 * p->stage_ratio[stage]); break;
+    case PRUNE_KEEP_OF_CURRENT: k = n - (int64_t)llround(n * (1 - p->stage_ratio[stage])); break;
+    }
+    return k < 0 ? 0 : k > n ? n : k;
 }
 
-plm_status prune_visual_vision(const prune_visual *p, const prune_vis_in *in, int32_t *keep,
-                               int64_t *n_keep, float *recycled, int64_t *n_recycled,
-                               plm_error *err)
+int prune_visual_active(const prune_visual *p)
 {
-    const int64_t n = in->n;
-    *n_recycled = 0;
-    if (p->vis_score == PRUNE_SCORE_NONE) {
-        for (int64_t i = 0; i < n; i++) keep[i] = (int32_t)i;
-        *n_keep = n;
-        return PLM_OK;
-    }
-    if ((p->vis_score == PRUNE_SCORE_CLS || p->vis_score == PRUNE_SCORE_MIX) && !in->cls_attn)
-        return plm_fail(err, PLM_E_UNSUPPORTED, "%s needs the vision tower's [CLS] attention, but "
-                        "the feature layer is the embeddings (no encoder layer runs)", p->name);
-    float *score = malloc((size_t)n * sizeof *score), *ent = malloc((size_t)n * sizeof *ent);
-    int32_t *drop = malloc((size_t)n * sizeof *drop);
-    if (!score || !ent || !drop) {
-        free(score); free(ent); free(drop);
-        return plm_fail(err, PLM_E_NOMEM, "out of memory for pruning scores");
-    }
-    int64_t k = -1;
-    switch (p->vis_score) {
-    case PRUNE_SCORE_RANDOM: k = prune_random(p->seed, n, p->vis_keep, keep); break;
-    case PRUNE_SCORE_GRID: k = prune_uniform_grid(in->grid, p->vis_keep, keep); break;
-    case PRUNE_SCORE_CLS:
-        memcpy(score, in->cls_attn, (size_t)n * sizeof *score);
-        k = prune_topk(score, n, p->vis_keep, keep);
-        break;
-    case PRUNE_SCORE_ENTROPY:
-        memcpy(score, in->entropy, (size_t)n * sizeof *score);
-        k = prune_topk(score, n, p->vis_keep, keep);
-        break;
-    case PRUNE_SCORE_MIX:
-        memcpy(score, in->cls_attn, (size_t)n * sizeof *score);
-        memcpy(ent, in->entropy, (size_t)n * sizeof *ent);
-        prune_norm_minmax(score, n);
-        prune_norm_minmax(ent, n);
-        prune_combine(score, score, (float)(1 - p->alpha), ent, (float)p->alpha, n);
-        k = prune_topk(score, n, p->vis_keep, keep);
-        break;
-    case PRUNE_SCORE_NONE: break;
-    }
-    plm_status st = PLM_OK;
-    if (k < 0) st = plm_fail(err, PLM_E_NOMEM, "out of memory selecting tokens");
-    if (st == PLM_OK) {
-        *n_keep = k;
-        int64_t nd = prune_complement(keep, k, n, drop);
-        /* recycled tokens average the dropped ones, weighted by their importance */
-        int weighted = p->vis_score == PRUNE_SCORE_CLS || p->vis_score == PRUNE_SCORE_MIX ||
-                       p->vis_score == PRUNE_SCORE_ENTROPY;
-        int64_t r = prune_merge_similar(in->feat, in->dim, drop, nd, weighted ? score : NULL,
-                                        p->vis_recycle, recycled, NULL);
-        if (r < 0) st = plm_fail(err, PLM_E_NOMEM, "out of memory recycling tokens");
-        else *n_recycled = r;
-    }
-    free(score);
-    free(ent);
-    free(drop);
-    return st;
+    return p->n_stages > 0 || p->vis != PRUNE_VIS_NONE;
+}
+
+void prune_vflowopt_score(const prune_visual *p, const float *attn_global, const float *entropy,
+                          int64_t n, float *score)
+{
+    /* score = attention + alpha * softmax(entropy); the shipped configurations use alpha 0 */
+    float *sm = score; /* softmax computed in place into score, then the attention added */
+    memcpy(sm, entropy, (size_t)n * sizeof *sm);
+    prune_softmax(sm, n);
+    for (int64_t i = 0; i < n; i++) score[i] = attn_global[i] + (float)p->alpha * sm[i];
 }

@@ -1,13 +1,13 @@
-/* Visual-token policies. Every method is one configuration of the same pipeline built from the
- * primitives in prune.h:
- *   vision stage  (between the vision tower and the projector): score the patches (CLS
- *                 attention, patch entropy, their mix, random, a uniform grid), keep the top
- *                 ones, recycle the rest into a few similarity-merged summary tokens;
- *   decoder stages (after chosen decoder layers): score the image tokens by the attention the
- *                 last prompt token gives them in that layer, keep the top ones for the layers
- *                 that follow, optionally recycling the dropped hidden states.
- * The model side (api/) feeds scores and rows in and applies the index sets; nothing here knows
- * a model. */
+/* Visual-token policies, each one configuration of the same pipeline built from prune.h and
+ * following the official code of its method (docs/methods/visual_pruning.md):
+ *   vision stage  (the vision tower's output, before or after the projector): select patches
+ *                 by a score (VFlowOpt's global-token attention + entropy, VisionZip's CLS
+ *                 attention, random, a uniform grid) and recycle the dropped ones;
+ *   decoder stages (before chosen decoder layers): keep the image tokens ranked highest by the
+ *                 last prompt token's attention (FastV: that layer's; PyramidDrop: the next
+ *                 layer's q/k) or by the carried vision score (VFlowOpt).
+ * The model side (api/) computes scores, moves rows and applies the index sets; nothing here
+ * knows a model. */
 #ifndef PLM_PRUNE_VISUAL_H
 #define PLM_PRUNE_VISUAL_H
 
@@ -15,64 +15,63 @@
 
 #define PRUNE_MAX_STAGES 8
 
-typedef enum prune_score {
-    PRUNE_SCORE_NONE,      /* no vision stage */
-    PRUNE_SCORE_CLS,       /* [CLS] attention in the last vision layer run */
-    PRUNE_SCORE_ENTROPY,   /* patch information entropy */
-    PRUNE_SCORE_MIX,       /* alpha * entropy + (1 - alpha) * CLS attention, both min-max scaled */
-    PRUNE_SCORE_RANDOM,
-    PRUNE_SCORE_GRID,
-} prune_score;
+typedef enum prune_vis_mode {
+    PRUNE_VIS_NONE,
+    PRUNE_VIS_RANDOM,     /* random patches (before the projector) */
+    PRUNE_VIS_GRID,       /* a uniform grid of patches */
+    PRUNE_VIS_VISIONZIP,  /* CLS + dominant patches by CLS attention, contextual merges */
+    PRUNE_VIS_VFLOWOPT,   /* global-token attention + entropy, grid-cell recycling (after
+                             the projector) */
+} prune_vis_mode;
+
+typedef enum prune_stage_score {
+    PRUNE_STAGE_LAYER,      /* FastV: the last prompt token's attention in the layer just run */
+    PRUNE_STAGE_NEXT_LAYER, /* PyramidDrop: the same token through the next layer's norm, q, k */
+    PRUNE_STAGE_VISION,     /* VFlowOpt: the vision-stage score, carried along */
+} prune_stage_score;
+
+typedef enum prune_stage_keep {
+    PRUNE_KEEP_COUNT,       /* keep stage_count[i] tokens (FastV) */
+    PRUNE_KEEP_OF_ORIGINAL, /* keep int(N0 * stage_ratio[i]) (PyramidDrop) */
+    PRUNE_KEEP_OF_CURRENT,  /* drop round(N * (1 - stage_ratio[i])) of those left (VFlowOpt) */
+} prune_stage_keep;
 
 typedef struct prune_visual {
     char name[32];
     char spec[1024];
-    /* vision stage */
-    prune_score vis_score;
-    double alpha;             /* entropy weight for PRUNE_SCORE_MIX */
-    int vis_keep;             /* tokens kept (before recycling); <= 0: resolved from budget */
-    int vis_recycle;          /* summary tokens made from the dropped ones */
+    prune_vis_mode vis;
+    int vis_tokens;            /* random/grid: patches kept; visionzip: dominant incl. CLS */
+    int contextual;            /* visionzip: merged contextual tokens */
+    double r0, t, m, alpha;    /* vflowopt: vision keep ratio, global threshold, cell size,
+                                  entropy weight */
     uint64_t seed;
-    /* decoder stages: after layer stage_layer[i], keep stage_keep[i] image tokens */
     int n_stages;
-    int stage_layer[PRUNE_MAX_STAGES];
-    int stage_keep[PRUNE_MAX_STAGES];
-    int stage_recycle[PRUNE_MAX_STAGES];
+    int stage_layer[PRUNE_MAX_STAGES]; /* pruned before this decoder layer */
+    int stage_count[PRUNE_MAX_STAGES];
+    double stage_ratio[PRUNE_MAX_STAGES];
+    prune_stage_score stage_score;
+    prune_stage_keep stage_keep;
+    int renumber;              /* positions renumbered contiguously after a stage */
 } prune_visual;
 
-/* Parses a --prune spec for a model whose vision tower yields n_tokens image tokens on a g x g
- * patch grid and whose decoder has n_layers layers. Methods and parameters (all optional):
- *   none
- *   random:tokens=N,seed=S           uniform-grid:tokens=N
- *   fastv:tokens=N,layer=K           (FastV: last-token attention after decoder layer K)
- *   pyramiddrop:layers=A/B/C,ratio=L (each stage keeps ratio of the image tokens it gets)
- *   visionzip:tokens=N,contextual=C  (CLS-dominant tokens + C merged contextual tokens)
- *   vflowopt:tokens=N,alpha=A,recycle=R,layers=..,ratios=.. (see README)
- *   sparsevlm:tokens=N,layers=..,recycle=R
- * A spec may also be @FILE. Unknown methods and parameters are refused. */
-plm_status prune_visual_parse(const char *spec, int n_tokens, int grid, int n_layers,
-                              prune_visual *p, plm_error *err);
+/* Parses a --prune spec for a model whose vision tower has g x g patches and whose decoder has
+ * n_layers layers (see README "Visual token pruning" for every method and parameter). Unknown
+ * methods and parameters are refused; a spec may be @FILE. */
+plm_status prune_visual_parse(const char *spec, int grid, int n_layers, prune_visual *p,
+                              plm_error *err);
 
-/* Inputs of the vision stage (host arrays, over the n patch tokens; CLS excluded). */
-typedef struct prune_vis_in {
-    const float *feat;       /* [n x dim] */
-    int64_t n, dim;
-    const float *cls_attn;   /* [n] or NULL when unavailable */
-    const float *entropy;    /* [n] */
-    int grid;
-} prune_vis_in;
+/* The stage pruning before decoder layer `layer`, or -1. */
+int prune_visual_stage_before(const prune_visual *p, int layer);
+/* Image tokens a stage keeps out of n (n0 entered the decoder). */
+int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0);
 
-/* Runs the vision stage: keep (ascending indices into feat, room for n) and recycled rows
- * (room for vis_recycle x dim). */
-plm_status prune_visual_vision(const prune_visual *p, const prune_vis_in *in, int32_t *keep,
-                               int64_t *n_keep, float *recycled, int64_t *n_recycled,
-                               plm_error *err);
+/* Whether the policy has any stage (not "none"); a stage keeping every token still runs, which
+ * is how keep-all is tested to reproduce the unpruned model. */
+int prune_visual_active(const prune_visual *p);
 
-/* The stage that runs after decoder layer `layer`, or -1. */
-int prune_visual_stage_at(const prune_visual *p, int layer);
-
-/* Whether the policy has any stage to run (not "none"); a stage keeping every token still
- * runs, which is how keep-all is tested to reproduce the unpruned model. */
-int prune_visual_active(const prune_visual *p, int n_tokens);
+/* VFlowOpt's vision score: attention the global tokens pay each patch (attn_global, [n]) +
+ * alpha * softmax(patch entropy). */
+void prune_vflowopt_score(const prune_visual *p, const float *attn_global, const float *entropy,
+                          int64_t n, float *score);
 
 #endif

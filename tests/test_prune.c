@@ -129,39 +129,72 @@ Test(prune, entropy_is_zero_for_flat_and_high_for_noise)
     cr_assert_float_eq(e[2], 0.0f, 1e-6);
     cr_assert_gt(e[1], 5.0f);
     cr_assert_gt(e[3], 5.0f);
-    /* two equally frequent levels: exactly one bit */
+    /* two equally frequent gray levels: one bit. Gray is round(0.3333 (R+G+B)), so (30, 0, 0)
+     * and (0, 0, 30) are the same level, and (255, 0, 0) is level 85. */
     for (int y = 0; y < P; y++)
-        for (int x = 0; x < P; x++) memset(img + (y * S + x) * 3, x % 2 ? 200 : 10, 3);
+        for (int x = 0; x < P; x++) {
+            uint8_t *px = img + (y * S + x) * 3;
+            px[0] = x % 2 ? 255 : 30;
+            px[1] = 0;
+            px[2] = x % 2 ? 0 : 0;
+        }
     prune_patch_entropy(img, S, P, e);
     cr_assert_float_eq(e[0], 1.0f, 1e-6);
 }
 
-Test(prune, minmax_and_combine)
+Test(prune, softmax_and_scaled_add)
 {
-    float a[4] = {2, 4, 6, 10}, b[4] = {1, 1, 1, 1}, o[4];
-    prune_norm_minmax(a, 4);
-    cr_assert(a[0] == 0 && a[3] == 1 && fabsf(a[1] - 0.25f) < 1e-6f);
-    prune_norm_minmax(b, 4);
-    cr_assert(b[0] == 0 && b[3] == 0);
-    prune_combine(o, a, 0.5f, a, 0.5f, 4);
-    cr_assert_float_eq(o[1], 0.25f, 1e-6);
+    float s[3] = {0, 0, (float)log(2.0)}, o[3], a[3] = {1, 2, 3};
+    prune_softmax(s, 3);
+    cr_assert_float_eq(s[0], 0.25f, 1e-6);
+    cr_assert_float_eq(s[2], 0.5f, 1e-6);
+    prune_add_scaled(o, a, 2.0f, s, 3);
+    cr_assert_float_eq(o[2], 4.0f, 1e-6);
 }
 
-Test(prune, merge_groups_similar_rows_and_averages_them)
+Test(prune, global_rows_receive_more_than_t_times_the_mean)
 {
-    /* rows 0-2 point along x, rows 3-5 along y; dropping all into 2 groups must separate them */
-    float rows[6 * 2] = {1, 0, 2, 0.1f, 3, -0.1f, 0, 1, 0.1f, 2, -0.1f, 3};
-    int32_t drop[6] = {0, 1, 2, 3, 4, 5}, grp[6];
-    float w[6] = {1, 1, 2, 1, 1, 2}, out[4];
-    cr_assert_eq(prune_merge_similar(rows, 2, drop, 6, w, 2, out, grp), 2);
-    cr_assert(grp[0] == grp[1] && grp[1] == grp[2]);
-    cr_assert(grp[3] == grp[4] && grp[4] == grp[5]);
-    cr_assert_neq(grp[0], grp[3]);
-    float *gx = out + grp[0] * 2;
-    cr_assert_float_eq(gx[0], (1 + 2 + 2 * 3) / 4.0f, 1e-5); /* weighted mean */
-    cr_assert_float_eq(gx[1], (0 + 0.1f - 0.2f) / 4.0f, 1e-5);
-    cr_assert_eq(prune_merge_similar(rows, 2, drop, 1, NULL, 4, out, NULL), 1);
-    cr_assert(out[0] == 1 && out[1] == 0);
+    float recv[5] = {0.1f, 0.5f, 0.1f, 0.2f, 0.1f}; /* mean 0.2 */
+    int32_t idx[5];
+    cr_assert_eq(prune_global_rows(recv, 5, 2.0, idx), 1);
+    cr_assert_eq(idx[0], 1);
+    cr_assert_eq(prune_global_rows(recv, 5, 0.9, idx), 2);
+    cr_assert_eq(prune_global_rows(recv, 5, 3.0, idx), 0);
+}
+
+Test(prune, grid_recycle_writes_each_cells_weighted_mean_into_its_best_slot)
+{
+    /* 4x4 grid, cells of 2x2 (m = 2). Scores: high in the top-left cell. Drop the 12 lowest:
+     * the top-left cell's 4 are kept; every other cell's dropped tokens merge into one. */
+    float score[16], rows[16];
+    for (int i = 0; i < 16; i++) {
+        int y = i / 4, x = i % 4;
+        score[i] = (y < 2 && x < 2) ? 10.0f + i : 1.0f + 0.01f * i;
+        rows[i] = (float)i;
+    }
+    int32_t keep[16];
+    int64_t k = prune_grid_recycle(rows, 1, score, 4, 12, 2.0, keep);
+    cr_assert_eq(k, 4 + 3, "kept %lld", (long long)k);
+    int32_t want[7] = {0, 1, 4, 5, 7, 13, 15}; /* the best slot of each other cell */
+    for (int i = 0; i < 7; i++) cr_assert_eq(keep[i], want[i], "keep[%d] = %d", i, keep[i]);
+    /* cell (0,1) holds tokens 2, 3, 6, 7: its score-weighted mean lands in slot 7 */
+    double w = score[2] + score[3] + score[6] + score[7];
+    double mean = (2 * score[2] + 3 * score[3] + 6 * score[6] + 7 * score[7]) / w;
+    cr_assert_float_eq(rows[7], mean, 1e-5);
+    cr_assert_float_eq(rows[0], 0.0f, 0); /* kept rows untouched */
+}
+
+Test(prune, visionzip_merge_is_target_plus_mean_of_members)
+{
+    /* 4 remaining tokens, 2 targets at stride 2 (tokens 0 and 2); keys put 1 with 0 and 3
+     * with 2 */
+    float rows[4 * 2] = {1, 0, 3, 0, 0, 1, 0, 5};
+    float keys[4 * 2] = {1, 0, 0.9f, 0.1f, 0, 1, 0.1f, 0.9f};
+    int32_t rem[4] = {0, 1, 2, 3};
+    float out[4];
+    cr_assert_eq(prune_visionzip_merge(rows, 2, keys, 2, rem, 4, 2, out), 2);
+    cr_assert(out[0] == 1 + 3 && out[1] == 0, "%g %g", out[0], out[1]);
+    cr_assert(out[2] == 0 && out[3] == 1 + 5, "%g %g", out[2], out[3]);
 }
 
 Test(prune, gather_rows_in_place_keeps_order)

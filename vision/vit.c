@@ -110,9 +110,9 @@ size_t vit_scratch_floats(const vit_model *m)
 {
     const vit_config *c = &m->cfg;
     size_t T = (size_t)vit_n_patches(c) + 1, D = (size_t)c->hidden;
-    /* x, h, attn | wide | features | projector hidden | CLS attention per head */
+    /* x, h, attn | wide | features | projector hidden */
     return 3 * T * D + T * vit_wide(c) + T * D * (size_t)c->n_feature_layers +
-           T * (size_t)m->pcfg.hidden + T * (size_t)c->n_heads;
+           T * (size_t)m->pcfg.hidden;
 }
 
 int vit_feature_dim(const vit_model *m)
@@ -121,15 +121,13 @@ int vit_feature_dim(const vit_model *m)
 }
 
 void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float *feat,
-                float *cls_attn, float *scratch)
+                const vit_taps *taps, float *scratch)
 {
     const plm_backend_ops *op = be->ops;
     const vit_config *c = &m->cfg;
     const int64_t Np = vit_n_patches(c), T = Np + 1, D = c->hidden;
     const int hd = c->hidden / c->n_heads;
     float *x = scratch, *h = x + T * D, *att = h + T * D, *w = att + T * D;
-    float *probs = w + (size_t)T * vit_wide(c) + T * D * c->n_feature_layers +
-                   T * m->pcfg.hidden;
 
     /* Embeddings: row 0 is [CLS], rows 1.. the patch projections; then + positions. */
     op->patchify(be, w, pixels, c->n_channels, c->image_size, c->patch_size);
@@ -138,12 +136,11 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
     op->add(be, x, x, m->pos, T * D);
     op->layernorm(be, x, x, m->pre_g, m->pre_b, T, D, c->ln_eps);
 
-    const int64_t skip = c->drop_cls ? 1 : 0, rows = T - skip;
     const int64_t fd = D * c->n_feature_layers;
     for (int l = 0; l <= m->n_run; l++) {
         for (int f = 0; f < c->n_feature_layers; f++)
             if (vit_resolve_layer(c, c->feature_layers[f]) == l)
-                op->copy2d(be, feat + f * D, fd, x + skip * D, D, rows, D);
+                op->copy2d(be, feat + f * D, fd, x, D, T, D);
         if (l == m->n_run) break;
         const vit_layer *L = &m->layers[l];
         float *q = w, *k = w + T * D, *v = w + 2 * T * D;
@@ -156,12 +153,9 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
                            .n_kv = c->n_heads, .head_dim = hd, .causal = 0,
                            .scale = 1.0f / sqrtf((float)hd)};
         op->attention(be, &a);
-        if (cls_attn && l == m->n_run - 1) {
-            plm_attn_args pa = a;
-            pa.out = probs;
-            pa.tq = 1; /* the [CLS] query alone */
-            op->attn_probs(be, &pa, 0);
-            op->copy2d(be, cls_attn, Np, probs + 1, Np, 1, Np);
+        if (taps && l == m->n_run - 1) {
+            op->copy2d(be, taps->q, D, q, D, T, D);
+            op->copy2d(be, taps->k, D, k, D, T, D);
         }
         op->matmul(be, h, att, &L->o, L->o_b, T);
         op->add(be, x, x, h, T * D);
@@ -191,5 +185,6 @@ void vit_forward(const vit_model *m, plm_backend *be, const float *pixels, float
     float *feat = scratch + 3 * T * c->hidden + (size_t)T * vit_wide(c);
     float *ph = feat + T * c->hidden * c->n_feature_layers;
     vit_encode(m, be, pixels, feat, NULL, scratch);
-    vit_project(m, be, feat, vit_n_tokens(c), out, ph);
+    const int64_t skip = c->drop_cls ? 1 : 0;
+    vit_project(m, be, feat + skip * vit_feature_dim(m), T - skip, out, ph);
 }

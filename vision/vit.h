@@ -59,12 +59,17 @@ size_t vit_scratch_floats(const vit_model *m);
 /* Width of one feature row (hidden x number of feature layers). */
 int vit_feature_dim(const vit_model *m);
 
-/* The encoder: pixels [3 x S x S] -> feat [vit_n_tokens x vit_feature_dim] (device). When
- * cls_attn is non-NULL it receives, per patch, the attention the [CLS] query gives it in the
- * last encoder layer run, averaged over heads ([n_patches], device) — the signal VisionZip and
- * VFlowOpt read; it stays untouched when no layer runs. */
+/* What the pruning score providers read from the encoder: copies of the queries and keys of
+ * the last encoder layer run (the layer whose output is the feature layer), rows [CLS, patch
+ * 0, ...], [n_patches + 1 x hidden] each, device. Left untouched when no layer runs. */
+typedef struct vit_taps {
+    float *q, *k;
+} vit_taps;
+
+/* The encoder: pixels [3 x S x S] -> feat [n_patches + 1 x vit_feature_dim] (device), every
+ * row including [CLS] (row 0) whatever the select strategy; taps may be NULL. */
 void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float *feat,
-                float *cls_attn, float *scratch);
+                const vit_taps *taps, float *scratch);
 /* The projector on n rows of features: out [n x out_dim] (device). */
 void vit_project(const vit_model *m, plm_backend *be, const float *feat, int64_t n, float *out,
                  float *scratch);

@@ -1,0 +1,142 @@
+/* Pruning inside the model: keep-all reproduces the unpruned run bit for bit, and a pruned run
+ * agrees with the unpruned one exactly where causality says it must. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/session_internal.h"
+
+#define MODEL PLM_SOURCE_DIR "/tests/fixtures/models/mqa_f32_oldnames"
+#define PROMPT "USER: <image>\nWhat colour is the big shape on the left? ASSISTANT:"
+
+static plm_model *load(void)
+{
+    plm_model_params mp = plm_model_default_params();
+    mp.n_threads = 2;
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(MODEL, &mp, &m, &err), PLM_OK, "%s", err.msg);
+    return m;
+}
+
+/* One prompt with the given policy; the session stays open for inspection. */
+static plm_session *run(plm_model *m, const char *spec, int max_tokens)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = max_tokens;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    plm_session_keep_prompt_logits(s, 1);
+    cr_assert_eq(plm_session_set_prune(s, spec), PLM_OK, "%s: %s", spec, plm_last_error(s));
+    cr_assert_eq(plm_session_set_image_file(s, MODEL "/image.png"), PLM_OK);
+    cr_assert_eq(plm_session_generate(s, PROMPT, NULL, NULL, NULL), PLM_OK, "%s: %s", spec,
+                 plm_last_error(s));
+    return s;
+}
+
+static void expect_same_logits(plm_session *a, plm_session *b, const char *what)
+{
+    size_t ra, va, rb, vb;
+    const float *la = plm_session_prompt_logits(a, &ra, &va);
+    const float *lb = plm_session_prompt_logits(b, &rb, &vb);
+    cr_assert_eq(ra, rb, "%s: %zu vs %zu rows", what, ra, rb);
+    cr_assert_eq(memcmp(la, lb, ra * va * sizeof(float)), 0, "%s: logits differ", what);
+}
+
+Test(prune_model, keep_all_reproduces_the_unpruned_logits_exactly)
+{
+    plm_model *m = load();
+    plm_session *base = run(m, "none", 4);
+    /* (VisionZip always feeds the CLS row too, so it has no keep-all equivalent) */
+    const char *keep_all[] = {"vflowopt:r0=1,m=100,r1=1,r2=1", "fastv:tokens=16,k=1",
+                              "pyramiddrop:layers=1,lambda=1", "uniform-grid:tokens=16",
+                              "random:tokens=16"};
+    for (size_t i = 0; i < sizeof keep_all / sizeof *keep_all; i++) {
+        plm_session *s = run(m, keep_all[i], 4);
+        expect_same_logits(base, s, keep_all[i]);
+        size_t nb, ns;
+        const int32_t *tb = plm_session_tokens(base, NULL, &nb), *ts = plm_session_tokens(s, NULL, &ns);
+        cr_assert_eq(nb, ns);
+        cr_assert_eq(memcmp(tb, ts, nb * sizeof *tb), 0, "%s: tokens differ", keep_all[i]);
+        plm_session_free(s);
+    }
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+/* FastV with K = 1 keeping 5 of 16 (scored by layer 0's attention): layer 0 holds every row exactly as the unpruned run;
+ * layer 1 holds fewer rows, and the rows before the image (which never see it) are unchanged. */
+Test(prune_model, fastv_cache_matches_the_unpruned_one_where_causality_says)
+{
+    plm_model *m = load();
+    plm_session *base = run(m, "none", 1), *s = run(m, "fastv:tokens=5,k=1", 1);
+    const llama_config *c = &m->cfg.text;
+    const size_t row = (size_t)c->n_kv * c->head_dim;
+    int T = base->kv.len[0];
+    cr_assert_eq(s->kv.len[0], T);
+    cr_assert_eq(s->kv.len[1], T - 11, "layer 1 holds %d rows", s->kv.len[1]);
+    cr_assert_eq(memcmp(s->kv.k[0], base->kv.k[0], (size_t)T * row * sizeof(float)), 0);
+    cr_assert_eq(memcmp(s->kv.v[0], base->kv.v[0], (size_t)T * row * sizeof(float)), 0);
+    int64_t prefix = s->img_lo;
+    cr_assert_gt(prefix, 0);
+    cr_assert_eq(memcmp(s->kv.k[1], base->kv.k[1], (size_t)prefix * row * sizeof(float)), 0);
+    cr_assert_eq(memcmp(s->kv.v[1], base->kv.v[1], (size_t)prefix * row * sizeof(float)), 0);
+    /* and the image row right after the prefix differs: something was really dropped */
+    const plm_timings *t = plm_session_timings(s);
+    cr_assert_eq(t->n_image_tokens, 16);
+    cr_assert_eq(t->n_image_tokens_last, 5);
+    cr_assert_lt(t->kv_bytes, plm_session_timings(base)->kv_bytes);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+Test(prune_model, vision_stage_feeds_fewer_tokens_and_shrinks_the_cache)
+{
+    plm_model *m = load();
+    plm_session *base = run(m, "none", 1);
+    /* vflowopt: 12 dropped into one 100x100 cell -> 4 kept + 1 recycled in place;
+     * visionzip: CLS + 2 dominant patches + 1 contextual */
+    const char *specs[] = {"vflowopt:r0=0.25,m=100", "visionzip:tokens=4,contextual=1",
+                           "random:tokens=4", "uniform-grid:tokens=4"};
+    const int tokens[] = {5, 4, 4, 4};
+    const size_t kept[] = {5, 2, 4, 4};
+    for (int i = 0; i < 4; i++) {
+        plm_session *s = run(m, specs[i], 1);
+        const plm_timings *t = plm_session_timings(s);
+        cr_assert_eq(t->n_image_tokens, tokens[i], "%s: %d", specs[i], t->n_image_tokens);
+        int fewer = 16 - tokens[i];
+        cr_assert_eq(t->n_prompt, plm_session_timings(base)->n_prompt - fewer, "%s", specs[i]);
+        size_t n;
+        int grid;
+        const int32_t *kp = plm_session_kept_patches(s, &n, &grid);
+        cr_assert_eq(n, kept[i], "%s kept %zu", specs[i], n);
+        cr_assert_eq(grid, 4);
+        for (size_t j = 1; j < n; j++) cr_assert_gt(kp[j], kp[j - 1]);
+        /* that many fewer rows in each of the 2 layers */
+        cr_assert_eq(plm_session_timings(base)->kv_bytes - t->kv_bytes,
+                     (uint64_t)fewer * 2 * 2 * m->cfg.text.n_kv * m->cfg.text.head_dim * 4);
+        plm_session_free(s);
+    }
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+Test(prune_model, bad_specs_are_refused_with_the_reason)
+{
+    plm_model *m = load();
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, NULL, &s, &err), PLM_OK);
+    cr_assert_eq(plm_session_set_prune(s, "random:tokens=999"), PLM_E_FORMAT);
+    cr_assert(strstr(plm_last_error(s), "tokens=999, expected a number from 1 to 16"), "%s",
+              plm_last_error(s));
+    cr_assert_eq(plm_session_set_prune(s, "fastv:k=2"), PLM_E_FORMAT); /* 2 layers: k = 1 only */
+    cr_assert_eq(plm_session_set_prune(s, "pyramiddrop:layers=1/1"), PLM_E_ARG);
+    cr_assert_eq(plm_session_set_prune(s, "magic:tokens=4"), PLM_E_ARG);
+    cr_assert(strstr(plm_last_error(s), "unknown method 'magic'"), "%s", plm_last_error(s));
+    cr_assert_eq(plm_session_set_prune(s, "none"), PLM_OK);
+    plm_session_free(s);
+    plm_model_free(m);
+}
