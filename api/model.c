@@ -81,7 +81,7 @@ static plm_status load_all(plm_model *m, plm_error *err)
     PLM_TRY(tok_load_file(path, &m->tok, err));
     PLM_TRY(decide_bos(m, err));
     PLM_TRY(st_set_open_dir(m->dir, &m->weights, err));
-    PLM_TRY(plm_backend_cpu_new(1, &m->wbe, err));
+    PLM_TRY(model_new_backend(m, &m->wbe, err));
     plm_wsrc base = {.set = m->weights, .be = m->wbe};
     m->tsrc = base;
     m->tsrc.prefixes = TEXT_PREFIXES;
@@ -90,7 +90,7 @@ static plm_status load_all(plm_model *m, plm_error *err)
     m->hsrc.prefixes = HEAD_PREFIXES;
     m->hsrc.what = "language model head";
     PLM_TRY(llama_load(&m->llm, &m->cfg.text, &m->tsrc, &m->hsrc, err));
-    if (!m->cfg.has_vision) return PLM_OK;
+    if (!m->cfg.has_vision) return backend_check(m->wbe, err);
     m->vsrc = base;
     m->vsrc.prefixes = VISION_PREFIXES;
     m->vsrc.what = "vision tower";
@@ -104,6 +104,29 @@ static plm_status load_all(plm_model *m, plm_error *err)
         return plm_fail(err, PLM_E_FORMAT, "%s/tokenizer.json: the image token id %d from "
                         "config.json is not in the vocabulary", m->dir, m->cfg.image_token_id);
     strcpy(m->image_token, s);
+    return backend_check(m->wbe, err);
+}
+
+plm_status model_new_backend(const plm_model *m, plm_backend **out, plm_error *err)
+{
+    if (m->on_cuda) return plm_backend_cuda_new(0, out, err);
+    return plm_backend_cpu_new(m->params.n_threads, out, err);
+}
+
+plm_status backend_check(plm_backend *be, plm_error *err)
+{
+    const char *e = be && be->ops->error ? be->ops->error(be) : NULL;
+    return e ? plm_fail(err, PLM_E_DEVICE, "%s backend: %s", be->ops->name, e) : PLM_OK;
+}
+
+/* AUTO takes the GPU when this build has CUDA and one is there; CUDA insists on it. */
+static plm_status choose_device(plm_model *m, plm_error *err)
+{
+    char why[256] = "";
+    int have = plm_cuda_available(why, sizeof why);
+    if (m->params.device == PLM_DEVICE_CUDA && !have)
+        return plm_fail(err, PLM_E_DEVICE, "--device cuda: %s", why);
+    m->on_cuda = have && m->params.device != PLM_DEVICE_CPU;
     return PLM_OK;
 }
 
@@ -112,8 +135,6 @@ plm_status plm_model_load(const char *dir, const plm_model_params *params, plm_m
 {
     *out = NULL;
     if (!dir) return plm_fail(err, PLM_E_ARG, "plm_model_load: no directory given");
-    if (params && params->device == PLM_DEVICE_CUDA)
-        return plm_fail(err, PLM_E_DEVICE, "this build of prunelm has no CUDA backend");
     plm_model *m = calloc(1, sizeof *m);
     if (!m || !(m->dir = strdup(dir))) {
         free(m);
@@ -128,7 +149,7 @@ plm_status plm_model_load(const char *dir, const plm_model_params *params, plm_m
     plm_status s;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         s = plm_fail(err, PLM_E_IO, "%s: not a checkpoint directory", dir);
-    else
+    else if ((s = choose_device(m, err)) == PLM_OK)
         s = load_all(m, err);
     if (s != PLM_OK) {
         plm_model_free(m);
@@ -193,8 +214,9 @@ char *plm_model_describe(const plm_model *m)
     if (!buf) return NULL;
     const llama_config *t = &m->cfg.text;
     int n = 0;
-    n += snprintf(buf + n, cap - (size_t)n, "checkpoint: %s\narchitecture: %s\n", m->dir,
-                  m->cfg.has_vision ? "LLaVA (CLIP ViT + MLP projector + Llama)" : "Llama");
+    n += snprintf(buf + n, cap - (size_t)n, "checkpoint: %s\narchitecture: %s\ndevice: %s\n",
+                  m->dir, m->cfg.has_vision ? "LLaVA (CLIP ViT + MLP projector + Llama)" : "Llama",
+                  m->on_cuda ? "cuda" : "cpu");
     if (m->cfg.has_vision) {
         const vit_config *v = &m->cfg.vision;
         n += snprintf(buf + n, cap - (size_t)n,

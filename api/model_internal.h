@@ -16,12 +16,19 @@ struct plm_model {
     st_set *weights;
     tok_tokenizer *tok;
     clip_preproc_config pp;
-    plm_backend *wbe;           /* owns the uploaded small vectors */
+    plm_backend *wbe;           /* owns the uploaded weights (device) or small vectors (CPU) */
+    int on_cuda;                /* sessions compute with a CUDA backend */
     plm_wsrc vsrc, psrc, tsrc, hsrc;
     vit_model vit;
     llama_model llm;
     char image_token[64];       /* the image token's text, e.g. "<image>" */
     int prepend_bos;            /* tokenizer.json adds no BOS but the checkpoint wants one */
 };
+
+/* A compute backend of the model's kind for a session (CUDA on the model's GPU, or CPU with the
+ * model's thread count). */
+plm_status model_new_backend(const plm_model *m, plm_backend **out, plm_error *err);
+/* PLM_E_DEVICE with the backend's first failure, if an op failed. */
+plm_status backend_check(plm_backend *be, plm_error *err);
 
 #endif

@@ -47,7 +47,7 @@ plm_status plm_session_new(plm_model *m, const plm_session_params *params, plm_s
         st = plm_fail(err, PLM_E_ARG, "sampling parameters out of range (temperature >= 0, "
                       "0 < top_p <= 1, top_k >= 0)");
     else
-        st = plm_backend_cpu_new(m->params.n_threads, &s->be, err);
+        st = model_new_backend(m, &s->be, err);
     if (st == PLM_OK && !(s->logits = malloc((size_t)m->cfg.text.vocab * sizeof(float))))
         st = plm_fail(err, PLM_E_NOMEM, "out of memory");
     if (st != PLM_OK) {

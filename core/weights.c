@@ -65,9 +65,12 @@ static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t
                          void **out, plm_error *err)
 {
     void *dev = s->be->ops->alloc(s->be, bytes);
-    if (!dev)
-        return plm_fail(err, PLM_E_NOMEM, "%s: out of device memory for '%s' (%zu bytes)",
-                        s->what, name, bytes);
+    if (!dev) {
+        const char *why = s->be->ops->alloc_error ? s->be->ops->alloc_error(s->be) : NULL;
+        return plm_fail(err, PLM_E_NOMEM, "%s: out of %s memory for '%s' (%zu bytes)%s%s",
+                        s->what, s->be->ops->host_memory ? "host" : "device", name, bytes,
+                        why ? ": " : "", why ? why : "");
+    }
     plm_status st = own(s, dev, err);
     if (st != PLM_OK) {
         s->be->ops->release(s->be, dev);

@@ -51,6 +51,11 @@ set_target_properties(test_cuda_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GP
 # The GPU machine lacks some of the shared libraries libprunelm.a links (cJSON, OpenBLAS and
 # its Fortran runtime, libpng): copy them beside the test so run.sh can put them on
 # LD_LIBRARY_PATH. cuBLAS is not copied: the GPU machine has the same CUDA 13 toolkit.
+add_executable(test_cuda_model ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_model.c)
+target_include_directories(test_cuda_model PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_cuda_model PRIVATE prunelm m)
+set_target_properties(test_cuda_model PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+
 set(plm_gpu_copied "")
 foreach(soname libcjson.so.1 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpng16.so.16)
   string(MAKE_C_IDENTIFIER ${soname} plm_var)

@@ -57,7 +57,7 @@ static plm_status read_done(eval_results *r, FILE *f, long *good_len, plm_error 
         *good_len = pos;
     }
     free(line);
-    qsort(r->done, r->n_done, sizeof *r->done, cmp_str);
+    if (r->n_done) qsort(r->done, r->n_done, sizeof *r->done, cmp_str);
     return PLM_OK;
 }
 

@@ -76,7 +76,8 @@ if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
             --report-api-errors no --error-exitcode 3 "$dir/test_cuda_ops"
     done
 fi
-# Model-level GPU tests join here as they are written (each prints "N passed, M failed").
+# The whole model on the GPU against the transformers fixtures and the CPU backend.
+[ -x "$dir/test_cuda_model" ] && run_one test_cuda_model "$dir/test_cuda_model"
 
 echo
 printf '%s\n' "${summary[@]}"
