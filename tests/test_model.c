@@ -353,3 +353,91 @@ Test(model, bos_comes_from_tokenizer_config_when_the_template_has_none)
     plm_model_free(m);
     rm_dir(dir);
 }
+
+/* Rewrites dir/model.safetensors with every "vision_tower." name renamed to the Hub 4.x form
+ * "vision_tower.vision_model." (same data bytes, a new header). */
+static void rename_to_hub_layout(const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *buf;
+    size_t len;
+    plm_error err;
+    cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl), *n = cJSON_CreateObject();
+    cr_assert(h);
+    for (cJSON *e = h->child; e; e = e->next) {
+        char name[512];
+        if (!strncmp(e->string, "vision_tower.", 13))
+            snprintf(name, sizeof name, "vision_tower.vision_model.%s", e->string + 13);
+        else
+            snprintf(name, sizeof name, "%s", e->string);
+        cJSON_AddItemToObject(n, name, cJSON_Duplicate(e, 1));
+    }
+    char *text = cJSON_PrintUnformatted(n);
+    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    uint64_t nl = padded;
+    fwrite(&nl, 8, 1, f);
+    fwrite(text, 1, tl, f);
+    for (size_t i = tl; i < padded; i++) fputc(' ', f);
+    fwrite(buf + 8 + hl, 1, len - 8 - hl, f);
+    fclose(f);
+    free(text);
+    free(buf);
+    cJSON_Delete(h);
+    cJSON_Delete(n);
+}
+
+static float *image_logits(const char *dir, size_t *n)
+{
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(dir, NULL, &m, &err), PLM_OK, "%s", err.msg);
+    plm_session *s = session_for(m, 0, 1);
+    plm_session_keep_prompt_logits(s, 1);
+    char img[1100];
+    snprintf(img, sizeof img, "%s/image.png", dir);
+    cr_assert_eq(plm_session_set_image_file(s, img), PLM_OK);
+    cr_assert_eq(plm_session_ask(s, "What is it?", NULL, NULL, NULL), PLM_OK, "%s", plm_last_error(s));
+    size_t r, v;
+    const float *l = plm_session_prompt_logits(s, &r, &v);
+    float *out = malloc(r * v * sizeof *out);
+    memcpy(out, l, r * v * sizeof *out);
+    *n = r * v;
+    plm_session_free(s);
+    plm_model_free(m);
+    return out;
+}
+
+Test(model, hub_4x_layout_loads_the_same_model)
+{
+    /* llava-hf checkpoints on the Hub: vision_tower.vision_model.* names and a separate
+     * preprocessor_config.json instead of 5.x's processor_config.json */
+    char dir[1024];
+    model_with_config(dir, sizeof dir, "");
+    char cmd[4096], path[1100];
+    snprintf(cmd, sizeof cmd, "cp %stiny_f32/config.json %s/", FIX, dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/processor_config.json", dir);
+    cJSON *pc;
+    plm_error err;
+    cr_assert_eq(json_load_file(path, 1 << 20, &pc, &err), PLM_OK, "%s", err.msg);
+    char *ip = cJSON_Print(cJSON_GetObjectItem(pc, "image_processor"));
+    cJSON_Delete(pc);
+    cr_assert_eq(remove(path), 0);
+    snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
+    write_file(path, ip);
+    free(ip);
+    rename_to_hub_layout(dir);
+    size_t na, nb;
+    float *a = image_logits(FIX "tiny_f32", &na), *b = image_logits(dir, &nb);
+    cr_assert_eq(na, nb);
+    cr_assert_eq(memcmp(a, b, na * sizeof *a), 0);
+    free(a);
+    free(b);
+    rm_dir(dir);
+}
