@@ -8,7 +8,8 @@
 
 #include "prunelm.h"
 
-/* One dataset line: {"id", "image", "question", "answer", "type"?, ...}. */
+/* One dataset line: {"id", "image"?, "context"?, "question", "answer", "type"?, ...}. A
+ * context (the long text of the KV-cache tasks) is asked as context, a newline, question. */
 typedef struct eval_item {
     char *id, *image, *question, *answer, *type; /* image resolved against the file's folder */
 } eval_item;

@@ -80,6 +80,23 @@ Test(eval, image_paths_are_relative_to_the_dataset)
     rmdir(dir);
 }
 
+Test(eval, a_context_goes_before_the_question)
+{
+    char dir[512], path[600];
+    tmpdir(dir, sizeof dir, "ds");
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    write_file(path, "{\"id\": \"p1\", \"context\": \"The pass key is 123.\", "
+                     "\"question\": \"What is the pass key?\", \"answer\": \"123\"}\n");
+    eval_dataset ds;
+    plm_error err;
+    cr_assert_eq(eval_dataset_load(path, &ds, &err), PLM_OK, "%s", err.msg);
+    cr_assert_str_eq(ds.items[0].question, "The pass key is 123.\nWhat is the pass key?");
+    cr_assert_null(ds.items[0].image);
+    eval_dataset_free(&ds);
+    remove(path);
+    rmdir(dir);
+}
+
 Test(eval, answers_are_compared_after_normalising)
 {
     cr_assert(eval_is_correct(" Red.", "red"));
