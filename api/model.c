@@ -122,6 +122,7 @@ plm_status backend_check(plm_backend *be, plm_error *err)
 /* AUTO takes the GPU when this build has CUDA and one is there; CUDA insists on it. */
 static plm_status choose_device(plm_model *m, plm_error *err)
 {
+    if (m->params.device == PLM_DEVICE_CPU) return PLM_OK; /* no probe: it loads the driver */
     char why[256] = "";
     int have = plm_cuda_available(why, sizeof why);
     if (m->params.device == PLM_DEVICE_CUDA && !have)
