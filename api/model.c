@@ -82,21 +82,16 @@ static plm_status load_all(plm_model *m, plm_error *err)
     PLM_TRY(decide_bos(m, err));
     PLM_TRY(st_set_open_dir(m->dir, &m->weights, err));
     PLM_TRY(model_new_backend(m, &m->wbe, err));
-    plm_wsrc base = {.set = m->weights, .be = m->wbe};
-    m->tsrc = base;
-    m->tsrc.prefixes = TEXT_PREFIXES;
-    m->tsrc.what = "language model";
-    m->hsrc = base;
-    m->hsrc.prefixes = HEAD_PREFIXES;
-    m->hsrc.what = "language model head";
+    m->tsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = TEXT_PREFIXES,
+                         .what = "language model"};
+    m->hsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = HEAD_PREFIXES,
+                         .what = "language model head"};
     PLM_TRY(llama_load(&m->llm, &m->cfg.text, &m->tsrc, &m->hsrc, err));
     if (!m->cfg.has_vision) return backend_check(m->wbe, err);
-    m->vsrc = base;
-    m->vsrc.prefixes = VISION_PREFIXES;
-    m->vsrc.what = "vision tower";
-    m->psrc = base;
-    m->psrc.prefixes = PROJ_PREFIXES;
-    m->psrc.what = "projector";
+    m->vsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = VISION_PREFIXES,
+                         .what = "vision tower"};
+    m->psrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = PROJ_PREFIXES,
+                         .what = "projector"};
     PLM_TRY(vit_load(&m->vit, &m->cfg.vision, &m->cfg.proj, &m->vsrc, &m->psrc, err));
     PLM_TRY(load_preprocessor(m, err));
     const char *s = tok_token_str(m->tok, m->cfg.image_token_id);

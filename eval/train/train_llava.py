@@ -22,11 +22,12 @@ from multiprocessing import Pool
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+                          LlavaForConditionalGeneration, LlavaProcessor)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama_bpe import train_llama_bpe  # noqa: E402
 
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
@@ -61,36 +62,11 @@ def load_images(items):
 
 
 def train_tokenizer(items, vocab_size):
-    """Llama-style: legacy normalizer (prepend + replace space with U+2581), byte fallback with
-    <0x00>..<0xFF> right after the specials, ByteFallback/Fuse/Strip decoder, BOS template."""
     # questions, answers and the template words as separate lines, so no merge spans the
     # "ASSISTANT:" / answer boundary and the prompt stays a token prefix of prompt + answer
     lines = [it["question"] for it in items[:50000]] + [it["answer"] for it in items[:50000]]
     lines += ["USER:", "ASSISTANT:"] * 100
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
-                                           normalizers.Replace(" ", "\u2581")])
-    tok.train_from_iterator(lines, trainers.BpeTrainer(
-        vocab_size=vocab_size - 256, special_tokens=["<unk>", "<s>", "</s>"],
-        show_progress=False))
-    spec = json.loads(tok.to_str())
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for b in range(256):
-        vocab["<0x%02X>" % b] = len(vocab)
-    for t, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1]):
-        if t not in vocab:
-            vocab[t] = len(vocab)
-    spec["model"]["vocab"] = vocab
-    tok = Tokenizer.from_str(json.dumps(spec))
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    fast.add_special_tokens({"pad_token": "<pad>"})
-    return fast
+    return train_llama_bpe(lines, vocab_size)
 
 
 def encode(tok, items, n_img, image_id):

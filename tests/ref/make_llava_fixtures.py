@@ -27,10 +27,12 @@ import torch
 from PIL import Image
 
 import transformers
-from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor,
-                          PreTrainedTokenizerFast)
+                          LlavaForConditionalGeneration, LlavaProcessor)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                "eval", "train"))
+from llama_bpe import train_llama_bpe  # noqa: E402
 
 QUESTION_PROMPT = "USER: <image>\nWhat colour is the big shape on the left? ASSISTANT:"
 TEXT_PROMPT = "USER: Tell me a short story about a red cat and a blue dog. ASSISTANT:"
@@ -43,31 +45,7 @@ def train_tokenizer(vocab_size):
              "many there are one two three four five yes no USER ASSISTANT image").split()
     rng = np.random.default_rng(7)
     lines = [" ".join(rng.choice(words, size=12)) + "." for _ in range(3000)]
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
-                                           normalizers.Replace(" ", "\u2581")])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=["<unk>", "<s>", "</s>"],
-                                  show_progress=False)
-    tok.train_from_iterator(lines, trainer)
-    spec = json.loads(tok.to_str())
-    trained = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
-    for b in range(256):
-        vocab["<0x%02X>" % b] = len(vocab)
-    for t, _ in trained:
-        if t not in vocab:
-            vocab[t] = len(vocab)
-    spec["model"]["vocab"] = vocab
-    tok = Tokenizer.from_str(json.dumps(spec))
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>", add_bos_token=True)
-    fast.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    fast.add_special_tokens({"pad_token": "<pad>"})
-    return fast
+    return train_llama_bpe(lines, vocab_size)
 
 
 def make_image(path, w, h, seed):
