@@ -19,6 +19,7 @@ static const char *HELP =
     "image paths relative to the file) and scores exact matches of one-word answers.\n"
     "Writes DIR/results.jsonl (one line per item, made durable as it goes) and DIR/summary.json.\n"
     "  --model DIR       checkpoint (default: the bundled model)\n"
+    "  --prune SPEC      visual-token pruning for every item (see prunelm ask --help)\n"
     "  --resume          continue DIR/results.jsonl after a crash or ^C: answered items are\n"
     "                    skipped, a torn last line is dropped and that item redone\n"
     "  --limit N         only the first N items\n"
@@ -35,7 +36,7 @@ static void on_signal(int sig)
 }
 
 typedef struct eval_opts {
-    const char *data, *out, *model;
+    const char *data, *out, *model, *prune;
     int resume, quiet, threads, max_tokens;
     long limit;
 } eval_opts;
@@ -55,6 +56,7 @@ static int parse(int argc, char **argv, eval_opts *o)
         } else if (!strcmp(a, "--data")) { VALUE(); o->data = v;
         } else if (!strcmp(a, "--out")) { VALUE(); o->out = v;
         } else if (!strcmp(a, "--model")) { VALUE(); o->model = v;
+        } else if (!strcmp(a, "--prune")) { VALUE(); o->prune = v;
         } else if (!strcmp(a, "--resume")) { o->resume = 1;
         } else if (!strcmp(a, "-q")) { o->quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -127,6 +129,7 @@ static char *result_line(const eval_item *it, const char *pred, int correct, con
     cJSON *tk = cJSON_AddObjectToObject(o, "tokens");
     cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
     cJSON_AddNumberToObject(tk, "image", t->n_image_tokens);
+    cJSON_AddNumberToObject(tk, "image_last_layer", t->n_image_tokens_last);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
     cJSON *tm = cJSON_AddObjectToObject(o, "timings");
@@ -162,6 +165,11 @@ static int run(const eval_opts *o, plm_model *m, const eval_dataset *ds, eval_re
     if (plm_session_new(m, &sp, &s, &err) != PLM_OK) {
         fprintf(stderr, "prunelm eval: %s\n", err.msg);
         return CLI_FAIL;
+    }
+    if (o->prune && plm_session_set_prune(s, o->prune) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
+        plm_session_free(s);
+        return CLI_USAGE;
     }
     size_t n = o->limit >= 0 && (size_t)o->limit < ds->n ? (size_t)o->limit : ds->n;
     progress p = {.tty = isatty(2), .quiet = o->quiet, .total = n, .t0 = now_s(),
