@@ -156,21 +156,9 @@ static char *answer_item(plm_session *s, const eval_item *it, int *correct)
     return line;
 }
 
-static int run(const eval_opts *o, plm_model *m, const eval_dataset *ds, eval_results *res)
+static int run(const eval_opts *o, plm_session *s, const eval_dataset *ds, eval_results *res)
 {
-    plm_session_params sp = plm_session_default_params();
-    sp.max_tokens = o->max_tokens;
-    plm_session *s;
     plm_error err;
-    if (plm_session_new(m, &sp, &s, &err) != PLM_OK) {
-        fprintf(stderr, "prunelm eval: %s\n", err.msg);
-        return CLI_FAIL;
-    }
-    if (o->prune && plm_session_set_prune(s, o->prune) != PLM_OK) {
-        fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
-        plm_session_free(s);
-        return CLI_USAGE;
-    }
     size_t n = o->limit >= 0 && (size_t)o->limit < ds->n ? (size_t)o->limit : ds->n;
     progress p = {.tty = isatty(2), .quiet = o->quiet, .total = n, .t0 = now_s(),
                   .last = now_s(), .last_done = (size_t)-1};
@@ -195,7 +183,6 @@ static int run(const eval_opts *o, plm_model *m, const eval_dataset *ds, eval_re
         progress_show(&p, 0);
     }
     progress_show(&p, 1);
-    plm_session_free(s);
     if (rc == CLI_OK && g_stop && p.done < n) {
         fprintf(stderr, "prunelm eval: interrupted after %zu of %zu items; run again with "
                 "--resume to finish\n", p.done, n);
@@ -228,10 +215,23 @@ int cmd_eval(int argc, char **argv)
     plm_model_params mp = plm_model_default_params();
     mp.n_threads = o.threads;
     plm_model *m = NULL;
+    plm_session *s = NULL;
     eval_results res;
     int rc = CLI_FAIL;
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = o.max_tokens;
     if (plm_model_load(o.model, &mp, &m, &err) != PLM_OK ||
-        eval_results_open(results, o.resume, &res, &err) != PLM_OK) {
+        plm_session_new(m, &sp, &s, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        goto out;
+    }
+    /* a bad policy is refused before any results file exists */
+    if (o.prune && plm_session_set_prune(s, o.prune) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
+        rc = CLI_USAGE;
+        goto out;
+    }
+    if (eval_results_open(results, o.resume, &res, &err) != PLM_OK) {
         fprintf(stderr, "prunelm eval: %s\n", err.msg);
         goto out;
     }
@@ -239,7 +239,7 @@ int cmd_eval(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    rc = run(&o, m, &ds, &res);
+    rc = run(&o, s, &ds, &res);
     eval_results_close(&res);
     double acc;
     if (rc == CLI_OK) {
@@ -252,6 +252,7 @@ int cmd_eval(int argc, char **argv)
         }
     }
 out:
+    plm_session_free(s);
     plm_model_free(m);
     eval_dataset_free(&ds);
     return rc;
