@@ -26,12 +26,20 @@ plm_status plm_session_set_prune(plm_session *s, const char *spec)
     return PLM_OK;
 }
 
-const int32_t *plm_session_kept_patches(const plm_session *s, size_t *n, int *grid)
+const int32_t *plm_session_kept_patches(plm_session *s, size_t *n, int *grid)
 {
     const vit_config *v = &s->m->cfg.vision;
-    *n = s->n_kept_patches;
     *grid = v->image_size / v->patch_size;
-    return s->n_kept_patches ? s->kept_patches : NULL;
+    *n = 0;
+    if (!s->img_patch || s->img_n <= 0) return NULL;
+    int32_t *k = realloc(s->kept_list, (size_t)s->img_n * sizeof *k);
+    if (!k) return NULL;
+    s->kept_list = k;
+    size_t m = 0;
+    for (int64_t i = 0; i < s->img_n; i++)
+        if (s->img_patch[i] >= 0) k[m++] = s->img_patch[i];
+    *n = s->n_kept_list = m;
+    return k;
 }
 
 size_t session_vision_scratch(const plm_session *s)
@@ -49,7 +57,7 @@ size_t session_vision_scratch(const plm_session *s)
 
 /* Patch entropy is a property of the pixels the patches show: undo the normalisation (exact:
  * the preprocessing maps each uint8 level to one float). */
-static plm_status pixels_to_rgb(plm_session *s, uint8_t **out)
+plm_status session_pixels_rgb(plm_session *s, uint8_t **out)
 {
     const clip_preproc_config *pp = &s->m->pp;
     const int S = s->ph;
@@ -103,13 +111,19 @@ static plm_status keep_features(plm_session *s, const float *rows, int64_t n, co
     return PLM_OK;
 }
 
-static plm_status remember_kept(plm_session *s, const int32_t *keep, int64_t n)
+/* Which patch each of the n image rows stands for: an optional leading -1 (the CLS row), the
+ * kept patches, then n_merged merged tokens (-1). */
+static plm_status remember_rows(plm_session *s, int cls, const int32_t *patches, int64_t np,
+                                int64_t n_merged)
 {
-    int32_t *kp = realloc(s->kept_patches, (size_t)(n ? n : 1) * sizeof *kp);
-    if (!kp) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
-    memcpy(kp, keep, (size_t)n * sizeof *kp);
-    s->kept_patches = kp;
-    s->n_kept_patches = (size_t)n;
+    int64_t n = cls + np + n_merged;
+    int32_t *ip = realloc(s->img_patch, (size_t)(n ? n : 1) * sizeof *ip);
+    if (!ip) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    s->img_patch = ip;
+    int64_t m = 0;
+    if (cls) ip[m++] = -1;
+    for (int64_t i = 0; i < np; i++) ip[m++] = patches[i];
+    while (m < n) ip[m++] = -1;
     return PLM_OK;
 }
 
@@ -136,6 +150,7 @@ static plm_status stage_select(plm_session *s, const vis_bufs *b, const int32_t 
     for (int64_t i = 0; i < n; i++) rows[m++] = patches[i] + 1;
     prune_gather_rows(s->be, b->sel, b->feat, b->fd, rows, m);
     free(rows);
+    PLM_TRY(remember_rows(s, !b->skip, patches, n, 0));
     return project_and_keep(s, b, m);
 }
 
@@ -179,7 +194,7 @@ static plm_status stage_visionzip(plm_session *s, const vis_bufs *b)
         s->be->ops->upload(s->be, b->sel + (1 + i) * b->fd, hf + (1 + dom[i]) * b->fd,
                            (size_t)b->fd * sizeof *hf);
     s->be->ops->upload(s->be, b->sel + (1 + nd) * b->fd, ctx, (size_t)(nc * b->fd) * sizeof *ctx);
-    st = remember_kept(s, dom, nd);
+    st = remember_rows(s, 1, dom, nd, nc);
     if (st == PLM_OK) st = project_and_keep(s, b, 1 + nd + nc);
 out:
     free(att); free(hk); free(hf); free(keys); free(ctx); free(dom); free(rem);
@@ -212,7 +227,7 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
         prune_gather_rows(s->be, b->sel, b->q, b->D, glob, ng);
         encoder_attention(s, b, b->sel, ng, att);
     }
-    st = pixels_to_rgb(s, &rgb);
+    st = session_pixels_rgb(s, &rgb);
     if (st != PLM_OK) goto out;
     prune_patch_entropy(rgb, g * v->patch_size, v->patch_size, ent);
     prune_vflowopt_score(p, att + 1, ent, np, score + 1);
@@ -235,7 +250,7 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
         memmove(rows + n * Dt, prow + (int64_t)keep[i] * Dt, (size_t)Dt * sizeof *rows);
         score[n] = score[1 + keep[i]];
     }
-    st = remember_kept(s, keep, nk);
+    st = remember_rows(s, !b->skip, keep, nk, 0);
     if (st == PLM_OK) st = keep_features(s, rows, n, score);
 out:
     free(att); free(ent); free(score); free(rows); free(glob); free(keep); free(rgb);
@@ -266,7 +281,6 @@ plm_status session_encode_image(plm_session *s, float *dev_scratch)
     const prune_vis_mode mode = s->prune_on ? s->prune.vis : PRUNE_VIS_NONE;
     vit_taps taps = {b.q, b.k};
     vit_encode(vm, s->be, pix, b.feat, mode >= PRUNE_VIS_VISIONZIP ? &taps : NULL, enc);
-    s->n_kept_patches = 0;
     int32_t *idx = malloc((size_t)b.np * sizeof *idx);
     if (!idx) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     int64_t n = -1;
@@ -281,8 +295,8 @@ plm_status session_encode_image(plm_session *s, float *dev_scratch)
         n = mode == PRUNE_VIS_RANDOM ? prune_random(s->prune.seed, b.np, s->prune.vis_tokens, idx)
                                      : prune_uniform_grid((int)lround(sqrt((double)b.np)),
                                                           s->prune.vis_tokens, idx);
-        st = n < 0 ? plm_fail(&s->err, PLM_E_NOMEM, "out of memory") : remember_kept(s, idx, n);
-        if (st == PLM_OK) st = stage_select(s, &b, idx, n);
+        st = n < 0 ? plm_fail(&s->err, PLM_E_NOMEM, "out of memory")
+                   : stage_select(s, &b, idx, n);
         break;
     case PRUNE_VIS_VISIONZIP: st = stage_visionzip(s, &b); break;
     case PRUNE_VIS_VFLOWOPT: st = stage_vflowopt(s, &b); break;
@@ -366,7 +380,10 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
     for (int64_t i = s->img_lo + n; i < t; i++) rows[m++] = (int32_t)i;
     prune_gather_rows(s->be, v->x, v->x, c->hidden, rows, m);
     prune_gather_i32(v->pos, v->pos, rows, m);
-    for (int64_t i = 0; i < k; i++) s->img_scores[i] = score[keep[i]];
+    for (int64_t i = 0; i < k; i++) {
+        s->img_scores[i] = score[keep[i]];
+        s->img_patch[i] = s->img_patch[keep[i]]; /* keep[] ascending: safe in place */
+    }
     if (p->renumber) {
         /* contiguous positions from here on; decoding later shifts these layers alike */
         for (int64_t i = 0; i < m; i++) v->pos[i] = (int32_t)(v->q_pos0 + i);
@@ -393,4 +410,19 @@ size_t session_stage_scratch(const plm_session *s, int64_t t)
     if (!s->prune_on || s->prune.stage_score != PRUNE_STAGE_NEXT_LAYER) return 0;
     return (size_t)t * ((size_t)c->hidden + (size_t)c->n_kv * c->head_dim) +
            (size_t)c->n_heads * c->head_dim;
+}
+
+plm_status plm_session_save_mask(plm_session *s, const char *png_path)
+{
+    if (!s->pixels)
+        return plm_fail(&s->err, PLM_E_ARG, "%s: the last prompt had no image", png_path);
+    size_t n;
+    int grid;
+    const int32_t *kept = plm_session_kept_patches(s, &n, &grid);
+    uint8_t *rgb;
+    PLM_TRY(session_pixels_rgb(s, &rgb));
+    img_patch_overlay(rgb, s->ph, s->m->cfg.vision.patch_size, kept, kept ? n : 0);
+    plm_status st = img_write_png(png_path, rgb, s->pw, s->ph, &s->err);
+    free(rgb);
+    return st;
 }

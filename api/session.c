@@ -79,7 +79,8 @@ void plm_session_free(plm_session *s)
     free(s->tokens);
     free(s->prompt_logits);
     free(s->logits);
-    free(s->kept_patches);
+    free(s->img_patch);
+    free(s->kept_list);
     free(s->img_scores);
     free(s->pending_shift);
     free(s);

@@ -40,8 +40,10 @@ struct plm_session {
                                   for PyramidDrop-style scoring */
     int32_t *pending_shift;    /* host [n_layers]: position shifts a renumbering stage leaves */
     int64_t rope_len;          /* the sequence length RoPE is sized by in this forward */
-    int32_t *kept_patches;     /* host: what the vision stage kept */
-    size_t n_kept_patches;
+    int32_t *img_patch;        /* host [n_feat]: the patch each image row stands for (-1: the
+                                  CLS row or a merged contextual token); compacted with the rows */
+    int32_t *kept_list;        /* host: plm_session_kept_patches' answer */
+    size_t n_kept_list;
     plm_status hook_status;
 };
 
@@ -57,6 +59,8 @@ size_t session_vision_scratch(const plm_session *s);
 plm_status session_encode_image(plm_session *s, float *dev_scratch);
 /* The decoder hook for the prefill (NULL when no decoder stage applies). */
 const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage);
+/* The preprocessed image as RGB8 (undoing the normalisation, which is exact per level). */
+plm_status session_pixels_rgb(plm_session *s, uint8_t **out);
 /* Device scratch the decoder stages need for a prefill of t rows, in floats. */
 size_t session_stage_scratch(const plm_session *s, int64_t t);
 

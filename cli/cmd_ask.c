@@ -32,10 +32,13 @@ static const char *HELP =
     "  --dump-logits F.npy   write float32 logits of every prompt position [positions, vocab]\n"
     "  --dump-features F.npy write the projected image features [image tokens, hidden]\n"
     "  --dump-pixels F.npy   write the preprocessed pixel tensor [3, H, W]\n"
+    "  --save-mask F.png     draw the image with the patches that did not reach the last\n"
+    "                        layer dimmed and the kept ones outlined\n"
     "  -v                    log progress to stderr\n";
 
 typedef struct ask_opts {
     const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels, *prune;
+    const char *save_mask;
     int json, raw, verbose;
     plm_model_params mp;
     plm_session_params sp;
@@ -60,6 +63,7 @@ static int parse(int argc, char **argv, ask_opts *o)
         } else if (!strcmp(a, "--dump-logits")) { VALUE(); o->dump_logits = v;
         } else if (!strcmp(a, "--dump-features")) { VALUE(); o->dump_features = v;
         } else if (!strcmp(a, "--dump-pixels")) { VALUE(); o->dump_pixels = v;
+        } else if (!strcmp(a, "--save-mask")) { VALUE(); o->save_mask = v;
         } else if (!strcmp(a, "--json")) { o->json = 1;
         } else if (!strcmp(a, "--raw")) { o->raw = 1;
         } else if (!strcmp(a, "-v")) { o->verbose = 1;
@@ -218,6 +222,10 @@ int cmd_ask(int argc, char **argv)
         p = plm_session_pixels(s, &h, &w);
         size_t shape[3] = {3, (size_t)h, (size_t)w};
         if (!dump(o.dump_pixels, p, 0, 0, 3, shape)) rc = CLI_FAIL;
+    }
+    if (o.save_mask && plm_session_save_mask(s, o.save_mask) != PLM_OK) {
+        fprintf(stderr, "prunelm ask: %s\n", plm_last_error(s));
+        rc = CLI_FAIL;
     }
     if (o.verbose) {
         const plm_timings *t = plm_session_timings(s);

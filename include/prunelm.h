@@ -119,9 +119,14 @@ typedef struct plm_timings {
  * "fastv:tokens=288,layer=2" or "@file.spec"; NULL or "none" turns it off. Refused (with the
  * reason) when the spec is malformed or does not fit the model. */
 plm_status plm_session_set_prune(plm_session *s, const char *spec);
-/* The patch indices (row-major over the vision tower's grid) kept by the vision stage of the
- * last prompt, and the grid size; NULL when no vision stage ran. */
-const int32_t *plm_session_kept_patches(const plm_session *s, size_t *n, int *grid);
+/* The patches (row-major indices over the vision tower's grid, ascending) whose tokens reached
+ * the last decoder layer in the last prompt — kept by every pruning stage, or the slot a
+ * recycled token was written into — and the grid size. Valid until the next call; NULL when
+ * the last prompt had no image. */
+const int32_t *plm_session_kept_patches(plm_session *s, size_t *n, int *grid);
+/* Writes the last prompt's preprocessed image as a PNG with the patches that did not reach the
+ * last layer dimmed and the kept ones outlined (atomically: temporary name, then rename). */
+plm_status plm_session_save_mask(plm_session *s, const char *png_path);
 
 /* Runs the chat template around question (with the image if one is set), prefills and generates.
  * If answer is non-NULL it receives the whole answer (malloc'd). */

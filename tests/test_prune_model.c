@@ -1,10 +1,12 @@
 /* Pruning inside the model: keep-all reproduces the unpruned run bit for bit, and a pruned run
  * agrees with the unpruned one exactly where causality says it must. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/session_internal.h"
+#include "vision/image.h"
 
 #define MODEL PLM_SOURCE_DIR "/tests/fixtures/models/mqa_f32_oldnames"
 #define PROMPT "USER: <image>\nWhat colour is the big shape on the left? ASSISTANT:"
@@ -137,6 +139,43 @@ Test(prune_model, bad_specs_are_refused_with_the_reason)
     cr_assert_eq(plm_session_set_prune(s, "magic:tokens=4"), PLM_E_ARG);
     cr_assert(strstr(plm_last_error(s), "unknown method 'magic'"), "%s", plm_last_error(s));
     cr_assert_eq(plm_session_set_prune(s, "none"), PLM_OK);
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(prune_model, kept_patches_follow_decoder_stages_and_the_mask_shows_them)
+{
+    plm_model *m = load();
+    plm_session *s = run(m, "fastv:tokens=5,k=1", 1);
+    size_t n;
+    int grid;
+    const int32_t *kp = plm_session_kept_patches(s, &n, &grid);
+    cr_assert_eq(n, 5, "the 5 image tokens FastV kept, got %zu", n);
+    for (size_t i = 1; i < n; i++) cr_assert_gt(kp[i], kp[i - 1]);
+    char path[512];
+    snprintf(path, sizeof path, "%s/mask_test.png", PLM_BINARY_DIR);
+    cr_assert_eq(plm_session_save_mask(s, path), PLM_OK, "%s", plm_last_error(s));
+    plm_image img;
+    plm_error err;
+    cr_assert_eq(img_load_file(path, 1 << 24, &img, &err), PLM_OK, "%s", err.msg);
+    cr_assert(img.width == 56 && img.height == 56);
+    /* a kept patch's corner is the yellow frame; a dropped patch's pixels are dimmed to >= 96 */
+    int p = kp[0], px = p % grid * 14, py = p / grid * 14;
+    const uint8_t *c = img.rgb + ((size_t)py * 56 + px) * 3;
+    cr_assert(c[0] == 255 && c[1] == 220 && c[2] == 0);
+    int dropped = 0;
+    while (dropped < grid * grid) {
+        int kept = 0;
+        for (size_t i = 0; i < n; i++) kept |= kp[i] == dropped;
+        if (!kept) break;
+        dropped++;
+    }
+    const uint8_t *d = img.rgb + ((size_t)(dropped / grid * 14 + 5) * 56 + dropped % grid * 14 + 5) * 3;
+    cr_assert(d[0] >= 96 && d[0] <= 96 + 63 && d[1] >= 96 && d[2] >= 96);
+    img_free(&img);
+    remove(path);
+    cr_assert_eq(plm_session_save_mask(s, "/nonexistent-dir/m.png"), PLM_E_IO);
+    cr_assert(strstr(plm_last_error(s), "/nonexistent-dir/m.png"), "%s", plm_last_error(s));
     plm_session_free(s);
     plm_model_free(m);
 }

@@ -47,4 +47,13 @@ plm_status img_stb_decode(const uint8_t *data, size_t len, const char *name, con
 plm_status img_jpeg_scan(const uint8_t *data, size_t len, const char *name, uint32_t *width,
                          uint32_t *height, plm_error *err);
 
+/* Writes packed RGB8 as an 8-bit PNG, atomically (a temporary name in the same folder, then
+ * rename): a failure leaves no file. */
+plm_status img_write_png(const char *path, const uint8_t *rgb, int width, int height,
+                         plm_error *err);
+
+/* Draws which patches of a square image [size x size] were kept: the others dimmed toward
+ * grey, each kept one outlined. kept: ascending row-major patch indices. */
+void img_patch_overlay(uint8_t *rgb, int size, int patch, const int32_t *kept, size_t n_kept);
+
 #endif
