@@ -228,11 +228,13 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
     s->hook_status = PLM_OK;
+    s->img_layer_sum = 0;
     int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk, hook);
     free(pos);
     if (kept < 0) return s->hook_status != PLM_OK ? s->hook_status
                                                   : plm_fail(&s->err, PLM_E_ARG, "pruning failed");
     s->t.n_image_tokens_last = (int)s->img_n;
+    s->t.image_tokens_avg = hook ? (double)s->img_layer_sum / c->n_layers : (double)s->img_n;
     if (hook) memcpy(s->kv.shift, s->pending_shift, (size_t)c->n_layers * sizeof *s->kv.shift);
     s->stage_buf = NULL;
     int64_t rows = n_logits < kept ? n_logits : kept;

@@ -336,6 +336,7 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
 {
     plm_session *s = ctx;
     const prune_visual *p = &s->prune;
+    s->img_layer_sum += s->img_n; /* the image rows this layer processed */
     int stage = prune_visual_stage_before(p, v->layer + 1);
     if (stage < 0) return v->t;
     const llama_config *c = &s->m->cfg.text;

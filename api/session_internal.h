@@ -35,6 +35,7 @@ struct plm_session {
     size_t probs_floats;
     int64_t img_lo, img_n;     /* the image rows in the current prefill sequence */
     int64_t img_n0;            /* image rows that entered the decoder */
+    int64_t img_layer_sum;     /* image rows summed over the layers run (for the average) */
     float *img_scores;         /* host [img_n]: the vision-stage score carried per image row */
     float *stage_buf;          /* device, inside the scratch during a prefill: next-layer q/k
                                   for PyramidDrop-style scoring */

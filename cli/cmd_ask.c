@@ -145,6 +145,7 @@ static void print_json(const char *answer, plm_session *s)
     cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
     cJSON_AddNumberToObject(tk, "image", t->n_image_tokens);
     cJSON_AddNumberToObject(tk, "image_last_layer", t->n_image_tokens_last);
+    cJSON_AddNumberToObject(tk, "image_avg", t->image_tokens_avg);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     for (size_t i = n_prompt; i < n_total; i++) cJSON_AddItemToArray(gen, cJSON_CreateNumber(ids[i]));

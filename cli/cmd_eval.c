@@ -1,5 +1,6 @@
 /* prunelm eval: answer every item of a JSONL dataset, resumably, and summarise. */
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,13 +20,19 @@ static const char *HELP =
     "image paths relative to the file) and scores exact matches of one-word answers.\n"
     "Writes DIR/results.jsonl (one line per item, made durable as it goes) and DIR/summary.json.\n"
     "  --model DIR       checkpoint (default: the bundled model)\n"
-    "  --prune SPEC      visual-token pruning for every item (see prunelm ask --help)\n"
+    "  --prune SPEC      visual-token pruning for every item (see prunelm ask --help); give\n"
+    "                    it several times for a sweep: each setting runs (resumably) into\n"
+    "                    DIR/<setting>/, then DIR/report.md (a table of accuracy per question\n"
+    "                    type, image tokens, KV memory, latency) and DIR/accuracy.png\n"
+    "                    (accuracy against image tokens per layer, a line per method)\n"
     "  --resume          continue DIR/results.jsonl after a crash or ^C: answered items are\n"
     "                    skipped, a torn last line is dropped and that item redone\n"
     "  --limit N         only the first N items\n"
     "  --max-tokens N    tokens per answer (default 16)\n"
     "  --threads N       CPU threads (default: all cores)\n"
     "  -q                no progress on stderr\n";
+
+#define EVAL_MAX_SETTINGS 32
 
 static volatile sig_atomic_t g_stop; /* set by SIGINT/SIGTERM: finish the item, then stop */
 
@@ -36,7 +43,9 @@ static void on_signal(int sig)
 }
 
 typedef struct eval_opts {
-    const char *data, *out, *model, *prune;
+    const char *data, *out, *model;
+    const char *prune[EVAL_MAX_SETTINGS];
+    int n_prune;
     int resume, quiet, threads, max_tokens;
     long limit;
 } eval_opts;
@@ -56,7 +65,13 @@ static int parse(int argc, char **argv, eval_opts *o)
         } else if (!strcmp(a, "--data")) { VALUE(); o->data = v;
         } else if (!strcmp(a, "--out")) { VALUE(); o->out = v;
         } else if (!strcmp(a, "--model")) { VALUE(); o->model = v;
-        } else if (!strcmp(a, "--prune")) { VALUE(); o->prune = v;
+        } else if (!strcmp(a, "--prune")) {
+            VALUE();
+            if (o->n_prune == EVAL_MAX_SETTINGS) {
+                fprintf(stderr, "prunelm eval: at most %d --prune settings\n", EVAL_MAX_SETTINGS);
+                return 0;
+            }
+            o->prune[o->n_prune++] = v;
         } else if (!strcmp(a, "--resume")) { o->resume = 1;
         } else if (!strcmp(a, "-q")) { o->quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -130,6 +145,7 @@ static char *result_line(const eval_item *it, const char *pred, int correct, con
     cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
     cJSON_AddNumberToObject(tk, "image", t->n_image_tokens);
     cJSON_AddNumberToObject(tk, "image_last_layer", t->n_image_tokens_last);
+    cJSON_AddNumberToObject(tk, "image_avg", t->image_tokens_avg);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
     cJSON *tm = cJSON_AddObjectToObject(o, "timings");
@@ -191,11 +207,57 @@ static int run(const eval_opts *o, plm_session *s, const eval_dataset *ds, eval_
     return rc;
 }
 
+/* One setting (pruning spec or none) over the dataset into dir/results.jsonl + summary.json. */
+static int run_setting(const eval_opts *o, plm_session *s, const char *spec, const char *dir,
+                       const eval_dataset *ds, char *summary, size_t summary_n)
+{
+    char results[4200];
+    plm_error err;
+    if (mkdir(dir, 0777) && errno != EEXIST) {
+        fprintf(stderr, "prunelm eval: %s: %s\n", dir, strerror(errno));
+        return CLI_FAIL;
+    }
+    snprintf(results, sizeof results, "%s/results.jsonl", dir);
+    snprintf(summary, summary_n, "%s/summary.json", dir);
+    if (plm_session_set_prune(s, spec) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
+        return CLI_USAGE;
+    }
+    eval_results res;
+    if (eval_results_open(results, o->resume, &res, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        return CLI_FAIL;
+    }
+    if (!o->quiet && spec) fprintf(stderr, "prunelm eval: setting %s\n", spec);
+    int rc = run(o, s, ds, &res);
+    eval_results_close(&res);
+    double acc;
+    if (rc == CLI_OK) {
+        if (eval_summarize(results, summary, &acc, &err) != PLM_OK) {
+            fprintf(stderr, "prunelm eval: %s\n", err.msg);
+            rc = CLI_FAIL;
+        } else if (!o->quiet) {
+            fprintf(stderr, "prunelm eval: accuracy %.2f%%; wrote %s and %s\n", 100 * acc,
+                    results, summary);
+        }
+    }
+    return rc;
+}
+
+/* A folder name for a spec: "vflowopt:tokens=64" -> "vflowopt_tokens_64". */
+static void slug(const char *spec, char *out, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = spec; *p && k + 1 < n; p++)
+        out[k++] = (isalnum((unsigned char)*p) || *p == '.' || *p == '-') ? *p : '_';
+    out[k] = '\0';
+}
+
 int cmd_eval(int argc, char **argv)
 {
     eval_opts o = {0};
     if (!parse(argc, argv, &o)) return CLI_USAGE;
-    char dmodel[4096], results[4096], summary[4096];
+    char dmodel[4096];
     if (!o.model) {
         cli_default_model(dmodel, sizeof dmodel);
         o.model = dmodel;
@@ -204,8 +266,6 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "prunelm eval: %s: %s\n", o.out, strerror(errno));
         return CLI_FAIL;
     }
-    snprintf(results, sizeof results, "%s/results.jsonl", o.out);
-    snprintf(summary, sizeof summary, "%s/summary.json", o.out);
     plm_error err;
     eval_dataset ds;
     if (eval_dataset_load(o.data, &ds, &err) != PLM_OK) {
@@ -216,7 +276,6 @@ int cmd_eval(int argc, char **argv)
     mp.n_threads = o.threads;
     plm_model *m = NULL;
     plm_session *s = NULL;
-    eval_results res;
     int rc = CLI_FAIL;
     plm_session_params sp = plm_session_default_params();
     sp.max_tokens = o.max_tokens;
@@ -225,31 +284,40 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "prunelm eval: %s\n", err.msg);
         goto out;
     }
-    /* a bad policy is refused before any results file exists */
-    if (o.prune && plm_session_set_prune(s, o.prune) != PLM_OK) {
-        fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
-        rc = CLI_USAGE;
-        goto out;
-    }
-    if (eval_results_open(results, o.resume, &res, &err) != PLM_OK) {
-        fprintf(stderr, "prunelm eval: %s\n", err.msg);
-        goto out;
-    }
+    /* every policy is checked before any results file exists */
+    for (int i = 0; i < o.n_prune; i++)
+        if (plm_session_set_prune(s, o.prune[i]) != PLM_OK) {
+            fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
+            rc = CLI_USAGE;
+            goto out;
+        }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    rc = run(&o, s, &ds, &res);
-    eval_results_close(&res);
-    double acc;
-    if (rc == CLI_OK) {
-        if (eval_summarize(results, summary, &acc, &err) != PLM_OK) {
-            fprintf(stderr, "prunelm eval: %s\n", err.msg);
-            rc = CLI_FAIL;
-        } else if (!o.quiet) {
-            fprintf(stderr, "prunelm eval: accuracy %.2f%%; wrote %s and %s\n", 100 * acc, results,
-                    summary);
-        }
+    char summaries[EVAL_MAX_SETTINGS][4200];
+    if (o.n_prune <= 1) { /* one setting: results straight in the output folder */
+        rc = run_setting(&o, s, o.n_prune ? o.prune[0] : NULL, o.out, &ds, summaries[0],
+                         sizeof summaries[0]);
+        goto out;
+    }
+    const char *sums[EVAL_MAX_SETTINGS];
+    for (int i = 0; i < o.n_prune; i++) {
+        char name[256], dir[4096 + 300];
+        slug(o.prune[i], name, sizeof name);
+        snprintf(dir, sizeof dir, "%s/%s", o.out, name);
+        rc = run_setting(&o, s, o.prune[i], dir, &ds, summaries[i], sizeof summaries[i]);
+        if (rc != CLI_OK) goto out;
+        sums[i] = summaries[i];
+    }
+    char md[4200], png[4200];
+    snprintf(md, sizeof md, "%s/report.md", o.out);
+    snprintf(png, sizeof png, "%s/accuracy.png", o.out);
+    if (eval_report(o.prune, sums, o.n_prune, md, png, &err) != PLM_OK) {
+        fprintf(stderr, "prunelm eval: %s\n", err.msg);
+        rc = CLI_FAIL;
+    } else if (!o.quiet) {
+        fprintf(stderr, "prunelm eval: wrote %s and %s\n", md, png);
     }
 out:
     plm_session_free(s);

@@ -53,4 +53,22 @@ int eval_is_correct(const char *prediction, const char *answer);
 plm_status eval_summarize(const char *results_path, const char *summary_path, double *accuracy,
                           plm_error *err);
 
+/* A line of a plot: points (x[i], y[i]), y in [0, 1]. */
+#define EVAL_MAX_POINTS 32
+typedef struct eval_series {
+    char name[48];
+    int n;
+    double x[EVAL_MAX_POINTS], y[EVAL_MAX_POINTS];
+} eval_series;
+
+/* Draws the series as lines over x in [0, max x] and y in [0, 1] to a PNG (atomically). */
+plm_status eval_plot_png(const char *path, const eval_series *s, int ns, const char *x_label,
+                         plm_error *err);
+
+/* The report of a sweep: for each run (spec, its summary.json), a Markdown table of accuracy
+ * overall and per question type, image tokens, KV memory and latency, written to md_path; and
+ * accuracy against image tokens per layer, one line per method, to png_path. */
+plm_status eval_report(const char *const *specs, const char *const *summaries, int n,
+                       const char *md_path, const char *png_path, plm_error *err);
+
 #endif

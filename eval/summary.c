@@ -56,7 +56,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     if (!f) return eval_fail(err, PLM_E_IO, "%s: %s", results_path, strerror(errno));
     tally types[MAX_TYPES], all = {"all", 0, 0};
     int nt = 0;
-    double vis = 0, pre = 0, dec = 0, gen = 0, kv = 0, img = 0;
+    double vis = 0, pre = 0, dec = 0, gen = 0, kv = 0, img = 0, img_avg = 0;
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) >= 0) {
@@ -79,6 +79,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
         dec += num(o, "timings", "decode_ms");
         gen += num(o, "tokens", "generated");
         img += num(o, "tokens", "image");
+        img_avg += num(o, "tokens", "image_avg");
         kv += num(o, "kv_bytes", NULL);
         cJSON_Delete(o);
     }
@@ -101,6 +102,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     cJSON_AddNumberToObject(s, "mean_decode_ms", dec / n);
     cJSON_AddNumberToObject(s, "mean_generated_tokens", gen / n);
     cJSON_AddNumberToObject(s, "mean_image_tokens", img / n);
+    cJSON_AddNumberToObject(s, "mean_image_tokens_per_layer", img_avg / n);
     cJSON_AddNumberToObject(s, "mean_kv_bytes", kv / n);
     char *text = cJSON_Print(s);
     cJSON_Delete(s);

@@ -112,6 +112,8 @@ typedef struct plm_timings {
     int n_prompt, n_generated;
     int n_image_tokens;      /* image tokens in the prompt (after any vision-stage pruning) */
     int n_image_tokens_last; /* image tokens that reach the last decoder layer */
+    double image_tokens_avg; /* image tokens per decoder layer, averaged over the layers (the
+                                budget pruning papers quote) */
     uint64_t kv_bytes;      /* bytes of keys and values held in the cache at the end */
 } plm_timings;
 

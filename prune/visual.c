@@ -100,25 +100,63 @@ static plm_status parse_visionzip(prune_spec *s, int n, prune_visual *p, plm_err
     return PLM_OK;
 }
 
-/* VFlowOpt (ICCV'25, sihany077/VFlowOpt; the 10% configuration by default): vision keep ratio
- * r0 with grid recycling, then before layers k1, k2 keep r1, r2 of the rest by the carried
- * vision score. `tokens=N` derives r2 so that the layer-averaged count is N (their budget
- * formula). */
+/* VFlowOpt's three shipped configurations (llava_onevision_training_free.py, for 10%, 25% and
+ * 50% layer-averaged retention): global threshold t, cell size m (on a 27x27 grid), vision keep
+ * r0, and the keep ratios before the two decoder stages. */
+static const struct vflowopt_preset {
+    double target, t, m, r0, r1, r2;
+} VFLOWOPT_PRESETS[] = {
+    {0.10, 39.265, 17.387, 0.11662, 1.0, 0.6011},
+    {0.25, 34.760, 15.581, 0.26510, 0.98334, 0.87733},
+    {0.50, 28.683, 11.757, 0.72332, 0.74875, 0.487},
+};
+
+/* The preset for a layer-averaged fraction f: the shipped rows, linearly interpolated between
+ * them ([prunelm]: the repository has no rows for other budgets); below 10% the 10% row with r0
+ * scaled down. r2 is then derived from the budget by the caller. */
+static struct vflowopt_preset vflowopt_preset(double f)
+{
+    const int n = (int)(sizeof VFLOWOPT_PRESETS / sizeof VFLOWOPT_PRESETS[0]);
+    struct vflowopt_preset p = VFLOWOPT_PRESETS[0];
+    if (f <= VFLOWOPT_PRESETS[0].target) {
+        p.r0 *= f / VFLOWOPT_PRESETS[0].target;
+        return p;
+    }
+    for (int i = 0; i + 1 < n; i++) {
+        const struct vflowopt_preset *a = &VFLOWOPT_PRESETS[i], *b = &VFLOWOPT_PRESETS[i + 1];
+        if (f <= b->target || i + 2 == n) {
+            double w = (f - a->target) / (b->target - a->target);
+            w = w > 1 ? 1 : w;
+            p.target = f;
+            p.t = a->t + w * (b->t - a->t);
+            p.m = a->m + w * (b->m - a->m);
+            p.r0 = a->r0 + w * (b->r0 - a->r0);
+            p.r1 = a->r1 + w * (b->r1 - a->r1);
+            p.r2 = a->r2 + w * (b->r2 - a->r2);
+            return p;
+        }
+    }
+    return p;
+}
+
+/* VFlowOpt (ICCV'25, sihany077/VFlowOpt): vision keep ratio r0 with grid recycling, then before
+ * layers k1, k2 keep r1, r2 of the rest by the carried vision score. `tokens=N` (the
+ * layer-averaged budget) picks the preset for N and derives r2 as their search does. */
 static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visual *p,
                                  plm_error *err)
 {
     static const int dflt[2] = {9, 18}; /* of 28 (Qwen2-7B); scaled to this decoder */
     p->vis = PRUNE_VIS_VFLOWOPT;
-    PLM_TRY(prune_spec_num(s, "r0", 0.11662, 0.001, 1, &p->r0, err));
-    PLM_TRY(prune_spec_num(s, "t", 39.265, 0, 1000, &p->t, err));
-    PLM_TRY(prune_spec_num(s, "m", 17.387 * sqrt(n / 729.0), 1, 1000, &p->m, err));
+    double tokens, r1, r2;
+    PLM_TRY(prune_spec_num(s, "tokens", -1, 1, n, &tokens, err));
+    struct vflowopt_preset pr = vflowopt_preset(tokens > 0 ? tokens / n : 0.10);
+    PLM_TRY(prune_spec_num(s, "r0", pr.r0, 0.001, 1, &p->r0, err));
+    PLM_TRY(prune_spec_num(s, "t", pr.t, 0, 1000, &p->t, err));
+    PLM_TRY(prune_spec_num(s, "m", pr.m * sqrt(n / 729.0), 1, 1000, &p->m, err));
     PLM_TRY(prune_spec_num(s, "alpha", 0, -10, 10, &p->alpha, err));
     PLM_TRY(stage_layers(s, p, dflt, 2, 28, n_layers, err));
-    /* the 10% row: nothing dropped before k1, 60% kept before k2 */
-    double r1 = 1.0, r2 = 0.6011, tokens;
-    PLM_TRY(prune_spec_num(s, "r1", r1, 0.001, 1, &r1, err));
-    PLM_TRY(prune_spec_num(s, "r2", r2, 0.001, 1, &r2, err));
-    PLM_TRY(prune_spec_num(s, "tokens", -1, 1, n, &tokens, err));
+    PLM_TRY(prune_spec_num(s, "r1", pr.r1, 0.001, 1, &r1, err));
+    PLM_TRY(prune_spec_num(s, "r2", pr.r2, 0.001, 1, &r2, err));
     if (tokens > 0) {
         if (p->n_stages != 2)
             return plm_fail(err, PLM_E_ARG, "pruning spec '%s': tokens= derives r2 and needs "

@@ -288,3 +288,41 @@ Test(eval, sigkill_at_random_points_then_resume_loses_and_repeats_nothing, .time
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+Test(eval, a_sweep_writes_one_folder_per_setting_a_report_and_a_plot)
+{
+    char dir[512], out[600], cmd[2048], path[700];
+    tmpdir(dir, sizeof dir, "sweep");
+    make_dataset(dir, 4);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(cmd, sizeof cmd, "%s eval -q --threads 1 --max-tokens 2 --model " FIX "mqa_f32_oldnames"
+             " --data %s/data.jsonl --out %s --prune none --prune uniform-grid:tokens=4 "
+             "--prune fastv:tokens=4,k=1", PLM_CLI, dir, out);
+    cr_assert_eq(system(cmd), 0);
+    const char *folders[] = {"none", "uniform-grid_tokens_4", "fastv_tokens_4_k_1"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s/summary.json", out, folders[i]);
+        cJSON *j = read_json(path);
+        cr_assert_eq(cJSON_GetObjectItem(j, "items")->valuedouble, 4);
+        cJSON_Delete(j);
+    }
+    char *md;
+    size_t len;
+    plm_error err;
+    snprintf(path, sizeof path, "%s/report.md", out);
+    cr_assert_eq(plm_read_file(path, 1 << 20, &md, &len, &err), PLM_OK, "%s", err.msg);
+    cr_assert(strstr(md, "| `none` | 16.0 | 16.0 |"), "%s", md);
+    cr_assert(strstr(md, "| `uniform-grid:tokens=4` | 4.0 | 4.0 |"), "%s", md);
+    cr_assert(strstr(md, "| `fastv:tokens=4,k=1` | 16.0 | 10.0 |"), "%s", md);
+    free(md);
+    snprintf(path, sizeof path, "%s/accuracy.png", out);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f);
+    unsigned char sig[24];
+    cr_assert_eq(fread(sig, 1, 24, f), 24);
+    fclose(f);
+    cr_assert(!memcmp(sig, "\x89PNG", 4));
+    cr_assert_eq((sig[16] << 24 | sig[17] << 16 | sig[18] << 8 | sig[19]), 900); /* width */
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "prune/prune.h"
+#include "prune/visual.h"
 
 Test(prune, spec_parses_name_and_parameters)
 {
@@ -209,4 +210,29 @@ Test(prune, gather_rows_in_place_keeps_order)
     for (int r = 0; r < 6; r++)
         for (int d = 0; d < 3; d++) cr_assert_eq(x[r * 3 + d], (float)(keep[r] * 3 + d));
     plm_backend_free(be);
+}
+
+Test(prune, vflowopt_budget_picks_a_preset_and_derives_r2)
+{
+    /* LLaVA-1.5: 24x24 patches, 32 layers; stages scaled from 9/18 of 28 to 10/21 */
+    const int budgets[] = {32, 64, 128, 192};
+    for (int i = 0; i < 4; i++) {
+        char spec[64];
+        snprintf(spec, sizeof spec, "vflowopt:tokens=%d", budgets[i]);
+        prune_visual p;
+        plm_error err;
+        cr_assert_eq(prune_visual_parse(spec, 24, 32, &p, &err), PLM_OK, "%s", err.msg);
+        cr_assert_eq(p.n_stages, 2);
+        cr_assert(p.stage_layer[0] == 10 && p.stage_layer[1] == 21);
+        double r1 = p.stage_ratio[0], r2 = p.stage_ratio[1];
+        double avg = 576 * (p.r0 * 10 + p.r0 * r1 * 11 + p.r0 * r1 * r2 * 11) / 32;
+        cr_assert_float_eq(avg, budgets[i], 0.5, "%s: layer average %g", spec, avg);
+    }
+    /* the 10% row as shipped: r0 = 0.11662, t = 39.265, alpha 0 */
+    prune_visual p;
+    plm_error err;
+    cr_assert_eq(prune_visual_parse("vflowopt:tokens=57.6", 24, 32, &p, &err), PLM_OK, "%s", err.msg);
+    cr_assert_float_eq(p.r0, 0.11662, 1e-9);
+    cr_assert_float_eq(p.t, 39.265, 1e-9);
+    cr_assert_float_eq(p.alpha, 0, 0);
 }

@@ -1,0 +1,156 @@
+/* The report of a pruning sweep: one Markdown table and one plot over the runs' summaries. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "eval/eval.h"
+
+#define MAX_TYPES 16
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static cJSON *read_json(const char *path, plm_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        eval_fail(err, PLM_E_IO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 && n < (1 << 24) ? malloc((size_t)n + 1) : NULL;
+    cJSON *j = NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = '\0';
+        j = cJSON_Parse(buf);
+    }
+    free(buf);
+    fclose(f);
+    if (!j) eval_fail(err, PLM_E_FORMAT, "%s: not a summary JSON", path);
+    return j;
+}
+
+/* The method of a spec: "vflowopt:tokens=64" -> "vflowopt"; "@f" -> "f". */
+static void method_of(const char *spec, char *out, size_t n)
+{
+    const char *s = spec[0] == '@' ? spec + 1 : spec;
+    size_t k = strcspn(s, ":");
+    snprintf(out, n, "%.*s", (int)(k < n - 1 ? k : n - 1), s);
+}
+
+static int by_x(const void *a, const void *b)
+{
+    const double *x = a, *y = b;
+    return (*x > *y) - (*x < *y);
+}
+
+static plm_status write_text(const char *path, const char *text, plm_error *err)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return eval_fail(err, PLM_E_IO, "%s: %s", path, strerror(errno));
+    int bad = fputs(text, f) == EOF || fflush(f) || fsync(fileno(f));
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        int e = errno;
+        remove(tmp);
+        return eval_fail(err, PLM_E_IO, "%s: %s", path, strerror(e));
+    }
+    return PLM_OK;
+}
+
+plm_status eval_report(const char *const *specs, const char *const *summaries, int n,
+                       const char *md_path, const char *png_path, plm_error *err)
+{
+    cJSON **sum = calloc((size_t)(n ? n : 1), sizeof *sum);
+    if (!sum) return eval_fail(err, PLM_E_NOMEM, "out of memory");
+    plm_status st = PLM_OK;
+    for (int i = 0; i < n && st == PLM_OK; i++)
+        if (!(sum[i] = read_json(summaries[i], err))) st = PLM_E_FORMAT;
+    /* the question types, in the order they first appear */
+    char types[MAX_TYPES][48];
+    int nt = 0;
+    for (int i = 0; i < n && st == PLM_OK; i++) {
+        const cJSON *per = cJSON_GetObjectItemCaseSensitive(sum[i], "per_type");
+        for (const cJSON *t = per ? per->child : NULL; t; t = t->next) {
+            int seen = 0;
+            for (int k = 0; k < nt; k++) seen |= !strcmp(types[k], t->string);
+            if (!seen && nt < MAX_TYPES) snprintf(types[nt++], sizeof types[0], "%s", t->string);
+        }
+    }
+    size_t cap = 4096 + (size_t)n * (512 + 16 * MAX_TYPES), len = 0;
+    char *md = st == PLM_OK ? malloc(cap) : NULL;
+    if (st == PLM_OK && !md) st = eval_fail(err, PLM_E_NOMEM, "out of memory");
+    if (st == PLM_OK) {
+        len += (size_t)snprintf(md + len, cap - len, "# Pruning sweep\n\n| setting | image tokens "
+                                "(prompt) | per layer | accuracy |");
+        for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, " %s |", types[k]);
+        len += (size_t)snprintf(md + len, cap - len, " KV MiB | vision ms | prefill ms | "
+                                "decode ms |\n|---|---|---|---|");
+        for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, "---|");
+        len += (size_t)snprintf(md + len, cap - len, "---|---|---|---|\n");
+        for (int i = 0; i < n; i++) {
+            const cJSON *s = sum[i], *per = cJSON_GetObjectItemCaseSensitive(s, "per_type");
+            len += (size_t)snprintf(md + len, cap - len, "| `%s` | %.1f | %.1f | %.1f%% |",
+                                    specs[i], num(s, "mean_image_tokens"),
+                                    num(s, "mean_image_tokens_per_layer"),
+                                    100 * num(s, "accuracy"));
+            for (int k = 0; k < nt; k++) {
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(per, types[k]);
+                if (t) len += (size_t)snprintf(md + len, cap - len, " %.1f%% |", 100 * num(t, "accuracy"));
+                else len += (size_t)snprintf(md + len, cap - len, " – |");
+            }
+            len += (size_t)snprintf(md + len, cap - len, " %.2f | %.1f | %.1f | %.1f |\n",
+                                    num(s, "mean_kv_bytes") / (1 << 20), num(s, "mean_vision_ms"),
+                                    num(s, "mean_prefill_ms"), num(s, "mean_decode_ms"));
+        }
+        len += (size_t)snprintf(md + len, cap - len, "\n![accuracy against image tokens per "
+                                "layer](%s)\n", strrchr(png_path, '/') ? strrchr(png_path, '/') + 1
+                                                                       : png_path);
+        st = write_text(md_path, md, err);
+    }
+    free(md);
+    /* one line per method, points sorted by tokens */
+    eval_series series[16];
+    int ns = 0;
+    for (int i = 0; i < n && st == PLM_OK; i++) {
+        char m[48];
+        method_of(specs[i], m, sizeof m);
+        int k = 0;
+        while (k < ns && strcmp(series[k].name, m)) k++;
+        if (k == ns) {
+            if (ns == 16) continue;
+            memset(&series[ns], 0, sizeof series[ns]);
+            snprintf(series[ns++].name, sizeof series[0].name, "%s", m);
+        }
+        if (series[k].n < EVAL_MAX_POINTS) {
+            series[k].x[series[k].n] = num(sum[i], "mean_image_tokens_per_layer");
+            series[k].y[series[k].n++] = num(sum[i], "accuracy");
+        }
+    }
+    for (int k = 0; k < ns && st == PLM_OK; k++) {
+        double pts[EVAL_MAX_POINTS][2];
+        for (int j = 0; j < series[k].n; j++) {
+            pts[j][0] = series[k].x[j];
+            pts[j][1] = series[k].y[j];
+        }
+        qsort(pts, (size_t)series[k].n, sizeof pts[0], by_x);
+        for (int j = 0; j < series[k].n; j++) {
+            series[k].x[j] = pts[j][0];
+            series[k].y[j] = pts[j][1];
+        }
+    }
+    if (st == PLM_OK) st = eval_plot_png(png_path, series, ns, "IMAGE TOKENS PER LAYER", err);
+    for (int i = 0; i < n; i++) cJSON_Delete(sum[i]);
+    free(sum);
+    return st;
+}
