@@ -246,6 +246,8 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         op->download(s->be, pl, lg, (size_t)(rows * V) * sizeof(float));
     }
     op->download(s->be, s->logits, lg + (rows - 1) * V, (size_t)V * sizeof(float));
+    /* llama_forward leaves the final-normed rows at the start of its scratch */
+    op->download(s->be, s->last_hidden, wk + (rows - 1) * D, (size_t)D * sizeof(float));
     int32_t next_pos = (int32_t)T; /* positions stay the original ones after pruning */
     s->t.prefill_ms = plm_now_ms() - t0;
 

@@ -48,7 +48,8 @@ plm_status plm_session_new(plm_model *m, const plm_session_params *params, plm_s
                       "0 < top_p <= 1, top_k >= 0)");
     else
         st = model_new_backend(m, &s->be, err);
-    if (st == PLM_OK && !(s->logits = malloc((size_t)m->cfg.text.vocab * sizeof(float))))
+    if (st == PLM_OK && (!(s->logits = malloc((size_t)m->cfg.text.vocab * sizeof(float))) ||
+                         !(s->last_hidden = malloc((size_t)m->cfg.text.hidden * sizeof(float)))))
         st = plm_fail(err, PLM_E_NOMEM, "out of memory");
     if (st != PLM_OK) {
         plm_session_free(s);
@@ -79,6 +80,7 @@ void plm_session_free(plm_session *s)
     free(s->tokens);
     free(s->prompt_logits);
     free(s->logits);
+    free(s->last_hidden);
     free(s->img_patch);
     free(s->kept_list);
     free(s->img_scores);
@@ -139,6 +141,12 @@ const float *plm_session_prompt_logits(const plm_session *s, size_t *rows, size_
     *rows = s->prompt_logits ? s->n_logit_rows : 0;
     *vocab = (size_t)s->m->cfg.text.vocab;
     return s->prompt_logits;
+}
+
+const float *plm_session_last_hidden(const plm_session *s, size_t *dim)
+{
+    *dim = (size_t)s->m->cfg.text.hidden;
+    return s->last_hidden;
 }
 
 const float *plm_session_image_features(const plm_session *s, size_t *rows, size_t *cols)

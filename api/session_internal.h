@@ -27,6 +27,7 @@ struct plm_session {
     float *prompt_logits;      /* host [n_logit_rows x vocab] when kept */
     size_t n_logit_rows;       /* prompt positions that reached the last layer */
     float *logits;             /* host [vocab] */
+    float *last_hidden;        /* host [hidden]: the last prompt row after the final norm */
     plm_timings t;
     /* visual pruning */
     int prune_on;

@@ -12,6 +12,7 @@ static const struct {
 } COMMANDS[] = {
     {"ask", cmd_ask, "answer a question about an image (or a text prompt)"},
     {"eval", cmd_eval, "answer a whole JSONL dataset, resumably, and score it"},
+    {"tune", cmd_tune, "search VFlowOpt's pruning hyperparameters for a token budget"},
     {"inspect", cmd_inspect, "print a checkpoint's architecture, parameters and dtypes"},
     {"tokenize", cmd_tokenize, "turn text into token ids and back with a tokenizer.json"},
 };

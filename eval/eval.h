@@ -44,6 +44,9 @@ void eval_results_close(eval_results *r);
 plm_status eval_fail(plm_error *err, plm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Writes text to path through a temporary file and a rename, so readers never see half. */
+plm_status eval_write_text(const char *path, const char *text, plm_error *err);
+
 /* Lowercase, trimmed, trailing punctuation removed: "Red." and " red" both score as "red". */
 void eval_normalize(const char *in, char *out, size_t n);
 int eval_is_correct(const char *prediction, const char *answer);

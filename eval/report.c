@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "eval/eval.h"
 
@@ -50,22 +49,6 @@ static int by_x(const void *a, const void *b)
 {
     const double *x = a, *y = b;
     return (*x > *y) - (*x < *y);
-}
-
-static plm_status write_text(const char *path, const char *text, plm_error *err)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return eval_fail(err, PLM_E_IO, "%s: %s", path, strerror(errno));
-    int bad = fputs(text, f) == EOF || fflush(f) || fsync(fileno(f));
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        int e = errno;
-        remove(tmp);
-        return eval_fail(err, PLM_E_IO, "%s: %s", path, strerror(e));
-    }
-    return PLM_OK;
 }
 
 plm_status eval_report(const char *const *specs, const char *const *summaries, int n,
@@ -116,7 +99,7 @@ plm_status eval_report(const char *const *specs, const char *const *summaries, i
         len += (size_t)snprintf(md + len, cap - len, "\n![accuracy against image tokens per "
                                 "layer](%s)\n", strrchr(png_path, '/') ? strrchr(png_path, '/') + 1
                                                                        : png_path);
-        st = write_text(md_path, md, err);
+        st = eval_write_text(md_path, md, err);
     }
     free(md);
     /* one line per method, points sorted by tokens */

@@ -32,8 +32,7 @@ static double num(const cJSON *o, const char *a, const char *b)
     return cJSON_IsNumber(x) ? x->valuedouble : 0;
 }
 
-/* Writes text to path through a temporary file and a rename, so readers never see half. */
-static plm_status write_atomic(const char *path, const char *text, plm_error *err)
+plm_status eval_write_text(const char *path, const char *text, plm_error *err)
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
@@ -107,7 +106,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     char *text = cJSON_Print(s);
     cJSON_Delete(s);
     if (!text) return eval_fail(err, PLM_E_NOMEM, "out of memory");
-    plm_status st = write_atomic(summary_path, text, err);
+    plm_status st = eval_write_text(summary_path, text, err);
     free(text);
     if (accuracy) *accuracy = all.correct / n;
     return st;

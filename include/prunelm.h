@@ -144,6 +144,9 @@ const int32_t *plm_session_tokens(const plm_session *s, size_t *n_prompt, size_t
  * After generation, plm_session_prompt_logits returns [n_prompt x vocab] row-major. */
 void plm_session_keep_prompt_logits(plm_session *s, int keep);
 const float *plm_session_prompt_logits(const plm_session *s, size_t *n_rows, size_t *n_vocab);
+/* The last prompt token's hidden state after the final norm (the lm_head's input) in the last
+ * prefill — the representation VFlowOpt's search compares with and without pruning. */
+const float *plm_session_last_hidden(const plm_session *s, size_t *dim);
 /* The projected image features of the last image: [n_image_tokens x hidden]. */
 const float *plm_session_image_features(const plm_session *s, size_t *n_rows, size_t *n_cols);
 /* The preprocessed pixel tensor of the last image: [3 x H x W]. */

@@ -88,7 +88,8 @@ size_t llama_scratch_floats(const llama_config *c, int64_t t);
  * pos[t] (host; compacted in place if a hook drops rows) after the cached ones, appends their
  * K/V to every layer, and writes logits for the last n_logits rows that survive into
  * logits[n_logits x vocab] (device). rope_len is the sequence length the dynamic RoPE variant
- * sizes itself by. Returns the rows that reached the last layer (t without a hook), or -1
+ * sizes itself by. The final-normed hidden states of those n_logits rows are left at the start
+ * of scratch. Returns the rows that reached the last layer (t without a hook), or -1
  * when the hook failed. */
 int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
                       int32_t *pos, int64_t t, int64_t n_logits, float *logits,

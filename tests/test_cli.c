@@ -84,8 +84,8 @@ Test(cli, unknown_option_is_a_usage_error)
 
 Test(cli, every_subcommand_has_help)
 {
-    const char *cmds[] = {"ask", "inspect", "tokenize"};
-    for (int i = 0; i < 3; i++) {
+    const char *cmds[] = {"ask", "inspect", "tokenize", "eval", "tune"};
+    for (int i = 0; i < 5; i++) {
         run_result r = runf("%s %s --help", PLM_CLI, cmds[i]);
         cr_assert_eq(r.code, 0, "%s: %s", cmds[i], r.out);
         cr_assert(strstr(r.out, "usage: prunelm"), "%s: %s", cmds[i], r.out);
@@ -149,4 +149,60 @@ Test(cli, missing_model_directory_fails_clearly)
     run_result r = runf("%s ask --model /no/such/model 'q'%s", PLM_CLI, "");
     cr_assert_eq(r.code, 1);
     cr_assert(strstr(r.out, "/no/such/model: not a checkpoint directory"), "%s", r.out);
+}
+
+/* The cosine recorded in a tuned spec file's second line. */
+static double tuned_cosine(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "%s", path);
+    char line[512];
+    double c = -9;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "# mean cosine %lf", &c) == 1) break;
+    fclose(f);
+    return c;
+}
+
+Test(cli, tune_writes_a_spec_no_worse_than_the_shipped_preset)
+{
+    char data[512], spec1[512], spec2[512], cmd[4096];
+    snprintf(data, sizeof data, "%s/tune_val.jsonl", PLM_BINARY_DIR);
+    snprintf(spec1, sizeof spec1, "%s/tune1.spec", PLM_BINARY_DIR);
+    snprintf(spec2, sizeof spec2, "%s/tune2.spec", PLM_BINARY_DIR);
+    FILE *f = fopen(data, "w");
+    cr_assert(f);
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "{\"id\": \"val-%d\", \"image\": \"%sgqa_bf16_sharded/image.png\", "
+                   "\"question\": \"What is shape %d?\", \"answer\": \"x\"}\n", i, FIX, i);
+    fclose(f);
+    const char *base = "%s tune -q --model " FIX "gqa_bf16_sharded --data %s --tokens 4 --samples 3";
+    snprintf(cmd, sizeof cmd, base, PLM_CLI, data);
+    char full[8192];
+    snprintf(full, sizeof full, "%s --calls 1 --out %s", cmd, spec1);
+    run_result r = run(full);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    snprintf(full, sizeof full, "%s --calls 15 --out %s", cmd, spec2);
+    r = run(full);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    double c1 = tuned_cosine(spec1), c2 = tuned_cosine(spec2);
+    cr_assert(c1 > 0 && c1 <= 1.0001, "%g", c1);
+    cr_assert_geq(c2, c1, "search %g < preset %g", c2, c1);
+    /* the spec file is what --prune @FILE reads */
+    snprintf(full, sizeof full, "%s ask --max-tokens 1 --model " FIX "gqa_bf16_sharded --image "
+             FIX "gqa_bf16_sharded/image.png --prune @%s 'q'", PLM_CLI, spec2);
+    r = run(full);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    /* calibration data from a test split is refused */
+    f = fopen(data, "w");
+    fprintf(f, "{\"id\": \"test-000001-q0\", \"image\": \"%sgqa_bf16_sharded/image.png\", "
+               "\"question\": \"q\", \"answer\": \"x\"}\n", FIX);
+    fclose(f);
+    snprintf(full, sizeof full, "%s --calls 1 --out %s", cmd, spec1);
+    r = run(full);
+    cr_assert_eq(r.code, 2, "%s", r.out);
+    cr_assert(strstr(r.out, "test split"), "%s", r.out);
+    remove(data);
+    remove(spec1);
+    remove(spec2);
 }
