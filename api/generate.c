@@ -224,6 +224,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     }
     double t0 = plm_now_ms();
     embed_prompt(s, x, fe);
+    if (hook) PLM_TRY(session_pick_raters(s, x, T));
     int32_t *pos = malloc((size_t)T * sizeof *pos);
     if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;

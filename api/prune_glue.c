@@ -330,6 +330,104 @@ static void next_layer_scores(plm_session *s, const llama_layer_view *v, int nex
     op->attn_probs(s->be, &a, 0);
 }
 
+plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
+{
+    s->n_raters = 0;
+    if (!s->prune_on || s->prune.stage_score != PRUNE_STAGE_RATERS || s->img_n == 0) return PLM_OK;
+    const int64_t D = s->m->cfg.text.hidden, nv = s->img_n, t0 = s->img_lo + nv, nt = t - t0;
+    float *h = malloc((size_t)((nv + nt) * D) * sizeof *h);
+    int32_t *r = realloc(s->raters, (size_t)(nt > 0 ? nt : 1) * sizeof *r);
+    if (r) s->raters = r;
+    if (!h || !r) {
+        free(h);
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
+    }
+    s->be->ops->download(s->be, h, x + s->img_lo * D, (size_t)((nv + nt) * D) * sizeof *h);
+    int64_t k = prune_raters(h, nv, h + nv * D, nt, D, r);
+    free(h);
+    if (k < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
+    s->n_raters = k;
+    return PLM_OK;
+}
+
+/* SparseVLM's score: the mean over the raters (text rows after the image) of the head-mean
+ * attention each gives the image rows in this layer; the last row when there is no rater. */
+static int rater_scores(plm_session *s, const llama_layer_view *v, float *score)
+{
+    const llama_config *c = &s->m->cfg.text;
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, n = s->img_n;
+    const int64_t text0 = s->img_lo + n;
+    float *row = malloc((size_t)n * sizeof *row);
+    if (!row) return 0;
+    int64_t nr = s->n_raters ? s->n_raters : 1;
+    for (int64_t j = 0; j < n; j++) score[j] = 0;
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t q = s->n_raters ? text0 + s->raters[i] : v->t - 1;
+        plm_attn_args a = {.out = s->probs, .q = v->q + q * qd, .k = v->k, .v = v->k, .tq = 1,
+                           .tk = v->k_len, .q_stride = qd,
+                           .kv_stride = (int64_t)c->n_kv * c->head_dim, .q_pos0 = v->q_pos0 + q,
+                           .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = c->head_dim,
+                           .causal = 1, .scale = 1.0f / sqrtf((float)c->head_dim)};
+        s->be->ops->attn_probs(s->be, &a, 0);
+        s->be->ops->download(s->be, row, s->probs + v->q_pos0 + s->img_lo,
+                             (size_t)n * sizeof *row);
+        for (int64_t j = 0; j < n; j++) score[j] += row[j] / (float)nr;
+    }
+    free(row);
+    return 1;
+}
+
+/* SparseVLM's recycling after a selection: the top 30% (+1) of the dropped image rows by score
+ * are clustered (DPC-kNN) into int(count / 10) + 1 merged rows placed after the kept ones;
+ * then the text. Positions are renumbered contiguously. Returns the new row count. */
+static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const float *score,
+                            const int32_t *keep, int64_t nk)
+{
+    const llama_config *c = &s->m->cfg.text;
+    const plm_backend_ops *op = s->be->ops;
+    const int64_t D = c->hidden, n = s->img_n, t = v->t, lo = s->img_lo;
+    const int64_t n_text = t - lo - n;
+    int32_t *drop = malloc((size_t)(n ? n : 1) * sizeof *drop);
+    float *dscore = malloc((size_t)(n ? n : 1) * sizeof *dscore);
+    int64_t nd = drop ? prune_complement(keep, nk, n, drop) : 0;
+    int64_t ncand = nd ? (int64_t)(0.3 * nd) + 1 : 0, nc = ncand ? ncand / 10 + 1 : 0;
+    int32_t *cand = malloc((size_t)(ncand ? ncand : 1) * sizeof *cand);
+    float *crow = malloc((size_t)((ncand ? ncand : 1) * D) * sizeof *crow);
+    float *merged = malloc((size_t)((nc ? nc : 1) * D) * sizeof *merged);
+    int32_t *rows = malloc((size_t)(lo + nk + 1) * sizeof *rows);
+    int ok = drop && dscore && cand && crow && merged && rows;
+    if (ok && ncand) {
+        for (int64_t i = 0; i < nd; i++) dscore[i] = score[drop[i]];
+        ok = prune_topk(dscore, nd, ncand, cand) == ncand;
+        for (int64_t i = 0; ok && i < ncand; i++)
+            op->download(s->be, crow + i * D, v->x + (lo + drop[cand[i]]) * D,
+                         (size_t)D * sizeof *crow);
+        ok = ok && prune_dpc_knn_merge(crow, ncand, D, nc, 5, merged) == nc;
+    }
+    if (!ok) {
+        free(drop); free(dscore); free(cand); free(crow); free(merged); free(rows);
+        s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory recycling tokens");
+        return -1;
+    }
+    /* [prefix | kept image rows | merged | text]: park the text, compact, insert, restore */
+    float *park = s->stage_buf;
+    if (n_text) op->copy2d(s->be, park, D, v->x + (lo + n) * D, D, n_text, D);
+    int64_t m = 0;
+    for (int64_t i = 0; i < lo; i++) rows[m++] = (int32_t)i;
+    for (int64_t i = 0; i < nk; i++) rows[m++] = (int32_t)(lo + keep[i]);
+    prune_gather_rows(s->be, v->x, v->x, D, rows, m);
+    if (nc) op->upload(s->be, v->x + m * D, merged, (size_t)(nc * D) * sizeof *merged);
+    if (n_text) op->copy2d(s->be, v->x + (m + nc) * D, D, park, D, n_text, D);
+    int64_t total = m + nc + n_text;
+    for (int64_t i = 0; i < total; i++) v->pos[i] = (int32_t)(v->q_pos0 + i);
+    for (int l = v->layer + 1; l < c->n_layers; l++) s->pending_shift[l] += (int32_t)(t - total);
+    for (int64_t i = 0; i < nk; i++) s->img_patch[i] = s->img_patch[keep[i]];
+    for (int64_t i = 0; i < nc; i++) s->img_patch[nk + i] = -1;
+    s->img_n = nk + nc;
+    free(drop); free(dscore); free(cand); free(crow); free(merged); free(rows);
+    return total;
+}
+
 /* After layer l, for the stage pruning before layer l + 1: rank the image rows, keep the
  * stage's share, compact rows, positions and carried scores for the layers after. */
 static int64_t after_layer(void *ctx, const llama_layer_view *v)
@@ -364,16 +462,29 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
                                .scale = 1.0f / sqrtf((float)c->head_dim)};
             op->attn_probs(s->be, &a, 0);
             base = v->q_pos0; /* this layer's cache holds earlier chunks first */
-        } else {
+        } else if (p->stage_score == PRUNE_STAGE_NEXT_LAYER) {
             next_layer_scores(s, v, v->layer + 1);
+        } else {
+            if (!rater_scores(s, v, score)) {
+                free(score); free(keep); free(rows);
+                s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
+                return -1;
+            }
+            base = -1;
         }
-        op->download(s->be, score, s->probs + base + s->img_lo, (size_t)n * sizeof *score);
+        if (base >= 0)
+            op->download(s->be, score, s->probs + base + s->img_lo, (size_t)n * sizeof *score);
     }
     int64_t k = prune_topk(score, n, want, keep);
     if (k < 0) {
         free(score); free(keep); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory in a pruning stage");
         return -1;
+    }
+    if (p->recycle) {
+        int64_t m = recycle_rows(s, v, score, keep, k);
+        free(score); free(keep); free(rows);
+        return m;
     }
     int64_t m = 0;
     for (int64_t i = 0; i < s->img_lo; i++) rows[m++] = (int32_t)i;
@@ -408,6 +519,7 @@ const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage)
 size_t session_stage_scratch(const plm_session *s, int64_t t)
 {
     const llama_config *c = &s->m->cfg.text;
+    if (s->prune_on && s->prune.recycle) return (size_t)t * (size_t)c->hidden; /* parked text */
     if (!s->prune_on || s->prune.stage_score != PRUNE_STAGE_NEXT_LAYER) return 0;
     return (size_t)t * ((size_t)c->hidden + (size_t)c->n_kv * c->head_dim) +
            (size_t)c->n_heads * c->head_dim;

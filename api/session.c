@@ -82,6 +82,7 @@ void plm_session_free(plm_session *s)
     free(s->logits);
     free(s->last_hidden);
     free(s->img_patch);
+    free(s->raters);
     free(s->kept_list);
     free(s->img_scores);
     free(s->pending_shift);

@@ -42,6 +42,9 @@ struct plm_session {
                                   for PyramidDrop-style scoring */
     int32_t *pending_shift;    /* host [n_layers]: position shifts a renumbering stage leaves */
     int64_t rope_len;          /* the sequence length RoPE is sized by in this forward */
+    int32_t *raters;           /* host: SparseVLM's rater rows, relative to the text after the
+                                  image block */
+    int64_t n_raters;
     int32_t *img_patch;        /* host [n_feat]: the patch each image row stands for (-1: the
                                   CLS row or a merged contextual token); compacted with the rows */
     int32_t *kept_list;        /* host: plm_session_kept_patches' answer */
@@ -63,6 +66,8 @@ plm_status session_encode_image(plm_session *s, float *dev_scratch);
 const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage);
 /* The preprocessed image as RGB8 (undoing the normalisation, which is exact per level). */
 plm_status session_pixels_rgb(plm_session *s, uint8_t **out);
+/* SparseVLM's raters, from the prompt's input embeddings x (device, [t x hidden]). */
+plm_status session_pick_raters(plm_session *s, const float *x, int64_t t);
 /* Device scratch the decoder stages need for a prefill of t rows, in floats. */
 size_t session_stage_scratch(const plm_session *s, int64_t t);
 

@@ -176,6 +176,43 @@ static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visua
     return PLM_OK;
 }
 
+/* SparseVLM (ICML'25, Gumpest/SparseVLMs v1.5): after layers 2, 6 and 15 of 32 keep the image
+ * tokens the rater text tokens attend to most, by the per-budget lists tuned for 576 tokens;
+ * recycle the most relevant dropped ones; positions renumbered contiguously. */
+static plm_status parse_sparsevlm(prune_spec *s, int n, int n_layers, prune_visual *p,
+                                  plm_error *err)
+{
+    static const int dflt[3] = {3, 7, 16}; /* pruned before these: scored at 2, 6, 15 */
+    static const struct { int tokens, keep[3]; } LISTS[] = {
+        {64, {66, 30, 17}}, {128, {303, 110, 36}}, {192, {300, 200, 110}}};
+    int tokens = 0;
+    PLM_TRY(int_param(s, "tokens", 128, 1, 100000, &tokens, err));
+    int li = -1;
+    for (int i = 0; i < 3; i++)
+        if (LISTS[i].tokens == tokens) li = i;
+    PLM_TRY(stage_layers(s, p, dflt, 3, 32, n_layers, err));
+    int keep[PRUNE_MAX_STAGES], nk = 0;
+    PLM_TRY(prune_spec_ints(s, "keep", keep, PRUNE_MAX_STAGES, &nk, err));
+    if (nk == 0) {
+        if (li < 0)
+            return plm_fail(err, PLM_E_ARG, "pruning spec '%s': SparseVLM ships keep lists for "
+                            "tokens=64, 128 and 192; give keep=a/b/c for another budget", s->text);
+        for (int i = 0; i < 3; i++) /* the lists are for 576 tokens: scale to this grid */
+            keep[i] = (int)lround(LISTS[li].keep[i] * (double)n / 576) > 0
+                          ? (int)lround(LISTS[li].keep[i] * (double)n / 576) : 1;
+        nk = 3;
+    }
+    if (nk < p->n_stages)
+        return plm_fail(err, PLM_E_ARG, "pruning spec '%s': %d keep counts for %d layers",
+                        s->text, nk, p->n_stages);
+    for (int i = 0; i < p->n_stages; i++) p->stage_count[i] = keep[i];
+    p->stage_score = PRUNE_STAGE_RATERS;
+    p->stage_keep = PRUNE_KEEP_COUNT;
+    p->renumber = 1;
+    p->recycle = 1;
+    return PLM_OK;
+}
+
 plm_status prune_visual_parse(const char *spec, int grid, int n_layers, prune_visual *p,
                               plm_error *err)
 {
@@ -197,9 +234,12 @@ plm_status prune_visual_parse(const char *spec, int grid, int n_layers, prune_vi
         PLM_TRY(parse_visionzip(&s, n, p, err));
     } else if (!strcmp(m, "vflowopt")) {
         PLM_TRY(parse_vflowopt(&s, n, n_layers, p, err));
+    } else if (!strcmp(m, "sparsevlm")) {
+        PLM_TRY(parse_sparsevlm(&s, n, n_layers, p, err));
     } else {
         return plm_fail(err, PLM_E_ARG, "pruning spec '%s': unknown method '%s' (none, random, "
-                        "uniform-grid, fastv, pyramiddrop, visionzip, vflowopt)", s.text, m);
+                        "uniform-grid, fastv, pyramiddrop, visionzip, vflowopt, sparsevlm)",
+                        s.text, m);
     }
     return prune_spec_check_unused(&s, err);
 }

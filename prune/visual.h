@@ -28,6 +28,7 @@ typedef enum prune_stage_score {
     PRUNE_STAGE_LAYER,      /* FastV: the last prompt token's attention in the layer just run */
     PRUNE_STAGE_NEXT_LAYER, /* PyramidDrop: the same token through the next layer's norm, q, k */
     PRUNE_STAGE_VISION,     /* VFlowOpt: the vision-stage score, carried along */
+    PRUNE_STAGE_RATERS,     /* SparseVLM: the attention of the rater text tokens, this layer */
 } prune_stage_score;
 
 typedef enum prune_stage_keep {
@@ -52,6 +53,8 @@ typedef struct prune_visual {
     prune_stage_score stage_score;
     prune_stage_keep stage_keep;
     int renumber;              /* positions renumbered contiguously after a stage */
+    int recycle;               /* SparseVLM: the most relevant dropped tokens are clustered
+                                  into a few merged tokens placed after the kept ones */
 } prune_visual;
 
 /* Parses a --prune spec for a model whose vision tower has g x g patches and whose decoder has

@@ -236,3 +236,22 @@ Test(prune, vflowopt_budget_picks_a_preset_and_derives_r2)
     cr_assert_float_eq(p.t, 39.265, 1e-9);
     cr_assert_float_eq(p.alpha, 0, 0);
 }
+
+Test(prune, raters_are_the_text_rows_the_image_attends_to)
+{
+    /* image rows along x; text rows 0 and 2 along x (raters), row 1 along y */
+    float img[2 * 2] = {3, 0, 2, 0}, txt[3 * 2] = {2, 0, 0, 2, 2, 0};
+    int32_t idx[3];
+    cr_assert_eq(prune_raters(img, 2, txt, 3, 2, idx), 2);
+    cr_assert(idx[0] == 0 && idx[1] == 2);
+}
+
+Test(prune, dpc_knn_separates_two_clusters_and_averages_them)
+{
+    float rows[6 * 2] = {0, 0, 0.1f, 0, 0, 0.1f, 10, 10, 10.1f, 10, 10, 10.1f}, out[4];
+    cr_assert_eq(prune_dpc_knn_merge(rows, 6, 2, 2, 3, out), 2);
+    int lo = out[0] < out[2] ? 0 : 1;
+    cr_assert_float_eq(out[lo * 2], 0.1f / 3, 1e-5);
+    cr_assert_float_eq(out[lo * 2 + 1], 0.1f / 3, 1e-5);
+    cr_assert_float_eq(out[(1 - lo) * 2], 10 + 0.1f / 3, 1e-4);
+}

@@ -53,7 +53,7 @@ Test(prune_model, keep_all_reproduces_the_unpruned_logits_exactly)
     /* (VisionZip always feeds the CLS row too, so it has no keep-all equivalent) */
     const char *keep_all[] = {"vflowopt:r0=1,m=100,r1=1,r2=1", "fastv:tokens=16,k=1",
                               "pyramiddrop:layers=1,lambda=1", "uniform-grid:tokens=16",
-                              "random:tokens=16"};
+                              "random:tokens=16", "sparsevlm:keep=16,layers=1"};
     for (size_t i = 0; i < sizeof keep_all / sizeof *keep_all; i++) {
         plm_session *s = run(m, keep_all[i], 4);
         expect_same_logits(base, s, keep_all[i]);
@@ -136,6 +136,8 @@ Test(prune_model, bad_specs_are_refused_with_the_reason)
               plm_last_error(s));
     cr_assert_eq(plm_session_set_prune(s, "fastv:k=2"), PLM_E_FORMAT); /* 2 layers: k = 1 only */
     cr_assert_eq(plm_session_set_prune(s, "pyramiddrop:layers=1/1"), PLM_E_ARG);
+    cr_assert_eq(plm_session_set_prune(s, "sparsevlm:tokens=100"), PLM_E_ARG);
+    cr_assert(strstr(plm_last_error(s), "keep=a/b/c"), "%s", plm_last_error(s));
     cr_assert_eq(plm_session_set_prune(s, "magic:tokens=4"), PLM_E_ARG);
     cr_assert(strstr(plm_last_error(s), "unknown method 'magic'"), "%s", plm_last_error(s));
     cr_assert_eq(plm_session_set_prune(s, "none"), PLM_OK);
@@ -177,5 +179,24 @@ Test(prune_model, kept_patches_follow_decoder_stages_and_the_mask_shows_them)
     cr_assert_eq(plm_session_save_mask(s, "/nonexistent-dir/m.png"), PLM_E_IO);
     cr_assert(strstr(plm_last_error(s), "/nonexistent-dir/m.png"), "%s", plm_last_error(s));
     plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(prune_model, sparsevlm_keeps_and_appends_its_recycled_tokens)
+{
+    plm_model *m = load();
+    /* 16 image tokens, keep 6 after layer 0: the 10 dropped give int(0.3*10)+1 = 4 candidates
+     * and int(4/10)+1 = 1 merged token, placed after the kept ones */
+    plm_session *base = run(m, "none", 1), *s = run(m, "sparsevlm:keep=6,layers=1", 1);
+    const plm_timings *t = plm_session_timings(s);
+    cr_assert_eq(t->n_image_tokens, 16);
+    cr_assert_eq(t->n_image_tokens_last, 7, "%d", t->n_image_tokens_last);
+    cr_assert_eq(s->kv.len[1], base->kv.len[1] - 9);
+    size_t n;
+    int grid;
+    plm_session_kept_patches(s, &n, &grid);
+    cr_assert_eq(n, 6); /* the merged token stands for no single patch */
+    plm_session_free(s);
+    plm_session_free(base);
     plm_model_free(m);
 }
