@@ -262,7 +262,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         int32_t tok = sampler_pick(&smp, s->logits, (size_t)V);
         s->tokens[s->n_tokens++] = tok;
         s->t.n_generated++;
-        if (is_eos(c, tok)) break;
+        if (is_eos(c, tok) && !s->p.ignore_eos) break;
         const char *piece = "";
         st = tok_stream_push(ts, tok, &piece, &s->err);
         if (st != PLM_OK) break;

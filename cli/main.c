@@ -13,6 +13,7 @@ static const struct {
     {"ask", cmd_ask, "answer a question about an image (or a text prompt)"},
     {"eval", cmd_eval, "answer a whole JSONL dataset, resumably, and score it"},
     {"tune", cmd_tune, "search VFlowOpt's pruning hyperparameters for a token budget"},
+    {"bench", cmd_bench, "time the vision tower, first token and decoding"},
     {"inspect", cmd_inspect, "print a checkpoint's architecture, parameters and dtypes"},
     {"tokenize", cmd_tokenize, "turn text into token ids and back with a tokenizer.json"},
 };

@@ -91,6 +91,7 @@ typedef struct plm_session_params {
     int top_k;              /* 0: off */
     float top_p;            /* 1: off */
     uint64_t seed;
+    int ignore_eos;         /* keep generating through EOS (benchmarks: a fixed token count) */
 } plm_session_params;
 
 plm_session_params plm_session_default_params(void);

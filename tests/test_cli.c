@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "core/json.h"
 #include "core/npy.h"
 
 #define FIX PLM_SOURCE_DIR "/tests/fixtures/models/"
@@ -84,8 +85,8 @@ Test(cli, unknown_option_is_a_usage_error)
 
 Test(cli, every_subcommand_has_help)
 {
-    const char *cmds[] = {"ask", "inspect", "tokenize", "eval", "tune"};
-    for (int i = 0; i < 5; i++) {
+    const char *cmds[] = {"ask", "inspect", "tokenize", "eval", "tune", "bench"};
+    for (int i = 0; i < 6; i++) {
         run_result r = runf("%s %s --help", PLM_CLI, cmds[i]);
         cr_assert_eq(r.code, 0, "%s: %s", cmds[i], r.out);
         cr_assert(strstr(r.out, "usage: prunelm"), "%s: %s", cmds[i], r.out);
@@ -205,4 +206,23 @@ Test(cli, tune_writes_a_spec_no_worse_than_the_shipped_preset)
     remove(data);
     remove(spec1);
     remove(spec2);
+}
+
+Test(cli, bench_decodes_the_asked_tokens_and_writes_json)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/bench.json", PLM_BINARY_DIR);
+    remove(path);
+    run_result r = runf("%s bench --model %sgqa_bf16_sharded --image " FIX "gqa_bf16_sharded/image.png"
+                        " --gen 12 --repeat 2 --prompt-tokens 20 --json " PLM_BINARY_DIR
+                        "/bench.json", PLM_CLI, FIX);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    cr_assert(strstr(r.out, "| time to first token |"), "%s", r.out);
+    char *text;
+    size_t len;
+    plm_error err;
+    cr_assert_eq(plm_read_file(path, 1 << 20, &text, &len, &err), PLM_OK, "%s", err.msg);
+    cr_assert(strstr(text, "\"generated_tokens\":\t12"), "EOS must not stop a benchmark: %s", text);
+    free(text);
+    remove(path);
 }
