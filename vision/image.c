@@ -180,8 +180,14 @@ static plm_status pnm_check(const uint8_t *d, size_t len, const char *name, uint
     PLM_TRY(img_check_size(name, w, h, max_pixels, err));
     if (maxval == 0 || maxval > 65535)
         return plm_fail(err, PLM_E_FORMAT, "%s: corrupt PNM: maxval %" PRIu64, name, maxval);
+    /* stb_image 2.27 takes 16-bit samples in the host's byte order (the low byte of each
+     * big-endian sample on x86), and for P5 widens them with its 8-bit routine, reading past
+     * its buffer (found by tests/fuzz/fuzz_image.c). */
+    if (maxval > 255)
+        return plm_fail(err, PLM_E_UNSUPPORTED, "%s: 16-bit PNM (maxval %" PRIu64 ") is not "
+                        "supported", name, maxval);
     p++; /* the single whitespace before the data */
-    uint64_t need = w * h * (d[1] == '6' ? 3u : 1u) * (maxval > 255 ? 2u : 1u);
+    uint64_t need = w * h * (d[1] == '6' ? 3u : 1u);
     if (len - p < need)
         return plm_fail(err, PLM_E_FORMAT, "%s: truncated PNM: %zu bytes of pixel data, %" PRIu64
                         " needed", name, len - p, need);
