@@ -422,6 +422,10 @@ static plm_status get_id(const tok_tokenizer *t, const cJSON *v, const char *pat
     if ((size_t)v->valuedouble >= t->n_ids)
         return plm_fail(err, PLM_E_FORMAT, "%s: %s: id %d is past the vocabulary's %zu ids",
                         t->name, path, (int)v->valuedouble, t->n_ids);
+    /* the vocabulary may skip ids; a template must not emit one of those */
+    if (t->id_off[(size_t)v->valuedouble] == UINT32_MAX)
+        return plm_fail(err, PLM_E_FORMAT, "%s: %s: id %d is not a token of the vocabulary",
+                        t->name, path, (int)v->valuedouble);
     *out = (int32_t)v->valuedouble;
     return PLM_OK;
 }
