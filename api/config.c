@@ -1,6 +1,8 @@
 #include "api/config.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -123,7 +125,9 @@ static plm_status read_eos(const cJSON *o, const char *w, llama_config *c, plm_e
     int n = cJSON_IsArray(e) ? cJSON_GetArraySize(e) : 1;
     for (int i = 0; i < n; i++) {
         if (cJSON_IsArray(e)) item = cJSON_GetArrayItem(e, i);
-        if (!cJSON_IsNumber(item) || item->valuedouble < 0 || item->valuedouble != (int)item->valuedouble)
+        /* range first: converting a double outside int's range (1e37, inf) is undefined */
+        if (!cJSON_IsNumber(item) || !(item->valuedouble >= 0 && item->valuedouble <= INT_MAX) ||
+            item->valuedouble != (int)item->valuedouble)
             return plm_fail(err, PLM_E_FORMAT, "%s: eos_token_id must be a token id or a list "
                             "of them", w);
         int id = (int)item->valuedouble, dup = 0;
@@ -186,7 +190,8 @@ static plm_status read_feature_layers(const cJSON *root, vit_config *v, plm_erro
                         "(1..%d supported)", n, VIT_MAX_FEATURE_LAYERS);
     for (int i = 0; i < n; i++) {
         const cJSON *x = cJSON_IsArray(f) ? cJSON_GetArrayItem(f, i) : f;
-        if (!cJSON_IsNumber(x) || x->valuedouble != (int)x->valuedouble)
+        if (!cJSON_IsNumber(x) || !(fabs(x->valuedouble) <= INT_MAX) ||
+            x->valuedouble != (int)x->valuedouble)
             return plm_fail(err, PLM_E_FORMAT, "config.json: vision_feature_layer must be an "
                             "integer or a list of integers");
         v->feature_layers[i] = (int)x->valuedouble;
