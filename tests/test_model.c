@@ -441,3 +441,113 @@ Test(model, hub_4x_layout_loads_the_same_model)
     free(b);
     rm_dir(dir);
 }
+
+/* float -> IEEE half, round to nearest even (normal range; the fixture's weights are small). */
+static uint16_t to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int32_t exp = (int32_t)((u >> 23) & 0xff) - 127 + 15;
+    uint32_t man = u & 0x7fffff;
+    if (exp <= 0) { /* subnormal or zero */
+        if (exp < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - exp);
+        uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    if (exp >= 31) return (uint16_t)(sign | 0x7c00);
+    uint32_t h = ((uint32_t)exp << 10) | (man >> 13), rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Rewrites dir/model.safetensors with every F32 tensor stored as F16. */
+static void convert_to_f16(const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *buf;
+    size_t len;
+    plm_error err;
+    cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    const char *data = buf + 8 + hl;
+    cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl), *n = cJSON_CreateObject();
+    cr_assert(h);
+    size_t total = 0;
+    for (cJSON *e = h->child; e; e = e->next)
+        if (strcmp(e->string, "__metadata__")) {
+            cJSON *o = cJSON_GetObjectItem(e, "data_offsets");
+            total += (size_t)(cJSON_GetArrayItem(o, 1)->valuedouble -
+                              cJSON_GetArrayItem(o, 0)->valuedouble) / 2;
+        }
+    char *out = malloc(total), *w = out;
+    for (cJSON *e = h->child; e; e = e->next) {
+        if (!strcmp(e->string, "__metadata__")) continue;
+        cJSON *o = cJSON_GetObjectItem(e, "data_offsets");
+        size_t b = (size_t)cJSON_GetArrayItem(o, 0)->valuedouble;
+        size_t end = (size_t)cJSON_GetArrayItem(o, 1)->valuedouble;
+        size_t count = (end - b) / 4, start = (size_t)(w - out);
+        for (size_t i = 0; i < count; i++) {
+            float f;
+            memcpy(&f, data + b + 4 * i, 4);
+            uint16_t v = to_f16(f);
+            memcpy(w, &v, 2);
+            w += 2;
+        }
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "dtype", "F16");
+        cJSON_AddItemToObject(t, "shape", cJSON_Duplicate(cJSON_GetObjectItem(e, "shape"), 1));
+        cJSON *offs = cJSON_CreateArray();
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)start));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(w - out)));
+        cJSON_AddItemToObject(t, "data_offsets", offs);
+        cJSON_AddItemToObject(n, e->string, t);
+    }
+    char *text = cJSON_PrintUnformatted(n);
+    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
+    FILE *f = fopen(path, "wb");
+    cr_assert(f);
+    uint64_t nl = padded;
+    fwrite(&nl, 8, 1, f);
+    fwrite(text, 1, tl, f);
+    for (size_t i = tl; i < padded; i++) fputc(' ', f);
+    fwrite(out, 1, (size_t)(w - out), f);
+    fclose(f);
+    free(out);
+    free(text);
+    free(buf);
+    cJSON_Delete(h);
+    cJSON_Delete(n);
+}
+
+Test(model, f16_checkpoint_matches_the_f32_one_within_f16_rounding)
+{
+    char dir[1024], cmd[2200];
+    model_with_config(dir, sizeof dir, "");
+    snprintf(cmd, sizeof cmd, "cp %stiny_f32/config.json %s/", FIX, dir);
+    cr_assert_eq(system(cmd), 0);
+    convert_to_f16(dir);
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(dir, NULL, &m, &err), PLM_OK, "%s", err.msg);
+    char *d = plm_model_describe(m);
+    cr_assert(strstr(d, "dtype F16"), "%s", d);
+    free(d);
+    plm_model_free(m);
+    size_t n;
+    float *l = image_logits(dir, &n);
+    /* image_logits asks "What is it?"; compare with the same question on the f32 original */
+    size_t n0;
+    float *l0 = image_logits(FIX "tiny_f32", &n0);
+    cr_assert_eq(n, n0);
+    double e = rel_l2(l, l0, n);
+    cr_assert(e > 0 && e < 1e-2, "F16 vs F32 logits: relative L2 %.3g", e);
+    free(l);
+    free(l0);
+    rm_dir(dir);
+}
