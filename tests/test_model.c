@@ -354,6 +354,22 @@ Test(model, bos_comes_from_tokenizer_config_when_the_template_has_none)
     rm_dir(dir);
 }
 
+/* Writes a safetensors file: the header JSON padded to 8 bytes, then the data. */
+static void write_safetensors(const char *path, const cJSON *header, const void *data, size_t n)
+{
+    char *text = cJSON_PrintUnformatted(header);
+    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
+    FILE *f = fopen(path, "wb");
+    cr_assert(f, "%s", path);
+    uint64_t nl = padded;
+    fwrite(&nl, 8, 1, f);
+    fwrite(text, 1, tl, f);
+    for (size_t i = tl; i < padded; i++) fputc(' ', f);
+    fwrite(data, 1, n, f);
+    fclose(f);
+    free(text);
+}
+
 /* Rewrites dir/model.safetensors with every "vision_tower." name renamed to the Hub 4.x form
  * "vision_tower.vision_model." (same data bytes, a new header). */
 static void rename_to_hub_layout(const char *dir)
@@ -376,17 +392,7 @@ static void rename_to_hub_layout(const char *dir)
             snprintf(name, sizeof name, "%s", e->string);
         cJSON_AddItemToObject(n, name, cJSON_Duplicate(e, 1));
     }
-    char *text = cJSON_PrintUnformatted(n);
-    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
-    FILE *f = fopen(path, "wb");
-    cr_assert(f);
-    uint64_t nl = padded;
-    fwrite(&nl, 8, 1, f);
-    fwrite(text, 1, tl, f);
-    for (size_t i = tl; i < padded; i++) fputc(' ', f);
-    fwrite(buf + 8 + hl, 1, len - 8 - hl, f);
-    fclose(f);
-    free(text);
+    write_safetensors(path, n, buf + 8 + hl, len - 8 - hl);
     free(buf);
     cJSON_Delete(h);
     cJSON_Delete(n);
@@ -508,18 +514,8 @@ static void convert_to_f16(const char *dir)
         cJSON_AddItemToObject(t, "data_offsets", offs);
         cJSON_AddItemToObject(n, e->string, t);
     }
-    char *text = cJSON_PrintUnformatted(n);
-    size_t tl = strlen(text), padded = (tl + 7) / 8 * 8;
-    FILE *f = fopen(path, "wb");
-    cr_assert(f);
-    uint64_t nl = padded;
-    fwrite(&nl, 8, 1, f);
-    fwrite(text, 1, tl, f);
-    for (size_t i = tl; i < padded; i++) fputc(' ', f);
-    fwrite(out, 1, (size_t)(w - out), f);
-    fclose(f);
+    write_safetensors(path, n, out, (size_t)(w - out));
     free(out);
-    free(text);
     free(buf);
     cJSON_Delete(h);
     cJSON_Delete(n);
