@@ -72,9 +72,30 @@ static plm_status ensure_kv(plm_session *s, int need)
 /* Preprocesses the image and runs the vision tower with the policy's vision stage into
  * s->feats (host); done before tokenizing, since a vision stage decides how many image tokens
  * the prompt gets. */
+/* Keeps or restores the vision stage's outputs that later stages compact in place. */
+static plm_status save_vision(plm_session *s, int restore)
+{
+    size_t n = s->n_feat ? s->n_feat : 1;
+    if (restore) {
+        memcpy(s->img_scores, s->vis_scores, n * sizeof *s->img_scores);
+        memcpy(s->img_patch, s->vis_patch, n * sizeof *s->img_patch);
+        return PLM_OK;
+    }
+    float *sc = realloc(s->vis_scores, n * sizeof *sc);
+    if (sc) s->vis_scores = sc;
+    int32_t *pa = realloc(s->vis_patch, n * sizeof *pa);
+    if (pa) s->vis_patch = pa;
+    if (!sc || !pa) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    memcpy(sc, s->img_scores, n * sizeof *sc);
+    memcpy(pa, s->img_patch, n * sizeof *pa);
+    return PLM_OK;
+}
+
 static plm_status encode_image(plm_session *s)
 {
     plm_model *m = s->m;
+    if (s->p.cache_vision && s->vis_valid) return save_vision(s, 1);
+    s->vis_valid = 0;
     double t0 = plm_now_ms();
     float *pix = NULL;
     int h = 0, w = 0;
@@ -92,6 +113,10 @@ static plm_status encode_image(plm_session *s)
     PLM_TRY(session_ensure_scratch(s, session_vision_scratch(s)));
     PLM_TRY(session_encode_image(s, s->scratch));
     s->t.vision_ms = plm_now_ms() - t0;
+    if (s->p.cache_vision) {
+        PLM_TRY(save_vision(s, 0));
+        s->vis_valid = 1;
+    }
     return PLM_OK;
 }
 
@@ -302,8 +327,9 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     double keep_load = s->t.load_image_ms;
     memset(&s->t, 0, sizeof s->t);
     s->t.load_image_ms = keep_load;
-    s->n_feat = 0;
+    if (!(s->p.cache_vision && s->vis_valid)) s->n_feat = 0;
     if (s->has_image && count_markers(prompt) == 1) PLM_TRY(encode_image(s));
+    else s->n_feat = 0;
     PLM_TRY(tokenize_prompt(s, prompt));
     s->t.n_prompt = (int)s->n_prompt;
     s->t.n_image_tokens = (int)s->n_feat;

@@ -11,6 +11,7 @@ plm_status plm_session_set_prune(plm_session *s, const char *spec)
 {
     plm_model *m = s->m;
     s->prune_on = 0;
+    s->vis_valid = 0; /* the vision stage depends on the policy */
     if (!spec || !strcmp(spec, "none")) return PLM_OK;
     if (!m->cfg.has_vision)
         return plm_fail(&s->err, PLM_E_UNSUPPORTED, "visual pruning needs a model with a vision "

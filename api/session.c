@@ -63,6 +63,19 @@ static void drop_image(plm_session *s)
 {
     img_free(&s->img);
     s->has_image = 0;
+    s->vis_valid = 0;
+}
+
+/* Takes ownership of img; the cached vision output survives only an identical image. */
+static void keep_image(plm_session *s, plm_image *img)
+{
+    int same = s->has_image && s->img.width == img->width && s->img.height == img->height &&
+               !memcmp(s->img.rgb, img->rgb, (size_t)img->width * img->height * 3);
+    int valid = same && s->vis_valid;
+    drop_image(s);
+    s->img = *img;
+    s->has_image = 1;
+    s->vis_valid = valid;
 }
 
 void plm_session_free(plm_session *s)
@@ -82,6 +95,8 @@ void plm_session_free(plm_session *s)
     free(s->logits);
     free(s->last_hidden);
     free(s->img_patch);
+    free(s->vis_scores);
+    free(s->vis_patch);
     free(s->raters);
     free(s->kept_list);
     free(s->img_scores);
@@ -101,9 +116,7 @@ plm_status plm_session_set_image_file(plm_session *s, const char *path)
     double t0 = plm_now_ms();
     plm_image img = {0};
     PLM_TRY(img_load_file(path, s->m->params.max_pixels, &img, &s->err));
-    drop_image(s);
-    s->img = img;
-    s->has_image = 1;
+    keep_image(s, &img);
     s->t.load_image_ms = plm_now_ms() - t0;
     return PLM_OK;
 }
@@ -114,9 +127,7 @@ plm_status plm_session_set_image_rgb(plm_session *s, const uint8_t *rgb, int w, 
         return plm_fail(&s->err, PLM_E_UNSUPPORTED, "this model has no vision tower");
     plm_image img = {0};
     PLM_TRY(img_from_rgb(rgb, w, h, s->m->params.max_pixels, &img, &s->err));
-    drop_image(s);
-    s->img = img;
-    s->has_image = 1;
+    keep_image(s, &img);
     return PLM_OK;
 }
 

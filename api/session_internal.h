@@ -48,6 +48,9 @@ struct plm_session {
     int32_t *img_patch;        /* host [n_feat]: the patch each image row stands for (-1: the
                                   CLS row or a merged contextual token); compacted with the rows */
     int32_t *kept_list;        /* host: plm_session_kept_patches' answer */
+    int vis_valid;             /* feats (and the copies below) hold this image's vision stage */
+    float *vis_scores;         /* host: img_scores as the vision stage left them */
+    int32_t *vis_patch;        /* host: img_patch as the vision stage left them */
     size_t n_kept_list;
     plm_status hook_status;
 };

@@ -279,6 +279,7 @@ int cmd_eval(int argc, char **argv)
     int rc = CLI_FAIL;
     plm_session_params sp = plm_session_default_params();
     sp.max_tokens = o.max_tokens;
+    sp.cache_vision = 1; /* several questions per image */
     if (plm_model_load(o.model, &mp, &m, &err) != PLM_OK ||
         plm_session_new(m, &sp, &s, &err) != PLM_OK) {
         fprintf(stderr, "prunelm eval: %s\n", err.msg);

@@ -92,6 +92,9 @@ typedef struct plm_session_params {
     float top_p;            /* 1: off */
     uint64_t seed;
     int ignore_eos;         /* keep generating through EOS (benchmarks: a fixed token count) */
+    int cache_vision;       /* reuse the vision tower's output while the image (by content) and
+                               the pruning policy stay the same (batch evaluation asks several
+                               questions per image); off by default so timings stay honest */
 } plm_session_params;
 
 plm_session_params plm_session_default_params(void);

@@ -200,3 +200,37 @@ Test(prune_model, sparsevlm_keeps_and_appends_its_recycled_tokens)
     plm_session_free(base);
     plm_model_free(m);
 }
+
+Test(prune_model, the_vision_cache_gives_the_same_answers_and_masks)
+{
+    /* VFlowOpt's stages compact the scores and patches the vision stage made: the cache must
+     * restore them for the next question on the same image */
+    plm_model *m = load();
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 1;
+    sp.cache_vision = 1;
+    plm_session *c;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &c, &err), PLM_OK, "%s", err.msg);
+    plm_session_keep_prompt_logits(c, 1);
+    const char *spec = "vflowopt:r0=0.5,m=100,layers=1,r1=0.5";
+    cr_assert_eq(plm_session_set_prune(c, spec), PLM_OK, "%s", plm_last_error(c));
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(plm_session_set_image_file(c, MODEL "/image.png"), PLM_OK);
+        cr_assert_eq(plm_session_generate(c, PROMPT, NULL, NULL, NULL), PLM_OK, "%s",
+                     plm_last_error(c));
+        if (round == 0) cr_assert_gt(plm_session_timings(c)->vision_ms, 0);
+        else cr_assert_eq(plm_session_timings(c)->vision_ms, 0, "round %d re-encoded", round);
+        plm_session *f = run(m, spec, 1);
+        expect_same_logits(c, f, "cached vs fresh");
+        size_t nc, nf;
+        int g;
+        const int32_t *kc = plm_session_kept_patches(c, &nc, &g);
+        const int32_t *kf = plm_session_kept_patches(f, &nf, &g);
+        cr_assert_eq(nc, nf);
+        cr_assert_eq(memcmp(kc, kf, nc * sizeof *kc), 0);
+        plm_session_free(f);
+    }
+    plm_session_free(c);
+    plm_model_free(m);
+}
