@@ -11,7 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "api/config.h"
+#include "lm/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "vision/image.h"
 
 #define FUZZ_DIR PLM_SOURCE_DIR "/tests/fuzz"
 
@@ -92,4 +95,90 @@ Test(fuzz_regressions, tiny_inputs_are_refused_cleanly)
         all[i](bytes, 0);
         for (size_t b = 0; b < sizeof bytes; b++) all[i](&bytes[b], 1);
     }
+}
+
+/* ---- what the fuzzers found ---------------------------------------------------------------- */
+
+static uint8_t *regression(const char *target, const char *name, size_t *size)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/regressions/%s/%s", FUZZ_DIR, target, name);
+    return read_all(path, size);
+}
+
+/* fuzz_image: stb_image 2.27 widens a 16-bit P5 to RGB with its 8-bit routine and reads twice
+ * the buffer (ASan: heap-buffer-overflow in stbi__convert_16_to_8); its 16-bit P6 comes out
+ * from the low byte of each sample. Both are refused before stb sees them. */
+Test(fuzz_regressions, pnm_16bit_is_refused)
+{
+    size_t n;
+    uint8_t *data = regression("image", "pnm16_p5_convert_overread.pgm", &n);
+    plm_image img;
+    plm_error err = {{0}};
+    cr_assert_eq(img_load_memory(data, n, "p5.pgm", 0, &img, &err), PLM_E_UNSUPPORTED);
+    cr_expect_str_eq(err.msg, "p5.pgm: 16-bit PNM (maxval 655) is not supported");
+    cr_expect_null(img.rgb);
+    free(data);
+    const uint8_t p6[] = "P6\n1 1\n65535\n\x12\x34\x56\x78\x9a\xbc";
+    cr_assert_eq(img_load_memory(p6, sizeof p6 - 1, "p6.ppm", 0, &img, &err), PLM_E_UNSUPPORTED);
+    cr_expect_str_eq(err.msg, "p6.ppm: 16-bit PNM (maxval 65535) is not supported");
+    /* 8-bit stays as it was */
+    const uint8_t p5[] = "P5\n2 1\n255\n\x10\xf0";
+    cr_assert_eq(img_load_memory(p5, sizeof p5 - 1, "p5.pgm", 0, &img, &err), PLM_OK, "%s",
+                 err.msg);
+    cr_expect(img.width == 2 && img.height == 1 && img.rgb[0] == 0x10 && img.rgb[2] == 0x10 &&
+              img.rgb[3] == 0xf0 && img.rgb[5] == 0xf0);
+    img_free(&img);
+}
+
+/* fuzz_config: eos_token_id 1e37 (or vision_feature_layer inf) was converted to int before
+ * its range was checked, undefined behaviour (UBSan: "inf is outside the range of
+ * representable values of type 'int'"). */
+static plm_status load_config(const char *file, plm_error *err)
+{
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/fuzzcfg_XXXXXX", PLM_BINARY_DIR);
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    size_t n;
+    uint8_t *data = regression("config", file, &n);
+    FILE *f = fopen(path, "wb");
+    cr_assert(f && fwrite(data, 1, n, f) == n && fclose(f) == 0);
+    free(data);
+    llava_config c;
+    plm_status st = llava_config_load(dir, &c, err);
+    unlink(path);
+    rmdir(dir);
+    return st;
+}
+
+Test(fuzz_regressions, huge_eos_token_id_is_refused)
+{
+    plm_error err = {{0}};
+    cr_assert_eq(load_config("eos_token_id_1e37.json", &err), PLM_E_FORMAT);
+    cr_expect_str_eq(err.msg, "config.json: eos_token_id must be a token id or a list of them");
+}
+
+Test(fuzz_regressions, infinite_vision_feature_layer_is_refused)
+{
+    plm_error err = {{0}};
+    cr_assert_eq(load_config("vision_feature_layer_inf.json", &err), PLM_E_FORMAT);
+    cr_expect_str_eq(err.msg, "config.json: vision_feature_layer must be an integer or a list "
+                     "of integers");
+}
+
+/* fuzz_tokenizer_json: a TemplateProcessing special token naming id 1 in a vocabulary that
+ * holds only id 3 loaded, and encode then emitted 1, which is no token (the model would embed
+ * whatever row 1 is). */
+Test(fuzz_regressions, template_id_missing_from_vocab_is_refused)
+{
+    size_t n;
+    uint8_t *data = regression("tokenizer_json", "template_id_not_in_vocab.json", &n);
+    tok_tokenizer *t = NULL;
+    plm_error err = {{0}};
+    cr_assert_eq(tok_load_buffer((const char *)data, n, "tok.json", &t, &err), PLM_E_FORMAT);
+    cr_expect_str_eq(err.msg, "tok.json: post_processor.special_tokens[\"<s>\"].ids[0]: id 1 is "
+                     "not a token of the vocabulary");
+    cr_expect_null(t);
+    free(data);
 }
