@@ -360,6 +360,12 @@ plm_status tok_load_buffer(const char *json, size_t len, const char *name, tok_t
     if (len > TOK_MAX_FILE_BYTES)
         return plm_fail(err, PLM_E_LIMIT, "%s: %zu bytes is over the %zu-byte limit", name, len,
                         TOK_MAX_FILE_BYTES);
+    /* tokenizers reads the file into a Rust String, refusing invalid UTF-8 anywhere in it; the
+     * encoder relies on that too: every string the file puts into the text (a normalizer's
+     * prepend or replacement, an added token) is decoded without bounds checks. */
+    size_t bad = tok_utf8_check(json, len);
+    if (bad < len)
+        return plm_fail(err, PLM_E_FORMAT, "%s: invalid UTF-8 at byte %zu", name, bad);
     tok_tokenizer *t = calloc(1, sizeof *t);
     size_t nl = strlen(name);
     if (!t || !(t->name = malloc(nl + 1))) {
