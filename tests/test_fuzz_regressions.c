@@ -182,3 +182,18 @@ Test(fuzz_regressions, template_id_missing_from_vocab_is_refused)
     cr_expect_null(t);
     free(data);
 }
+
+/* fuzz_tokenizer_json: a Prepend normalizer whose string held 0xFF bytes loaded, and encode then
+ * decoded the normalized text as UTF-8 past its end (ASan: heap-buffer-overflow in
+ * tok_utf8_decode from the BPE's initial symbols). */
+Test(fuzz_regressions, tokenizer_json_with_invalid_utf8_is_refused)
+{
+    size_t n;
+    uint8_t *data = regression("tokenizer_json", "prepend_invalid_utf8.json", &n);
+    tok_tokenizer *t = NULL;
+    plm_error err = {{0}};
+    cr_assert_eq(tok_load_buffer((const char *)data, n, "tok.json", &t, &err), PLM_E_FORMAT);
+    cr_expect_str_eq(err.msg, "tok.json: invalid UTF-8 at byte 140");
+    cr_expect_null(t);
+    free(data);
+}
