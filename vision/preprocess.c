@@ -283,6 +283,11 @@ static plm_status pad_to_square(const clip_preproc_config *cfg, const plm_image 
     *sq = NULL;
     *side = m;
     if (w == h) return PLM_OK;
+    /* The square is a new image, bounded like a decoded one: a 1x4000000 strip within the
+     * caller's pixel limit would ask for 48 TB here (found by tests/fuzz/fuzz_image.c). */
+    if ((uint64_t)m * (uint64_t)m > PLM_DEFAULT_MAX_PIXELS)
+        return plm_fail(err, PLM_E_LIMIT, "pad to square: a %dx%d image pads to %dx%d, over the "
+                        "limit of %llu megapixels", w, h, m, m, PLM_DEFAULT_MAX_PIXELS / 1000000);
     size_t n;
     if (!plm_mul_ok((size_t)m, (size_t)m, &n) || !plm_mul_ok(n, 3, &n))
         return plm_fail(err, PLM_E_LIMIT, "pad to square: %dx%d overflows", m, m);
