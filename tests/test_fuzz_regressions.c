@@ -15,6 +15,7 @@
 #include "lm/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "vision/image.h"
+#include "vision/preprocess.h"
 
 #define FUZZ_DIR PLM_SOURCE_DIR "/tests/fuzz"
 
@@ -196,4 +197,36 @@ Test(fuzz_regressions, tokenizer_json_with_invalid_utf8_is_refused)
     cr_expect_str_eq(err.msg, "tok.json: invalid UTF-8 at byte 140");
     cr_expect_null(t);
     free(data);
+}
+
+/* fuzz_image: a 2.6 KB JPEG of 64x14592 took 5 s in LLaVA's pad to square (a 14592x14592
+ * copy); a 1x49000 PNG of 175 bytes, within any pixel limit, asked for 7.2 GB there (libFuzzer:
+ * out-of-memory (malloc(7203000000))). The square is now bounded like a decoded image; the
+ * strip kept here is smaller (8x9000) so that the replay's 336-pixel resize stays cheap. */
+Test(fuzz_regressions, pad_to_square_of_a_strip_is_refused)
+{
+    size_t n;
+    uint8_t *data = regression("image", "pad_to_square_strip_8x9000.png", &n);
+    plm_image img;
+    plm_error err = {{0}};
+    cr_assert_eq(img_load_memory(data, n, "strip.png", 0, &img, &err), PLM_OK, "%s", err.msg);
+    free(data);
+    cr_assert(img.width == 8 && img.height == 9000);
+    clip_preproc_config cfg;
+    clip_preproc_defaults(&cfg);
+    cfg.do_pad = 1;
+    float *px = NULL;
+    int h, w;
+    cr_assert_eq(clip_preprocess(&cfg, &img, &px, &h, &w, &err), PLM_E_LIMIT);
+    cr_expect_str_eq(err.msg, "pad to square: a 8x9000 image pads to 9000x9000, over the "
+                     "limit of 64 megapixels");
+    cr_expect_null(px);
+    /* without the pad it is an ordinary (if extreme) resize */
+    cfg.do_pad = 0;
+    cfg.shortest_edge = 2;
+    cfg.crop_h = cfg.crop_w = 2;
+    cr_assert_eq(clip_preprocess(&cfg, &img, &px, &h, &w, &err), PLM_OK, "%s", err.msg);
+    cr_expect(h == 2 && w == 2);
+    free(px);
+    img_free(&img);
 }
