@@ -547,3 +547,93 @@ Test(model, f16_checkpoint_matches_the_f32_one_within_f16_rounding)
     free(l0);
     rm_dir(dir);
 }
+
+/* A plain Llama checkpoint made from mqa_f32_oldnames' language model: the text_config as
+ * config.json, the LlamaForCausalLM names, no vision weights, no image processor. */
+static void make_text_only(const char *dir)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%smqa_f32_oldnames/config.json", FIX);
+    cJSON *cfg;
+    plm_error err;
+    cr_assert_eq(json_load_file(path, 1 << 20, &cfg, &err), PLM_OK, "%s", err.msg);
+    char *text = cJSON_Print(cJSON_GetObjectItem(cfg, "text_config"));
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, text);
+    free(text);
+    cJSON_Delete(cfg);
+    /* gather the language-model tensors of every shard into one model.safetensors */
+    cJSON *n = cJSON_CreateObject();
+    size_t cap = 1 << 22, used = 0;
+    char *data = malloc(cap);
+    for (int shard = 1; shard <= 8; shard++) {
+        snprintf(path, sizeof path, "%smqa_f32_oldnames/model-%05d-of-00008.safetensors", FIX, shard);
+        char *buf;
+        size_t len;
+        cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
+        uint64_t hl;
+        memcpy(&hl, buf, 8);
+        cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl);
+        for (cJSON *e = h->child; e; e = e->next) {
+            const char *name = e->string, *rest = NULL;
+            char newname[512];
+            if (!strncmp(name, "language_model.model.", 21)) rest = name + 21;
+            if (rest) snprintf(newname, sizeof newname, "model.%s", rest);
+            else if (!strcmp(name, "language_model.lm_head.weight")) strcpy(newname, "lm_head.weight");
+            else continue;
+            cJSON *o = cJSON_GetObjectItem(e, "data_offsets");
+            size_t b = (size_t)cJSON_GetArrayItem(o, 0)->valuedouble;
+            size_t end = (size_t)cJSON_GetArrayItem(o, 1)->valuedouble;
+            cr_assert(used + (end - b) <= cap);
+            memcpy(data + used, buf + 8 + hl + b, end - b);
+            cJSON *t = cJSON_CreateObject();
+            cJSON_AddStringToObject(t, "dtype", cJSON_GetObjectItem(e, "dtype")->valuestring);
+            cJSON_AddItemToObject(t, "shape", cJSON_Duplicate(cJSON_GetObjectItem(e, "shape"), 1));
+            cJSON *offs = cJSON_CreateArray();
+            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)used));
+            cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(used + end - b)));
+            cJSON_AddItemToObject(t, "data_offsets", offs);
+            cJSON_AddItemToObject(n, newname, t);
+            used += end - b;
+        }
+        cJSON_Delete(h);
+        free(buf);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    write_safetensors(path, n, data, used);
+    free(data);
+    cJSON_Delete(n);
+    char cmd[2300];
+    snprintf(cmd, sizeof cmd, "cp %smqa_f32_oldnames/tokenizer.json %smqa_f32_oldnames/"
+             "tokenizer_config.json %s/", FIX, FIX, dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+Test(model, a_plain_llama_checkpoint_answers_text_like_transformers)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/textonly_XXXXXX", PLM_BINARY_DIR);
+    cr_assert(mkdtemp(dir));
+    make_text_only(dir);
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(dir, NULL, &m, &err), PLM_OK, "%s", err.msg);
+    cr_assert_not(plm_model_has_vision(m));
+    plm_session *s = session_for(m, 0, 16);
+    plm_session_keep_prompt_logits(s, 1);
+    char *prompt = meta_str("mqa_f32_oldnames", "text_prompt");
+    cr_assert_eq(plm_session_generate(s, prompt, NULL, NULL, NULL), PLM_OK, "%s", plm_last_error(s));
+    npy_array want = load_npy("mqa_f32_oldnames", "text_logits.npy");
+    size_t rows, vocab;
+    const float *lg = plm_session_prompt_logits(s, &rows, &vocab);
+    cr_assert_eq(rows * vocab, want.count);
+    double e = rel_l2(lg, want.f, want.count);
+    cr_assert(e < 1e-4, "text-only logits: relative L2 %.3g", e);
+    /* an image cannot be attached to a model without a vision tower */
+    cr_assert_eq(plm_session_set_image_file(s, FIX "mqa_f32_oldnames/image.png"), PLM_E_UNSUPPORTED);
+    npy_free(&want);
+    free(prompt);
+    plm_session_free(s);
+    plm_model_free(m);
+    rm_dir(dir);
+}
