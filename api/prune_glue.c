@@ -27,6 +27,16 @@ plm_status plm_session_set_prune(plm_session *s, const char *spec)
     return PLM_OK;
 }
 
+/* The patches of the image rows that reached the last layer, ascending, into out (room for
+ * img_n); returns the count. */
+static size_t kept_patches_into(const plm_session *s, int32_t *out)
+{
+    size_t m = 0;
+    for (int64_t i = 0; s->img_patch && i < s->img_n; i++)
+        if (s->img_patch[i] >= 0) out[m++] = s->img_patch[i];
+    return m;
+}
+
 const int32_t *plm_session_kept_patches(plm_session *s, size_t *n, int *grid)
 {
     const vit_config *v = &s->m->cfg.vision;
@@ -36,13 +46,9 @@ const int32_t *plm_session_kept_patches(plm_session *s, size_t *n, int *grid)
     int32_t *k = realloc(s->kept_list, (size_t)s->img_n * sizeof *k);
     if (!k) return NULL;
     s->kept_list = k;
-    size_t m = 0;
-    for (int64_t i = 0; i < s->img_n; i++)
-        if (s->img_patch[i] >= 0) k[m++] = s->img_patch[i];
-    *n = s->n_kept_list = m;
+    *n = s->n_kept_list = kept_patches_into(s, k);
     return k;
 }
-
 size_t session_vision_scratch(const plm_session *s)
 {
     const plm_model *m = s->m;
@@ -530,13 +536,17 @@ plm_status plm_session_save_mask(plm_session *s, const char *png_path)
 {
     if (!s->pixels)
         return plm_fail(&s->err, PLM_E_ARG, "%s: the last prompt had no image", png_path);
-    size_t n;
-    int grid;
-    const int32_t *kept = plm_session_kept_patches(s, &n, &grid);
+    /* its own list: a pointer the caller holds from plm_session_kept_patches stays valid */
+    int32_t *kept = malloc((size_t)(s->img_n > 0 ? s->img_n : 1) * sizeof *kept);
+    if (!kept) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    size_t n = kept_patches_into(s, kept);
     uint8_t *rgb;
-    PLM_TRY(session_pixels_rgb(s, &rgb));
-    img_patch_overlay(rgb, s->ph, s->m->cfg.vision.patch_size, kept, kept ? n : 0);
-    plm_status st = img_write_png(png_path, rgb, s->pw, s->ph, &s->err);
-    free(rgb);
+    plm_status st = session_pixels_rgb(s, &rgb);
+    if (st == PLM_OK) {
+        img_patch_overlay(rgb, s->ph, s->m->cfg.vision.patch_size, kept, n);
+        st = img_write_png(png_path, rgb, s->pw, s->ph, &s->err);
+        free(rgb);
+    }
+    free(kept);
     return st;
 }
