@@ -223,9 +223,15 @@ plm_status img_load_memory(const void *data, size_t len, const char *name, uint6
         PLM_TRY(pnm_check(d, len, name, max_pixels, err));
         return img_stb_decode(d, len, name, "PNM", max_pixels, out, err);
     }
-    /* TGA has no signature; trust the name rather than guess at arbitrary bytes. */
-    if (has_suffix_ci(name, ".tga"))
+    /* TGA has no signature; trust the name rather than guess at arbitrary bytes. stb_image
+     * sniffs the format again, though, and takes 0xFF 0xFF 0xD8 for a JPEG (fill bytes before
+     * the SOI), which would skip the marker walk above; a colour-map type of 0 or 1 (byte 1)
+     * is what stb's TGA test wants and rules that out (found by tests/fuzz/fuzz_image.c). */
+    if (has_suffix_ci(name, ".tga")) {
+        if (len < 18 || d[1] > 1)
+            return plm_fail(err, PLM_E_FORMAT, "%s: corrupt TGA: bad header", name);
         return img_stb_decode(d, len, name, "TGA", max_pixels, out, err);
+    }
     return plm_fail(err, PLM_E_FORMAT, "%s: unknown image format (expected PNG, JPEG, GIF, BMP,"
                     " binary PNM, or TGA by its .tga name)", name);
 }
