@@ -230,3 +230,19 @@ Test(fuzz_regressions, pad_to_square_of_a_strip_is_refused)
     free(px);
     img_free(&img);
 }
+
+/* fuzz_image: 10 bytes, FF FF D8 FF C4 ..., reached stb_image as a TGA (no signature of ours
+ * matched; the name chose TGA). stb sniffed a JPEG behind the 0xFF fill byte and built a
+ * Huffman table of 260 codes, writing past its 257-byte array (UBSan: index 257 out of bounds
+ * in stbi__build_huffman), a check our JPEG marker walk does but that path skipped. */
+Test(fuzz_regressions, tga_that_stb_would_take_for_a_jpeg_is_refused)
+{
+    size_t n;
+    uint8_t *data = regression("image", "tga_named_jpeg_dht_overflow.tga", &n);
+    plm_image img;
+    plm_error err = {{0}};
+    cr_assert_eq(img_load_memory(data, n, "x.tga", 0, &img, &err), PLM_E_FORMAT);
+    cr_expect_str_eq(err.msg, "x.tga: corrupt TGA: bad header");
+    cr_expect_null(img.rgb);
+    free(data);
+}
