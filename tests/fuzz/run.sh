@@ -8,8 +8,8 @@
 # Builds build-fuzz (clang, ASan + UBSan + libFuzzer) when it is not configured yet. Each target
 # fuzzes a copy of its seeds (tests/fuzz/corpus/<target>, kept small in git) under
 # build-fuzz/fuzz-work/, with its dictionary when there is one; a crash, leak, timeout or OOM
-# leaves the input in tests/fuzz/crashes/<target>-*. The table of targets, seconds, executions,
-# exec/s and results goes to eval/results/fuzz_<date>.md (FUZZ_REPORT overrides the path).
+# leaves the input in tests/fuzz/crashes/<target>-*. A table of targets, seconds, executions,
+# exec/s and results is appended to the day's eval/results/fuzz_<date>.md (or FUZZ_REPORT).
 # Exits 1 when any target found something.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +27,11 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
         -DCMAKE_BUILD_TYPE=RelWithDebInfo
 fi
 cmake --build "$BUILD" -j"$JOBS" --target fuzz
+# The code under test is what was just built: name its commit now, not when the report is written.
+commit=$(git rev-parse --short HEAD)
+git diff --quiet HEAD -- tests/fuzz core vision lm api prune eval/*.c eval/*.h ||
+    commit="$commit (with uncommitted changes)"
+started=$(date +%H:%M)
 rm -rf "$WORK"
 mkdir -p "$WORK/logs" "$CRASHES"
 
@@ -65,10 +70,7 @@ for t in "${TARGETS[@]}"; do
 done
 wait
 
-# ---- the report ------------------------------------------------------------------------------
-commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- tests/fuzz core vision lm api prune eval/*.c eval/*.h ||
-    commit="$commit (with uncommitted changes)"
+# ---- the report: one section per run, appended to the day's file ---------------------------
 clang_version=$(${FUZZ_CC:-clang} --version | head -1)
 cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 failed=0
@@ -99,22 +101,30 @@ for t in "${TARGETS[@]}"; do
 done
 
 mkdir -p "$(dirname "$REPORT")"
-cat > "$REPORT" <<EOF
-# Fuzzing run — $(date +%F)
+if [ ! -s "$REPORT" ]; then
+    cat > "$REPORT" <<EOF
+# Fuzzing — $(date +%F)
 
-\`FUZZ_SECONDS=$SECS tests/fuzz/run.sh\` at commit $commit: each libFuzzer target for $SECS s,
-$JOBS at a time, with ASan + UBSan (every UBSan report fatal) and LeakSanitizer,
-\`-rss_limit_mb=2048 -timeout=10\`, on the seeds in \`tests/fuzz/corpus/<target>\` plus the
-target's dictionary. $clang_version; $cpu, $(nproc) cores.
+Each run: \`tests/fuzz/run.sh\` (libFuzzer; ASan + UBSan, every UBSan report fatal;
+LeakSanitizer; \`-rss_limit_mb=2048 -timeout=10\`), each target on a copy of its seeds in
+\`tests/fuzz/corpus/<target>\` with its dictionary. Executions are libFuzzer's
+\`stat::number_of_executed_units\`; coverage is its last status line (edges of the instrumented
+library, features, inputs in the working corpus). A found input is minimised with
+\`build-fuzz/fuzz_<target> -minimize_crash=1 -runs=10000 <input>\`, kept in
+\`tests/fuzz/regressions/<target>/\` and replayed by \`tests/test_fuzz_regressions.c\`.
+EOF
+fi
+cat >> "$REPORT" <<EOF
+
+## ${started}: ${TARGETS[*]}, $SECS s each
+
+\`FUZZ_SECONDS=$SECS${FUZZ_TARGETS:+ FUZZ_TARGETS="$FUZZ_TARGETS"} tests/fuzz/run.sh\` at commit $commit,
+$JOBS targets at a time; $clang_version; $cpu, $(nproc) cores.
 
 | target | seconds | executions | exec/s | seeds | coverage at the end | result |
 | --- | ---: | ---: | ---: | ---: | --- | --- |
-$rows
-Executions are libFuzzer's \`stat::number_of_executed_units\`; coverage is its last status line
-(edges of the instrumented library, features, inputs in the working corpus). A found input is
-minimised with \`build-fuzz/fuzz_<target> -minimize_crash=1 -runs=10000 <input>\`, kept in
-\`tests/fuzz/regressions/<target>/\` and replayed by \`tests/test_fuzz_regressions.c\`.
+${rows%$'\n'}
 EOF
 echo "run.sh: wrote $REPORT" >&2
-cat "$REPORT"
+tail -n "$((${#TARGETS[@]} + 7))" "$REPORT"
 exit "$failed"
