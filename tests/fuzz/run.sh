@@ -119,7 +119,7 @@ cat >> "$REPORT" <<EOF
 ## ${started}: ${TARGETS[*]}, $SECS s each
 
 \`FUZZ_SECONDS=$SECS${FUZZ_TARGETS:+ FUZZ_TARGETS="$FUZZ_TARGETS"} tests/fuzz/run.sh\` at commit $commit,
-$JOBS targets at a time; $clang_version; $cpu, $(nproc) cores.
+$(( ${#TARGETS[@]} < JOBS ? ${#TARGETS[@]} : JOBS )) at a time; $clang_version; $cpu, $(nproc) cores.
 
 | target | seconds | executions | exec/s | seeds | coverage at the end | result |
 | --- | ---: | ---: | ---: | ---: | --- | --- |
