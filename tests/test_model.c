@@ -370,21 +370,44 @@ static void write_safetensors(const char *path, const cJSON *header, const void 
     free(text);
 }
 
+/* A safetensors file read whole: its parsed header and where its data section starts. */
+typedef struct st_copy {
+    char *buf;
+    size_t len;
+    cJSON *header;
+    const char *data;
+    size_t data_len;
+} st_copy;
+
+static st_copy read_safetensors(const char *path)
+{
+    st_copy c;
+    plm_error err;
+    cr_assert_eq(plm_read_file(path, 1 << 26, &c.buf, &c.len, &err), PLM_OK, "%s", err.msg);
+    uint64_t hl;
+    memcpy(&hl, c.buf, 8);
+    c.header = cJSON_ParseWithLength(c.buf + 8, (size_t)hl);
+    cr_assert(c.header, "%s: header", path);
+    c.data = c.buf + 8 + hl;
+    c.data_len = c.len - 8 - hl;
+    return c;
+}
+
+static void st_copy_free(st_copy *c)
+{
+    cJSON_Delete(c->header);
+    free(c->buf);
+}
+
 /* Rewrites dir/model.safetensors with every "vision_tower." name renamed to the Hub 4.x form
  * "vision_tower.vision_model." (same data bytes, a new header). */
 static void rename_to_hub_layout(const char *dir)
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    char *buf;
-    size_t len;
-    plm_error err;
-    cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl), *n = cJSON_CreateObject();
-    cr_assert(h);
-    for (cJSON *e = h->child; e; e = e->next) {
+    st_copy c = read_safetensors(path);
+    cJSON *n = cJSON_CreateObject();
+    for (cJSON *e = c.header->child; e; e = e->next) {
         char name[512];
         if (!strncmp(e->string, "vision_tower.", 13))
             snprintf(name, sizeof name, "vision_tower.vision_model.%s", e->string + 13);
@@ -392,9 +415,8 @@ static void rename_to_hub_layout(const char *dir)
             snprintf(name, sizeof name, "%s", e->string);
         cJSON_AddItemToObject(n, name, cJSON_Duplicate(e, 1));
     }
-    write_safetensors(path, n, buf + 8 + hl, len - 8 - hl);
-    free(buf);
-    cJSON_Delete(h);
+    write_safetensors(path, n, c.data, c.data_len);
+    st_copy_free(&c);
     cJSON_Delete(n);
 }
 
@@ -475,15 +497,9 @@ static void convert_to_f16(const char *dir)
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    char *buf;
-    size_t len;
-    plm_error err;
-    cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    const char *data = buf + 8 + hl;
-    cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl), *n = cJSON_CreateObject();
-    cr_assert(h);
+    st_copy c = read_safetensors(path);
+    const char *data = c.data;
+    cJSON *h = c.header, *n = cJSON_CreateObject();
     size_t total = 0;
     for (cJSON *e = h->child; e; e = e->next)
         if (strcmp(e->string, "__metadata__")) {
@@ -516,8 +532,7 @@ static void convert_to_f16(const char *dir)
     }
     write_safetensors(path, n, out, (size_t)(w - out));
     free(out);
-    free(buf);
-    cJSON_Delete(h);
+    st_copy_free(&c);
     cJSON_Delete(n);
 }
 
@@ -568,13 +583,8 @@ static void make_text_only(const char *dir)
     char *data = malloc(cap);
     for (int shard = 1; shard <= 8; shard++) {
         snprintf(path, sizeof path, "%smqa_f32_oldnames/model-%05d-of-00008.safetensors", FIX, shard);
-        char *buf;
-        size_t len;
-        cr_assert_eq(plm_read_file(path, 1 << 26, &buf, &len, &err), PLM_OK, "%s", err.msg);
-        uint64_t hl;
-        memcpy(&hl, buf, 8);
-        cJSON *h = cJSON_ParseWithLength(buf + 8, (size_t)hl);
-        for (cJSON *e = h->child; e; e = e->next) {
+        st_copy sc = read_safetensors(path);
+        for (cJSON *e = sc.header->child; e; e = e->next) {
             const char *name = e->string, *rest = NULL;
             char newname[512];
             if (!strncmp(name, "language_model.model.", 21)) rest = name + 21;
@@ -585,7 +595,7 @@ static void make_text_only(const char *dir)
             size_t b = (size_t)cJSON_GetArrayItem(o, 0)->valuedouble;
             size_t end = (size_t)cJSON_GetArrayItem(o, 1)->valuedouble;
             cr_assert(used + (end - b) <= cap);
-            memcpy(data + used, buf + 8 + hl + b, end - b);
+            memcpy(data + used, sc.data + b, end - b);
             cJSON *t = cJSON_CreateObject();
             cJSON_AddStringToObject(t, "dtype", cJSON_GetObjectItem(e, "dtype")->valuestring);
             cJSON_AddItemToObject(t, "shape", cJSON_Duplicate(cJSON_GetObjectItem(e, "shape"), 1));
@@ -596,8 +606,7 @@ static void make_text_only(const char *dir)
             cJSON_AddItemToObject(n, newname, t);
             used += end - b;
         }
-        cJSON_Delete(h);
-        free(buf);
+        st_copy_free(&sc);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     write_safetensors(path, n, data, used);
