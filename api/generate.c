@@ -205,6 +205,40 @@ static void embed_prompt(plm_session *s, float *x, const float *dev_feats)
     s->img_n = first >= 0 ? (int64_t)s->n_feat : 0;
 }
 
+/* The decoder hook of one forward pass: the KV policy sees each layer first (its rows are
+ * the ones the layer just cached), then the visual stage may drop image rows for the layers
+ * after. */
+typedef struct pass_hook {
+    plm_session *s;
+    const llama_hook *vis; /* NULL outside the prefill or without a decoder stage */
+} pass_hook;
+
+static int64_t pass_after_layer(void *ctx, const llama_layer_view *v)
+{
+    pass_hook *ph = ctx;
+    if (session_kv_active(ph->s) && session_kv_after_layer(ph->s, v) < 0) return -1;
+    return ph->vis ? ph->vis->after_layer(ph->vis->ctx, v) : v->t;
+}
+
+static int pass_before_attention(void *ctx, int layer, plm_attn_args *a)
+{
+    pass_hook *ph = ctx;
+    return session_kv_before_attention(ph->s, layer, a);
+}
+
+/* The hook for a pass, or NULL when neither a KV policy nor a visual stage applies. */
+static const llama_hook *pass_hook_for(plm_session *s, const llama_hook *vis, pass_hook *ph,
+                                       llama_hook *storage)
+{
+    if (!session_kv_active(s)) return vis;
+    ph->s = s;
+    ph->vis = vis;
+    storage->after_layer = pass_after_layer;
+    storage->before_attention = pass_before_attention;
+    storage->ctx = ph;
+    return storage;
+}
+
 static int is_eos(const llama_config *c, int32_t tok)
 {
     for (int i = 0; i < c->n_eos; i++)
@@ -228,6 +262,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     s->stage_buf = NULL; /* points into the scratch while this prefill runs */
     PLM_TRY(ensure_kv(s, (int)T + s->max_new));
     llama_kv_clear(&s->kv);
+    if (session_kv_active(s)) PLM_TRY(session_kv_begin(s, T, s->kv.cap, s->max_new));
 
     llama_hook hook_storage;
     const llama_hook *hook = session_prefill_hook(s, &hook_storage);
@@ -255,7 +290,10 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
     s->hook_status = PLM_OK;
     s->img_layer_sum = 0;
-    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk, hook);
+    pass_hook ph;
+    llama_hook pass_storage;
+    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk,
+                                 pass_hook_for(s, hook, &ph, &pass_storage));
     free(pos);
     if (kept < 0) return s->hook_status != PLM_OK ? s->hook_status
                                                   : plm_fail(&s->err, PLM_E_ARG, "pruning failed");
@@ -299,7 +337,13 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         if (i + 1 == s->max_new) break;
         int32_t p1 = next_pos++;
         op->embed(s->be, x, &m->llm.embed, &tok, 1);
-        llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, next_pos, wk, NULL);
+        if (session_kv_active(s)) session_kv_phase(s, 0, i);
+        if (llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, next_pos, wk,
+                          pass_hook_for(s, NULL, &ph, &pass_storage)) < 0) {
+            st = s->hook_status != PLM_OK ? s->hook_status
+                                          : plm_fail(&s->err, PLM_E_ARG, "KV policy failed");
+            break;
+        }
         op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
     }
     const char *rest = "";

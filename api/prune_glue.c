@@ -519,6 +519,7 @@ const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage)
 {
     if (!s->prune_on || s->prune.n_stages == 0 || !s->has_image) return NULL;
     storage->after_layer = after_layer;
+    storage->before_attention = NULL;
     storage->ctx = s;
     return storage;
 }

@@ -82,6 +82,7 @@ void plm_session_free(plm_session *s)
 {
     if (!s) return;
     if (s->be) {
+        session_kv_free(s);
         llama_kv_free(&s->kv, s->be);
         s->be->ops->release(s->be, s->scratch);
         s->be->ops->release(s->be, s->probs);

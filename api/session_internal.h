@@ -6,6 +6,8 @@
 #include "prune/visual.h"
 #include "vision/image.h"
 
+typedef struct kv_glue kv_glue;
+
 struct plm_session {
     plm_model *m;
     plm_session_params p;
@@ -53,6 +55,7 @@ struct plm_session {
     int32_t *vis_patch;        /* host: img_patch as the vision stage left them */
     size_t n_kept_list;
     plm_status hook_status;
+    kv_glue *kvg;              /* the KV-cache policy (api/kv_glue.c); NULL: none */
 };
 
 double plm_now_ms(void);
@@ -73,5 +76,15 @@ plm_status session_pixels_rgb(plm_session *s, uint8_t **out);
 plm_status session_pick_raters(plm_session *s, const float *x, int64_t t);
 /* Device scratch the decoder stages need for a prefill of t rows, in floats. */
 size_t session_stage_scratch(const plm_session *s, int64_t t);
+
+/* KV-cache policy (api/kv_glue.c). */
+int session_kv_active(const plm_session *s);
+void session_kv_free(plm_session *s);
+/* Before a prefill: sizes the policy's state for a prompt of n_prompt rows in a cache of cap. */
+plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64_t max_new);
+void session_kv_phase(plm_session *s, int prefill, int64_t step);
+/* llama_hook callbacks (after_layer returns v->t, or -1 with s->hook_status set). */
+int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v);
+int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a);
 
 #endif

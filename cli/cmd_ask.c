@@ -28,6 +28,8 @@ static const char *HELP =
     "                        fastv:tokens=N,layer=K, pyramiddrop:layers=A/B/C,ratio=R,\n"
     "                        visionzip:tokens=N,contextual=C, vflowopt:tokens=N,alpha=A,\n"
     "                        recycle=R[,layers=..,ratio=..], or @FILE (see the README)\n"
+    "  --kv SPEC             KV-cache policy: none, streaming, h2o, snapkv, ... with\n"
+    "                        budget=N or ratio=R; several joined by '+' (see the README)\n"
     "  --json                print {answer, tokens, timings} as JSON instead of streaming text\n"
     "  --dump-logits F.npy   write float32 logits of every prompt position [positions, vocab]\n"
     "  --dump-features F.npy write the projected image features [image tokens, hidden]\n"
@@ -37,7 +39,7 @@ static const char *HELP =
     "  -v                    log progress to stderr\n";
 
 typedef struct ask_opts {
-    const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels, *prune;
+    const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels, *prune, *kv;
     const char *save_mask;
     int json, raw, verbose;
     plm_model_params mp;
@@ -60,6 +62,7 @@ static int parse(int argc, char **argv, ask_opts *o)
         } else if (!strcmp(a, "--model")) { VALUE(); o->model = v;
         } else if (!strcmp(a, "--image")) { VALUE(); o->image = v;
         } else if (!strcmp(a, "--prune")) { VALUE(); o->prune = v;
+        } else if (!strcmp(a, "--kv")) { VALUE(); o->kv = v;
         } else if (!strcmp(a, "--dump-logits")) { VALUE(); o->dump_logits = v;
         } else if (!strcmp(a, "--dump-features")) { VALUE(); o->dump_features = v;
         } else if (!strcmp(a, "--dump-pixels")) { VALUE(); o->dump_pixels = v;
@@ -189,7 +192,8 @@ int cmd_ask(int argc, char **argv)
         goto out;
     }
     plm_session_keep_prompt_logits(s, o.dump_logits != NULL);
-    if (o.prune && plm_session_set_prune(s, o.prune) != PLM_OK) {
+    if ((o.prune && plm_session_set_prune(s, o.prune) != PLM_OK) ||
+        (o.kv && plm_session_set_kv(s, o.kv) != PLM_OK)) {
         fprintf(stderr, "prunelm ask: %s\n", plm_last_error(s));
         rc = CLI_USAGE;
         goto out;

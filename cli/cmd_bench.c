@@ -22,6 +22,7 @@ static const char *HELP =
     "  --gen N              tokens to decode (default 256, within the context)\n"
     "  --repeat N           timed runs (default 5)\n"
     "  --prune SPEC         a pruning policy (see prunelm ask --help)\n"
+    "  --kv SPEC            a KV-cache policy (see prunelm ask --help)\n"
     "  --device cpu|cuda|auto, --threads N\n"
     "  --json FILE          write the results as JSON (atomically)\n";
 
@@ -59,7 +60,8 @@ static char *question(const plm_tokenizer *tok, int n)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *C = "bench", *model = NULL, *image = NULL, *prune = NULL, *json = NULL;
+    const char *C = "bench", *model = NULL, *image = NULL, *prune = NULL, *json = NULL,
+               *kv = NULL;
     int prompt_tokens = 40, gen = 256, repeat = 5;
     plm_model_params mp = plm_model_default_params();
     for (int i = 1; i < argc; i++) {
@@ -72,6 +74,7 @@ int cmd_bench(int argc, char **argv)
         } else if (!strcmp(a, "--model")) { VALUE(); model = v;
         } else if (!strcmp(a, "--image")) { VALUE(); image = v;
         } else if (!strcmp(a, "--prune")) { VALUE(); prune = v;
+        } else if (!strcmp(a, "--kv")) { VALUE(); kv = v;
         } else if (!strcmp(a, "--json")) { VALUE(); json = v;
         } else if (!strcmp(a, "--prompt-tokens")) {
             VALUE(); if (!cli_int(C, a, v, 1, 100000, &n)) return CLI_USAGE; prompt_tokens = (int)n;
@@ -119,6 +122,7 @@ int cmd_bench(int argc, char **argv)
     }
     if (!(q = question(plm_model_tokenizer(m), prompt_tokens))) goto out;
     if ((prune && plm_session_set_prune(s, prune) != PLM_OK) ||
+        (kv && plm_session_set_kv(s, kv) != PLM_OK) ||
         (plm_model_has_vision(m) && plm_session_set_image_file(s, image) != PLM_OK)) {
         fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
         goto out;
@@ -153,6 +157,7 @@ int cmd_bench(int argc, char **argv)
         cJSON_AddStringToObject(o, "model", model);
         cJSON_AddStringToObject(o, "device", dev);
         cJSON_AddStringToObject(o, "prune", prune ? prune : "none");
+        cJSON_AddStringToObject(o, "kv", kv ? kv : "none");
         cJSON_AddNumberToObject(o, "repeat", repeat);
         cJSON_AddNumberToObject(o, "prompt_tokens", t->n_prompt);
         cJSON_AddNumberToObject(o, "image_tokens", t->n_image_tokens);

@@ -34,6 +34,13 @@ typedef struct plm_attn_args {
     int64_t tq, tk, q_stride, kv_stride, q_pos0;
     int n_heads, n_kv, head_dim, causal;
     float scale;
+    /* Sparse attention (KV policies; zero/NULL for dense). rows (device, [n_kv x n_rows],
+     * ascending): each kv head's queries see only these key rows, all of them (causal is not
+     * applied: the decode case). bias (device, [n_heads x tk]): added to the scaled logits of key
+     * row j for head h (attention steering). attn_probs ignores both. */
+    const int32_t *rows;
+    int64_t n_rows;
+    const float *bias;
 } plm_attn_args;
 
 typedef struct plm_backend_ops {
@@ -83,6 +90,16 @@ typedef struct plm_backend_ops {
      * (channel, row, column) order like a conv weight, with g = size / p. */
     void (*patchify)(plm_backend *be, float *out, const float *pixels, int channels, int size,
                      int patch);
+    /* In place, for each of n_heads column blocks of hd floats in x [.. x stride]: row i of the
+     * block = row idx[h*n + i] (host, ascending per head) for i < n. Compacts the KV cache
+     * per kv head. */
+    void (*gather_heads)(plm_backend *be, float *x, int64_t stride, int n_heads, int hd,
+                         const int32_t *idx, int64_t n);
+    /* In order, for m = 0..n-1: row dst[m] of head block head[m] = a[m] * that row + b[m] * row
+     * src[m] of the same block (host arrays). Folds evicted KV rows into kept ones. */
+    void (*mix_rows)(plm_backend *be, float *x, int64_t stride, int hd, const int32_t *head,
+                     const int32_t *dst, const int32_t *src, const float *a, const float *b,
+                     int64_t n);
     /* ---- optional: NULL where a backend has none (the CPU backend); check before calling ---- */
     /* Why the last alloc() returned NULL, with the device's free/total memory, e.g.
      * "cudaMalloc of 1024 MiB on GPU 0 failed: out of memory (free 312 MiB of 81079 MiB)";
@@ -95,6 +112,21 @@ typedef struct plm_backend_ops {
     const char *(*error)(plm_backend *be);
     /* Free and total device memory in bytes; returns 0 on success, -1 when unknown. */
     int (*mem_info)(plm_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Block-sparse causal prefill (FlexPrefill, prune/kv_blocks.h): attention() computing only
+     * the (query block, key block) tiles whose byte in mask (device, [n_heads x ceil(tq/block) x
+     * ceil(tk/block)]) is non-zero. Query i (at q_pos0 + i) is in query block i / block, counted
+     * from the call's first query; key j is in key block j / block, by absolute key index.
+     * Masked tiles are never read; a query left with no key is zero. rows/bias: unsupported. */
+    void (*attention_blocks)(plm_backend *be, const plm_attn_args *a, const uint8_t *mask,
+                             int block);
+    /* DeltaLLM (prune/kv_deltallm.c): causal attention() where query i scores the `window` most
+     * recent keys it sees (q_pos0 + i - j < window) with its own row and every older key with
+     * its delta-tracked row: per element, ref = q_i where |q_i - ref| > theta, else ref stays;
+     * q_ref (device, [tq x n_heads x hd]) receives each query's ref. state (device,
+     * [n_heads x hd]) carries ref between calls: fill it with +inf before a sequence's first
+     * call. rows/bias: unsupported. */
+    void (*attention_delta)(plm_backend *be, const plm_attn_args *a, float *state, float *q_ref,
+                            int64_t window, float theta);
 } plm_backend_ops;
 
 struct plm_backend {

@@ -207,14 +207,18 @@ static void attn_rows(void *c, int64_t w0, int64_t w1)
         const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
         int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
         if (nk > a->tk) nk = a->tk;
+        const int32_t *rows = a->rows ? a->rows + (int64_t)kh * a->n_rows : NULL;
+        if (rows) nk = a->n_rows;
         /* Online softmax (running max and sum) so no score row is stored. */
         float mx = -INFINITY, sum = 0;
         for (int d = 0; d < hd; d++) acc[d] = 0;
-        for (int64_t j = 0; j < nk; j++) {
+        for (int64_t jj = 0; jj < nk; jj++) {
+            const int64_t j = rows ? rows[jj] : jj;
             const float *k = a->k + j * a->kv_stride + (int64_t)kh * hd;
             float s = 0;
             for (int d = 0; d < hd; d++) s += q[d] * k[d];
             s *= a->scale;
+            if (a->bias) s += a->bias[(int64_t)h * a->tk + j];
             const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
             if (s > mx) {
                 float r = expf(mx - s);
@@ -283,6 +287,29 @@ static void cpu_attn_probs(plm_backend *be, const plm_attn_args *a, int per_head
 static void cpu_attention(plm_backend *be, const plm_attn_args *a)
 {
     plm_pool_for(((cpu_backend *)be)->pool, a->tq * a->n_heads, attn_rows, (void *)a);
+}
+
+static void cpu_gather_heads(plm_backend *be, float *x, int64_t stride, int n_heads, int hd,
+                             const int32_t *idx, int64_t n)
+{
+    for (int h = 0; h < n_heads; h++)
+        for (int64_t i = 0; i < n; i++) { /* ascending: row idx >= i is not yet overwritten */
+            int64_t r = idx[(int64_t)h * n + i];
+            if (r != i)
+                memcpy(x + i * stride + (int64_t)h * hd, x + r * stride + (int64_t)h * hd,
+                       (size_t)hd * sizeof *x);
+        }
+}
+
+static void cpu_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const int32_t *head,
+                         const int32_t *dst, const int32_t *src, const float *a, const float *b,
+                         int64_t n)
+{
+    for (int64_t m = 0; m < n; m++) {
+        float *d = x + dst[m] * stride + (int64_t)head[m] * hd;
+        const float *s = x + src[m] * stride + (int64_t)head[m] * hd;
+        for (int e = 0; e < hd; e++) d[e] = a[m] * d[e] + b[m] * s[e];
+    }
 }
 
 static void cpu_embed(plm_backend *be, float *y, const plm_weight *w, const int32_t *ids,
@@ -358,6 +385,8 @@ static const plm_backend_ops cpu_ops = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attn_probs = cpu_attn_probs,
+    .gather_heads = cpu_gather_heads,
+    .mix_rows = cpu_mix_rows,
     .embed = cpu_embed,
     .copy2d = cpu_copy2d,
     .patchify = cpu_patchify,

@@ -314,6 +314,21 @@ static void op_patchify(plm_backend *be, float *out, const float *pixels, int ch
     if (b) cu_patchify(b, out, pixels, channels, size, patch);
 }
 
+static void op_gather_heads(plm_backend *be, float *x, int64_t stride, int n_heads, int hd,
+                            const int32_t *idx, int64_t n)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_gather_heads(b, x, stride, n_heads, hd, idx, n);
+}
+
+static void op_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const int32_t *head,
+                        const int32_t *dst, const int32_t *src, const float *a, const float *bw,
+                        int64_t n)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_mix_rows(b, x, stride, hd, head, dst, src, a, bw, n);
+}
+
 static void op_destroy(plm_backend *be)
 {
     cu_backend *b = (cu_backend *)be;
@@ -359,6 +374,8 @@ static plm_backend_ops make_ops(void)
     o.rope = op_rope;
     o.attention = op_attention;
     o.attn_probs = op_attn_probs;
+    o.gather_heads = op_gather_heads;
+    o.mix_rows = op_mix_rows;
     o.embed = op_embed;
     o.copy2d = op_copy2d;
     o.patchify = op_patchify;

@@ -49,6 +49,9 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(plm_attn_args a)
     const int64_t q_last = (q0 + ATT_BQ < a.tq ? q0 + ATT_BQ : a.tq) - 1;
     int64_t kend = a.causal ? a.q_pos0 + q_last + 1 : a.tk;
     if (kend > a.tk) kend = a.tk;
+    /* sparse rows: position j of the list stands for key row rows[j]; every query sees all */
+    const int32_t *rows = a.rows ? a.rows + (int64_t)kh * a.n_rows : NULL;
+    if (rows) kend = a.n_rows;
     int64_t nk[ATT_RPW];
     float m[ATT_RPW], l[ATT_RPW], acc[ATT_RPW][MAXT];
 #pragma unroll
@@ -56,6 +59,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(plm_attn_args a)
         const int64_t qi = q0 + warp * ATT_RPW + r;
         int64_t n = a.causal ? a.q_pos0 + qi + 1 : a.tk;
         if (n > a.tk) n = a.tk;
+        if (rows) n = a.n_rows;
         nk[r] = qi < a.tq && n > 0 ? n : 0;
         m[r] = -INFINITY;
         l[r] = 0.0f;
@@ -68,9 +72,11 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(plm_attn_args a)
         for (int e = threadIdx.x; e < ATT_BK * hd; e += blockDim.x) {
             const int r = e / hd, d = e % hd;
             const int64_t j = j0 + r;
-            const int64_t off = j * a.kv_stride + (int64_t)kh * hd + d;
-            ks[r * kpad + d] = j < a.tk ? a.k[off] : 0.0f;
-            vs[r * hd + d] = j < a.tk ? a.v[off] : 0.0f;
+            const int ok = j < kend;
+            const int64_t kj = rows ? (ok ? rows[j] : 0) : j;
+            const int64_t off = kj * a.kv_stride + (int64_t)kh * hd + d;
+            ks[r * kpad + d] = ok ? a.k[off] : 0.0f;
+            vs[r * hd + d] = ok ? a.v[off] : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -81,6 +87,8 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(plm_attn_args a)
             float s = 0.0f;
             for (int d = 0; d < hd; d++) s += qr[d] * kr[d];
             s *= a.scale;
+            if (a.bias && j0 + lane < nk[r])
+                s += a.bias[(int64_t)h * a.tk + (rows ? rows[j0 + lane] : j0 + lane)];
             if (j0 + lane >= nk[r]) s = -INFINITY;
             /* lane 0's key is always valid here, so the tile max is finite */
             const float mnew = fmaxf(m[r], warp_max(s));

@@ -111,6 +111,11 @@ void cu_rope(cu_backend *b, float *x, int64_t t, int64_t stride, int n_heads, in
              const int32_t *pos, const float *inv_freq);
 void cu_attention(cu_backend *b, const plm_attn_args *a);
 void cu_attn_probs(cu_backend *b, const plm_attn_args *a, int per_head);
+void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int hd,
+                     const int32_t *idx, int64_t n);
+void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
+                 const int32_t *dst, const int32_t *src, const float *a, const float *bw,
+                 int64_t n);
 /* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
 

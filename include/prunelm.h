@@ -125,6 +125,10 @@ typedef struct plm_timings {
  * "fastv:tokens=288,layer=2" or "@file.spec"; NULL or "none" turns it off. Refused (with the
  * reason) when the spec is malformed or does not fit the model. */
 plm_status plm_session_set_prune(plm_session *s, const char *spec);
+/* A KV-cache policy for the next prompts: "h2o:budget=256", "snapkv:ratio=0.2",
+ * "snapkv:ratio=0.2+think:keep=0.5" (policies joined by '+' run in turn) or "@file.spec"; NULL
+ * or "none" turns it off. See README "KV-cache policies" for every policy and parameter. */
+plm_status plm_session_set_kv(plm_session *s, const char *spec);
 /* The patches (row-major indices over the vision tower's grid, ascending) whose tokens reached
  * the last decoder layer in the last prompt — kept by every pruning stage, or the slot a
  * recycled token was written into — and the grid size. Valid until the next call; NULL when

@@ -67,6 +67,9 @@ typedef struct llama_layer_view {
  * count; returning v->t keeps them all. Negative: an error (the forward stops). */
 typedef struct llama_hook {
     int64_t (*after_layer)(void *ctx, const llama_layer_view *v);
+    /* Optional: before a layer's attention, may make it sparse (a->rows, a->bias: KV
+     * policies). Non-zero: an error (the forward stops). */
+    int (*before_attention)(void *ctx, int layer, plm_attn_args *a);
     void *ctx;
 } llama_hook;
 

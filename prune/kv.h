@@ -75,7 +75,8 @@ typedef struct kv_plan {
 typedef struct kv_attend {
     int64_t n_rows;        /* > 0: each kv head attends to rows[h*n_rows ..] only (ascending) */
     const int32_t *rows;
-    const float *bias;     /* [n_heads x len] added to the attention logits (steering) */
+    const float *bias;     /* [n_heads x (len + n_new)] added to the attention logits of
+                              every query of the pass (steering) */
 } kv_attend;
 
 typedef struct kv_policy kv_policy;
@@ -101,12 +102,15 @@ typedef struct kv_policy_ops {
 
 /* The parameters every token-budget policy shares (README "KV-cache policies"). */
 typedef struct kv_common {
-    int64_t budget;     /* rows per kv head kept per layer; 0: from ratio */
-    double ratio;       /* budget = ratio * prompt tokens when budget == 0 (0: no budget) */
-    int64_t sink;       /* first rows always kept (attention sinks) */
-    int64_t recent;     /* last rows always kept */
-    int64_t window;     /* observation window (last prompt queries) */
+    int64_t budget;     /* budget=N: rows per kv head kept per layer; 0: from ratio */
+    double ratio;       /* ratio=r: budget = ceil(r * prompt tokens) when budget == 0 (0: none) */
+    int64_t sink;       /* sink=N: first rows always kept (attention sinks); -1: not given */
+    int64_t recent;     /* recent=N: last rows always kept; -1: not given */
+    int64_t window;     /* window=N: observation window (last prompt queries); -1: not given */
 } kv_common;
+
+/* A common key's value, or dflt when the spec did not give it. */
+static inline int64_t kv_or(int64_t v, int64_t dflt) { return v >= 0 ? v : dflt; }
 
 struct kv_policy {
     const kv_policy_ops *ops;
@@ -126,6 +130,10 @@ void kv_policy_free(kv_policy *p);
 plm_status kv_policy_begin(kv_policy *p, const kv_shape *shape, plm_error *err);
 /* Rows per kv head a layer may keep (budget resolved; INT64_MAX when the policy has none). */
 int64_t kv_budget(const kv_policy *p);
+/* The observation window (window=, 32 by default) KV_NEED_WIN is computed over. */
+int64_t kv_window(const kv_policy *p);
+/* Fails unless budget= or ratio= was given (for the token-budget policies' parse). */
+plm_status kv_require_budget(const kv_policy *p, plm_error *err);
 
 /* ---- shared selection (prune/kv_select.c) ---------------------------------------------------- */
 /* For each kv head: the first `sink` rows, the last `recent` rows and the highest-scored of the

@@ -25,6 +25,8 @@ typedef struct prune_spec {
 } prune_spec;
 
 plm_status prune_spec_parse(const char *text, prune_spec *s, plm_error *err);
+/* The spec text itself: `text`, or the first non-comment line of FILE for "@FILE". */
+plm_status prune_spec_text(const char *text, char *buf, size_t n, plm_error *err);
 /* A number in [lo, hi]; dflt when absent. Marks the key used. */
 plm_status prune_spec_num(prune_spec *s, const char *key, double dflt, double lo, double hi,
                           double *out, plm_error *err);

@@ -36,6 +36,16 @@ static plm_status read_spec_file(const char *path, char *buf, size_t n, plm_erro
     return plm_fail(err, PLM_E_FORMAT, "%s: no spec in the file", path);
 }
 
+plm_status prune_spec_text(const char *text, char *buf, size_t n, plm_error *err)
+{
+    if (!text || !*text) return plm_fail(err, PLM_E_ARG, "empty pruning spec");
+    if (text[0] == '@') return read_spec_file(text + 1, buf, n, err);
+    if (strlen(text) >= n)
+        return plm_fail(err, PLM_E_LIMIT, "pruning spec over %zu characters", n - 1);
+    strcpy(buf, text);
+    return PLM_OK;
+}
+
 plm_status prune_spec_parse(const char *text, prune_spec *s, plm_error *err)
 {
     memset(s, 0, sizeof *s);

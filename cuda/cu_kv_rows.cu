@@ -1,0 +1,90 @@
+/* KV-cache row edits for the KV policies: per-head compaction (gather through a temporary,
+ * since an in-place parallel gather would race on rows another thread still reads) and ordered
+ * row folding (merges). CPU twins: cpu_gather_heads / cpu_mix_rows in core/backend_cpu.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/cu_internal.h"
+
+/* tmp[h][i][e] = x[idx[h*n+i]][h*hd + e] */
+__global__ void k_gather_heads(float *tmp, const float *x, int64_t stride, int n_heads, int hd,
+                               const int32_t *idx, int64_t n)
+{
+    const int64_t total = (int64_t)n_heads * n * hd;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+         t += (int64_t)gridDim.x * blockDim.x) {
+        const int e = (int)(t % hd);
+        const int64_t i = (t / hd) % n;
+        const int h = (int)(t / hd / n);
+        tmp[t] = x[(int64_t)idx[(int64_t)h * n + i] * stride + (int64_t)h * hd + e];
+    }
+}
+
+__global__ void k_scatter_heads(float *x, const float *tmp, int64_t stride, int n_heads, int hd,
+                                int64_t n)
+{
+    const int64_t total = (int64_t)n_heads * n * hd;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+         t += (int64_t)gridDim.x * blockDim.x) {
+        const int e = (int)(t % hd);
+        const int64_t i = (t / hd) % n;
+        const int h = (int)(t / hd / n);
+        x[i * stride + (int64_t)h * hd + e] = tmp[t];
+    }
+}
+
+void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int hd,
+                     const int32_t *idx, int64_t n)
+{
+    if (n <= 0 || n_heads <= 0) return;
+    const size_t ib = (size_t)n_heads * (size_t)n * sizeof(int32_t);
+    int32_t *d_idx = (int32_t *)cu_stage(b, idx, ib);
+    if (!d_idx) return;
+    const int64_t total = (int64_t)n_heads * n * hd;
+    if (!cu_buf_reserve(b, &b->tmp, (size_t)total * sizeof(float), "KV compaction")) return;
+    float *tmp = (float *)b->tmp.p;
+    k_gather_heads<<<cu_grid(total, 256), 256, 0, b->stream>>>(tmp, x, stride, n_heads, hd, d_idx,
+                                                               n);
+    if (!CU_LAUNCHED(b, "k_gather_heads")) return;
+    k_scatter_heads<<<cu_grid(total, 256), 256, 0, b->stream>>>(x, tmp, stride, n_heads, hd, n);
+    CU_LAUNCHED(b, "k_scatter_heads");
+}
+
+/* One block walks the whole list in order (a later entry may read a row an earlier one wrote);
+ * its threads split the hd elements, so entries stay sequential and elements parallel. */
+__global__ void k_mix_rows(float *x, int64_t stride, int hd, const int32_t *head,
+                           const int32_t *dst, const int32_t *src, const float *a, const float *bw,
+                           int64_t n)
+{
+    for (int64_t m = 0; m < n; m++) {
+        float *d = x + (int64_t)dst[m] * stride + (int64_t)head[m] * hd;
+        const float *s = x + (int64_t)src[m] * stride + (int64_t)head[m] * hd;
+        for (int e = threadIdx.x; e < hd; e += blockDim.x) d[e] = a[m] * d[e] + bw[m] * s[e];
+        __syncthreads();
+    }
+}
+
+void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
+                 const int32_t *dst, const int32_t *src, const float *a, const float *bw, int64_t n)
+{
+    if (n <= 0) return;
+    /* one staged block: head | dst | src | a | b, each n 4-byte words */
+    const size_t w = (size_t)n * 4;
+    char *host = (char *)malloc(5 * w);
+    if (!host) {
+        cu_fail(b, "mix_rows: out of host memory");
+        return;
+    }
+    memcpy(host, head, w);
+    memcpy(host + w, dst, w);
+    memcpy(host + 2 * w, src, w);
+    memcpy(host + 3 * w, a, w);
+    memcpy(host + 4 * w, bw, w);
+    char *d = (char *)cu_stage(b, host, 5 * w);
+    free(host);
+    if (!d) return;
+    k_mix_rows<<<1, 128, 0, b->stream>>>(x, stride, hd, (const int32_t *)d,
+                                         (const int32_t *)(d + w), (const int32_t *)(d + 2 * w),
+                                         (const float *)(d + 3 * w), (const float *)(d + 4 * w), n);
+    CU_LAUNCHED(b, "k_mix_rows");
+}
