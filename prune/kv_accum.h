@@ -72,9 +72,9 @@ void kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src,
  *   row t = (w_self[t] * row t + sum_i w[i] * row src_i) / den_t,
  *   den_t = w_self[t] + sum_i (count ? 1 : w[i])   over the sources i with tgt[i] == t.
  * count = 0 is a normalised weighted average (EMS); count = 1 with w_self = 1 is D2O's
- * scatter mean of similarity-weighted sources. w_self is indexed by row; scratch holds len
- * floats. Writes the entries to out (n of them, grouped by first appearance of the target) and
- * returns their count. */
+ * scatter mean of similarity-weighted sources; every den_t must be > 0. w_self is indexed by
+ * row; scratch holds len floats. Writes the n entries to out (a target's first entry rescales
+ * it, the later ones only add) and returns n. */
 int64_t kv_merge_weighted(int32_t head, const int32_t *src, const int32_t *tgt, const float *w,
                           int64_t n, const float *w_self, int count, int64_t len, float *scratch,
                           kv_merge *out);
