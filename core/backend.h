@@ -43,6 +43,35 @@ typedef struct plm_attn_args {
     const float *bias;
 } plm_attn_args;
 
+/* Mustafar's bitmap-compressed KV rows (prune/kv_bitmap.h: the layout, its sizes and how to
+ * drive it). For kv head h and row r, K's kept channels are a head_dim-bit bitmap (`words`
+ * uint64; bit d % 64 of word d / 64 = channel d) and the kept values packed in channel order
+ * into a fixed slot of k_slots floats (exactly k_keep used, the rest 0); V alike. Pointers are
+ * the backend's; the struct itself is host memory. */
+typedef struct plm_kv_bitmap {
+    int n_kv, head_dim, words;
+    int k_keep, v_keep;         /* values kept per row and kv head */
+    int k_slots, v_slots;       /* floats per packed row: keep rounded up to 4 (16-byte rows) */
+    int64_t cap;                /* rows per kv head the store holds */
+    int64_t n_rows;             /* rows [0, n_rows) of every kv head are compressed */
+    uint64_t *k_bits, *v_bits;  /* [n_kv x cap x words] */
+    float *k_vals, *v_vals;     /* [n_kv x cap x k_slots], [n_kv x cap x v_slots] */
+    float *work;                /* split-K scratch for attend (may be shared; NULL: no split) */
+    int64_t work_floats;
+} plm_kv_bitmap;
+
+/* The two ops of the bitmap store (the ops table's kv_bitmap member). */
+typedef struct plm_kv_bitmap_ops {
+    /* Compresses rows [r0, r1) of the dense cache k, v ([rows x kv_stride], kv head h at column
+     * h * head_dim) into kb: each row keeps its k_keep (v_keep) largest-magnitude values, ties
+     * to the lower channel. */
+    void (*compress)(plm_backend *be, const plm_kv_bitmap *kb, const float *k, const float *v,
+                     int64_t kv_stride, int64_t r0, int64_t r1);
+    /* attention() with key/value rows [0, kb->n_rows) read from kb and rows [kb->n_rows, tk)
+     * from a->k / a->v (their rows below n_rows are never read). Sparse fields: unsupported. */
+    void (*attend)(plm_backend *be, const plm_attn_args *a, const plm_kv_bitmap *kb);
+} plm_kv_bitmap_ops;
+
 typedef struct plm_backend_ops {
     const char *name;
     /* 1 when device pointers are host pointers: weights are then used in place (mmapped);
@@ -127,6 +156,8 @@ typedef struct plm_backend_ops {
      * call. rows/bias: unsupported. */
     void (*attention_delta)(plm_backend *be, const plm_attn_args *a, float *state, float *q_ref,
                             int64_t window, float theta);
+    /* Mustafar's bitmap-compressed KV store (prune/kv_bitmap.h): compress and attend. */
+    const plm_kv_bitmap_ops *kv_bitmap;
 } plm_backend_ops;
 
 struct plm_backend {
@@ -135,6 +166,8 @@ struct plm_backend {
 
 /* CPU backend with its own thread pool (n_threads <= 0: all cores). */
 plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err);
+/* The CPU backend's kv_bitmap ops (core/backend_cpu_bitmap.c). */
+extern const plm_kv_bitmap_ops plm_cpu_kv_bitmap_ops;
 
 /* CUDA backend on one GPU (cuda/): present when built with PLM_CUDA. plm_cuda_available()
  * says whether this build has it and a usable GPU is there (filling why when not). */

@@ -390,6 +390,7 @@ static const plm_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .copy2d = cpu_copy2d,
     .patchify = cpu_patchify,
+    .kv_bitmap = &plm_cpu_kv_bitmap_ops,
 };
 
 plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err)
