@@ -7,6 +7,7 @@
 
 #include "core/backend.h"
 #include "core/pool.h"
+#include "core/backend_cpu_sparse.h"
 
 typedef struct cpu_backend {
     plm_backend base;
@@ -385,6 +386,8 @@ static const plm_backend_ops cpu_ops = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .attn_probs = cpu_attn_probs,
+    .attention_blocks = cpu_attention_blocks,
+    .attention_delta = cpu_attention_delta,
     .gather_heads = cpu_gather_heads,
     .mix_rows = cpu_mix_rows,
     .embed = cpu_embed,

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda/cu_internal.h"
+#include "cuda/cu_sparse.h"
 
 /* cuBLASLt's advice for Hopper: 32 MiB lets it pick its fastest kernels. */
 #define CU_LT_WORKSPACE (32u << 20)
@@ -382,6 +383,8 @@ static plm_backend_ops make_ops(void)
     o.alloc_error = op_alloc_error;
     o.error = op_error;
     o.mem_info = op_mem_info;
+    o.attention_blocks = cu_op_attention_blocks;
+    o.attention_delta = cu_op_attention_delta;
     return o;
 }
 

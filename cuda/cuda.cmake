@@ -34,6 +34,8 @@ set(PLM_CUDA_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_rope.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attention.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_probs.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_blocks.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_delta.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_rows.cu)
 set_source_files_properties(${PLM_CUDA_SOURCES} PROPERTIES
   COMPILE_OPTIONS "${PLM_CUDA_GENCODE};-lineinfo;-Xcompiler=-Wall,-Wno-unused-function")
