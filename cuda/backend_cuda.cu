@@ -383,6 +383,7 @@ static plm_backend_ops make_ops(void)
     o.alloc_error = op_alloc_error;
     o.error = op_error;
     o.mem_info = op_mem_info;
+    o.kv_bitmap = &cu_kv_bitmap_ops;
     o.attention_blocks = cu_op_attention_blocks;
     o.attention_delta = cu_op_attention_delta;
     return o;

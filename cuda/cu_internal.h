@@ -118,5 +118,7 @@ void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t 
                  int64_t n);
 /* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
+/* The bitmap KV store's ops (cu_kv_bitmap.cu; Mustafar, prune/kv_bitmap.h). */
+extern const plm_kv_bitmap_ops cu_kv_bitmap_ops;
 
 #endif

@@ -36,6 +36,7 @@ set(PLM_CUDA_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_probs.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_blocks.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_delta.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_bitmap.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_rows.cu)
 set_source_files_properties(${PLM_CUDA_SOURCES} PROPERTIES
   COMPILE_OPTIONS "${PLM_CUDA_GENCODE};-lineinfo;-Xcompiler=-Wall,-Wno-unused-function")
@@ -58,6 +59,14 @@ add_executable(test_cuda_model ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_m
 target_include_directories(test_cuda_model PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_cuda_model PRIVATE prunelm m)
 set_target_properties(test_cuda_model PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+
+# Mustafar's bitmap KV store: CUDA ops against the CPU ones, and the decode benchmark.
+foreach(plm_gpu_exe test_cuda_bitmap bench_kv_bitmap)
+  add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
+  target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
+  set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+endforeach()
 
 set(plm_gpu_copied "")
 foreach(soname libcjson.so.1 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpng16.so.16)

@@ -11,5 +11,7 @@ dest=${2:-.carry/cuda}
 rm -rf "$dest"
 mkdir -p "$dest"
 cp "$build"/gpu/test_* "$dest"/
+# benchmarks (bench_*), when built: run by hand, e.g. bench_kv_bitmap OUT.txt
+cp "$build"/gpu/bench_* "$dest"/ 2>/dev/null || true
 tar -czf "$dest/libs.tar.gz" -C "$build/gpu/lib" .
 du -sh "$dest"
