@@ -52,6 +52,15 @@ target_include_directories(test_cuda_ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_cuda_ops PRIVATE prunelm m)
 set_target_properties(test_cuda_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 
+# FlexPrefill's attention_blocks and DeltaLLM's attention_delta against the CPU, and the
+# block-sparse prefill benchmark (bench_attn_blocks OUT.md).
+foreach(plm_gpu_exe test_cuda_blocks bench_attn_blocks)
+  add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
+  target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
+  set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+endforeach()
+
 # The GPU machine lacks some of the shared libraries libprunelm.a links (cJSON, OpenBLAS and
 # its Fortran runtime, libpng): copy them beside the test so run.sh can put them on
 # LD_LIBRARY_PATH. cuBLAS is not copied: the GPU machine has the same CUDA 13 toolkit.

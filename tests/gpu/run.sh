@@ -76,6 +76,8 @@ if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
             --report-api-errors no --error-exitcode 3 "$dir/test_cuda_ops"
     done
 fi
+# FlexPrefill's block-sparse and DeltaLLM's attention ops against the CPU.
+[ -x "$dir/test_cuda_blocks" ] && run_one test_cuda_blocks "$dir/test_cuda_blocks"
 # Mustafar's bitmap KV store: device compression and decode attention against the CPU.
 [ -x "$dir/test_cuda_bitmap" ] && run_one test_cuda_bitmap "$dir/test_cuda_bitmap"
 # The whole model on the GPU against the transformers fixtures and the CPU backend.
