@@ -152,7 +152,7 @@ plm_status kv_bitmap_attend(plm_backend *be, const plm_attn_args *a, const plm_k
     return PLM_OK;
 }
 
-/* ---- host side -------------------------------------------------------------------------------- */
+/* ---- host side ------------------------------------------------------------------------------ */
 
 /* |x| as an integer that orders like |x| (IEEE magnitudes order as their bit patterns). */
 static inline uint32_t mag_key(float x)

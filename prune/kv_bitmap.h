@@ -60,8 +60,8 @@
  * head_dim), at least 1. */
 int kv_bitmap_keep(int head_dim, double sparsity);
 
-/* Fills kb's shape for n_kv heads of head_dim (1..512) and cap rows at the given sparsities
- * ([0, 1)); pointers NULL, n_rows 0. */
+/* Fills kb's shape for n_kv heads of head_dim (1..512; the CUDA ops take 1..256) and cap rows
+ * at the given sparsities ([0, 1)); pointers NULL, n_rows 0. */
 plm_status kv_bitmap_init(plm_kv_bitmap *kb, int n_kv, int head_dim, int64_t cap,
                           double sparsity_k, double sparsity_v, plm_error *err);
 /* Bytes `rows` compressed rows of every kv head take (bitmaps and values of K and V, with the
