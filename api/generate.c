@@ -356,8 +356,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     }
     if (st == PLM_OK) st = backend_check(s->be, &s->err);
     s->t.decode_ms = plm_now_ms() - t0;
-    s->t.kv_bytes = (uint64_t)llama_kv_rows(&s->kv) * 2u * (uint64_t)c->n_kv *
-                    (uint64_t)c->head_dim * sizeof(float);
+    s->t.kv_bytes = session_kv_bytes(s);
     tok_stream_free(ts);
     sampler_free(&smp);
     return st;

@@ -10,6 +10,9 @@
 
 #include "api/session_internal.h"
 #include "prune/kv.h"
+#include "prune/kv_bitmap.h"
+#include "prune/kv_blocks.h"
+#include "prune/kv_deltallm.h"
 
 struct kv_glue {
     kv_policy *pol;            /* the chain from plm_session_set_kv */
@@ -26,6 +29,18 @@ struct kv_glue {
     float *d_probs;            /* device [n_heads x cap] */
     int32_t *d_rows;           /* device [n_kv x cap] */
     float *d_bias;             /* device [n_heads x cap] */
+    /* Mustafar: a bitmap store per layer (n_rows 0 until a plan compresses) and the split-K
+     * scratch they share */
+    plm_kv_bitmap *bm;
+    float *bm_work;
+    /* FlexPrefill: host copies of the prefill's q and k, the pooled queries, the device mask */
+    float *fq, *fk, *fpool;
+    uint8_t *d_mask;
+    size_t d_mask_bytes;
+    /* DeltaLLM: per layer the tracked query state (device [n_heads*hd]) and a q_ref scratch */
+    float **dl_state;
+    float *dl_qref;
+    float dl_theta;
 };
 
 static void glue_release(plm_session *s, kv_glue *g)
@@ -45,6 +60,17 @@ static void glue_release(plm_session *s, kv_glue *g)
     if (g->d_probs) op->release(s->be, g->d_probs);
     if (g->d_rows) op->release(s->be, g->d_rows);
     if (g->d_bias) op->release(s->be, g->d_bias);
+    for (int l = 0; g->bm && l < g->shape.n_layers; l++) kv_bitmap_release(s->be, &g->bm[l]);
+    free(g->bm);
+    if (g->bm_work) op->release(s->be, g->bm_work);
+    free(g->fq);
+    free(g->fk);
+    free(g->fpool);
+    if (g->d_mask) op->release(s->be, g->d_mask);
+    for (int l = 0; g->dl_state && l < g->shape.n_layers; l++)
+        if (g->dl_state[l]) op->release(s->be, g->dl_state[l]);
+    free(g->dl_state);
+    if (g->dl_qref) op->release(s->be, g->dl_qref);
     kv_policy *pol = g->pol;
     memset(g, 0, sizeof *g);
     g->pol = pol;
@@ -76,6 +102,36 @@ plm_status plm_session_set_kv(plm_session *s, const char *spec)
 
 int session_kv_active(const plm_session *s) { return s->kvg != NULL; }
 
+/* DeltaLLM's per-layer query state starts at +inf (the first query is sent whole). */
+static plm_status deltallm_begin(plm_session *s, kv_glue *g, int64_t cap)
+{
+    const llama_config *c = &s->m->cfg.text;
+    const plm_backend_ops *op = s->be->ops;
+    if (!op->attention_delta)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy deltallm: the %s backend has no "
+                        "delta attention", op->name);
+    const size_t n = (size_t)c->n_heads * (size_t)c->head_dim;
+    float *inf = malloc(n * sizeof *inf);
+    g->dl_state = calloc((size_t)c->n_layers, sizeof *g->dl_state);
+    g->dl_qref = op->alloc(s->be, (size_t)cap * n * sizeof(float));
+    if (!inf || !g->dl_state || !g->dl_qref) {
+        free(inf);
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for deltallm");
+    }
+    for (size_t i = 0; i < n; i++) inf[i] = INFINITY;
+    for (int l = 0; l < c->n_layers; l++) {
+        g->dl_state[l] = op->alloc(s->be, n * sizeof(float));
+        if (!g->dl_state[l]) {
+            free(inf);
+            return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for deltallm");
+        }
+        op->upload(s->be, g->dl_state[l], inf, n * sizeof(float));
+    }
+    free(inf);
+    g->dl_theta = -1; /* calibrated on the first layer's prompt queries when theta=0 */
+    return PLM_OK;
+}
+
 plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64_t max_new)
 {
     kv_glue *g = s->kvg;
@@ -100,6 +156,10 @@ plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64
                         "(%lld rows)", (long long)cap);
     g->prefill = 1;
     g->step = 0;
+    g->bm = calloc((size_t)c->n_layers, sizeof *g->bm);
+    if (!g->bm) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    for (kv_policy *p = g->pol; p; p = p->next)
+        if (p->ops == &kv_deltallm_ops) PLM_TRY(deltallm_begin(s, g, cap));
     return kv_policy_begin(g->pol, &g->shape, &s->err);
 }
 
@@ -151,9 +211,33 @@ static plm_status apply(plm_session *s, int layer, const kv_plan *pl, const char
     const plm_backend_ops *op = s->be->ops;
     const int64_t kvd = (int64_t)c->n_kv * c->head_dim, cap = g->shape.cap;
     int64_t len = s->kv.len[layer];
-    if (pl->n_chan > 0 || pl->compress_upto > 0)
-        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: channel pruning and bitmap "
-                        "compression are not wired into the cache yet", who);
+    if (pl->n_chan > 0)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: channel pruning is not wired "
+                        "into the cache yet", who);
+    plm_kv_bitmap *kb = &g->bm[layer];
+    if (pl->compress_upto > kb->n_rows) {
+        if (!op->kv_bitmap)
+            return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: the %s backend has no "
+                            "bitmap store", who, op->name);
+        if (!kb->cap) {
+            PLM_TRY(kv_bitmap_init(kb, c->n_kv, c->head_dim, cap, pl->sparsity_k,
+                                   pl->sparsity_v, &s->err));
+            PLM_TRY(kv_bitmap_alloc(s->be, kb, &s->err));
+            if (!g->bm_work) {
+                int64_t n = kv_bitmap_work_floats(c->n_heads, c->head_dim, 1);
+                g->bm_work = op->alloc(s->be, (size_t)n * sizeof(float));
+                if (!g->bm_work)
+                    return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the bitmap store");
+            }
+            kb->work = g->bm_work;
+            kb->work_floats = kv_bitmap_work_floats(c->n_heads, c->head_dim, 1);
+        }
+        PLM_TRY(kv_bitmap_compress(s->be, kb, s->kv.k[layer], s->kv.v[layer], kvd,
+                                   pl->compress_upto, &s->err));
+    }
+    if (kb->n_rows > 0 && (pl->n_keep >= 0 || pl->n_merge > 0))
+        return plm_fail(&s->err, PLM_E_ARG, "kv policy %s changes rows of layer %d after some "
+                        "were bitmap-compressed; put mustafar last in the chain", who, layer);
     if (pl->n_merge > 0) {
         PLM_TRY(grow_merges(s, pl->n_merge));
         for (int64_t m = 0; m < pl->n_merge; m++) {
@@ -255,6 +339,76 @@ int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v)
     return v->t;
 }
 
+/* FlexPrefill (prune/kv_flexprefill.c): the policy picks each head's key blocks from the last
+ * query block and the pooled queries (host copies), then the block-sparse op runs. */
+static plm_status flex_attend(plm_session *s, kv_policy *p, plm_attn_args *a)
+{
+    kv_glue *g = s->kvg;
+    const llama_config *c = &s->m->cfg.text;
+    const plm_backend_ops *op = s->be->ops;
+    if (!op->attention_blocks)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "flexprefill: the %s backend has no "
+                        "block-sparse attention", op->name);
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv * c->head_dim;
+    const int64_t tq = a->tq, tk = a->tk;
+    float *fq = realloc(g->fq, (size_t)(tq * qd) * sizeof *fq);
+    if (fq) g->fq = fq;
+    float *fk = realloc(g->fk, (size_t)(tk * kvd) * sizeof *fk);
+    if (fk) g->fk = fk;
+    float *fp = realloc(g->fpool, (size_t)(tq * qd) * sizeof *fp);
+    if (fp) g->fpool = fp;
+    if (!fq || !fk || !fp) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in flexprefill");
+    for (int64_t i = 0; i < tq; i++) /* q rows are strided; download them contiguous */
+        op->download(s->be, fq + i * qd, a->q + i * a->q_stride, (size_t)qd * sizeof(float));
+    op->download(s->be, fk, a->k, (size_t)(tk * kvd) * sizeof(float));
+    const uint8_t *mask = NULL;
+    int block = 0;
+    block = kv_flexprefill_block(p); /* the pooled queries are per block of the policy's size */
+    const int64_t n_last = tq < block ? tq : block;
+    kv_pool_rows(fq, tq, qd, qd, block, fp);
+    PLM_TRY(kv_flexprefill_decide(p, fq + (tq - n_last) * qd, fp, fk, tq, tk, &mask, &block,
+                                  &s->err));
+    const size_t nb = (size_t)c->n_heads * (size_t)((tq + block - 1) / block) *
+                      (size_t)((tk + block - 1) / block);
+    if (nb > g->d_mask_bytes) {
+        if (g->d_mask) op->release(s->be, g->d_mask);
+        g->d_mask = op->alloc(s->be, nb);
+        g->d_mask_bytes = g->d_mask ? nb : 0;
+        if (!g->d_mask) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the mask");
+    }
+    op->upload(s->be, g->d_mask, mask, nb);
+    op->attention_blocks(s->be, a, g->d_mask, block);
+    return PLM_OK;
+}
+
+/* DeltaLLM (prune/kv_deltallm.c): far keys are scored with delta-tracked queries. theta=0
+ * calibrates the threshold once, on the first layer's prompt queries, to the target sparsity. */
+static plm_status delta_attend(plm_session *s, kv_policy *p, int layer, plm_attn_args *a)
+{
+    kv_glue *g = s->kvg;
+    const llama_config *c = &s->m->cfg.text;
+    const plm_backend_ops *op = s->be->ops;
+    int64_t window;
+    float theta;
+    double sparsity;
+    kv_deltallm_params(p, &window, &theta, &sparsity);
+    if (theta <= 0) {
+        if (g->dl_theta < 0) {
+            const int64_t qd = (int64_t)c->n_heads * c->head_dim;
+            float *q = malloc((size_t)(a->tq * qd) * sizeof *q);
+            if (!q) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in deltallm");
+            for (int64_t i = 0; i < a->tq; i++)
+                op->download(s->be, q + i * qd, a->q + i * a->q_stride, (size_t)qd * sizeof(float));
+            g->dl_theta = kv_deltallm_calibrate(q, a->tq, qd, c->n_heads, c->head_dim, sparsity);
+            free(q);
+            if (g->dl_theta < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in deltallm");
+        }
+        theta = g->dl_theta;
+    }
+    op->attention_delta(s->be, a, g->dl_state[layer], g->dl_qref, window, theta);
+    return PLM_OK;
+}
+
 int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a)
 {
     kv_glue *g = s->kvg;
@@ -286,5 +440,48 @@ int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a)
             a->bias = g->d_bias;
         }
     }
+    const int sparse = a->rows || a->bias;
+    for (kv_policy *p = g->pol; p; p = p->next) {
+        plm_status st = PLM_OK;
+        int done = 0;
+        if (p->ops == &kv_flexprefill_ops && g->prefill && a->tq > 1) {
+            st = sparse ? plm_fail(&s->err, PLM_E_ARG, "flexprefill cannot combine with sparse "
+                                   "rows or steering") : flex_attend(s, p, a);
+            done = 1;
+        } else if (p->ops == &kv_deltallm_ops) {
+            st = sparse ? plm_fail(&s->err, PLM_E_ARG, "deltallm cannot combine with sparse rows "
+                                   "or steering") : delta_attend(s, p, layer, a);
+            done = 1;
+        }
+        if (st != PLM_OK) {
+            s->hook_status = st;
+            return -1;
+        }
+        if (done) return 1;
+    }
+    if (g->bm[layer].n_rows > 0) {
+        plm_status st = sparse ? plm_fail(&s->err, PLM_E_ARG, "mustafar cannot combine with "
+                                          "sparse rows or steering")
+                               : kv_bitmap_attend(s->be, a, &g->bm[layer], &s->err);
+        if (st != PLM_OK) {
+            s->hook_status = st;
+            return -1;
+        }
+        return 1;
+    }
     return 0;
+}
+
+uint64_t session_kv_bytes(const plm_session *s)
+{
+    const llama_config *c = &s->m->cfg.text;
+    const uint64_t row = 2u * (uint64_t)c->n_kv * (uint64_t)c->head_dim * sizeof(float);
+    uint64_t n = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const plm_kv_bitmap *kb = s->kvg && s->kvg->bm ? &s->kvg->bm[l] : NULL;
+        int64_t dense = s->kv.len[l] - (kb ? kb->n_rows : 0);
+        n += (uint64_t)dense * row;
+        if (kb && kb->n_rows) n += kv_bitmap_bytes(kb, kb->n_rows);
+    }
+    return n;
 }

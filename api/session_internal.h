@@ -86,5 +86,7 @@ void session_kv_phase(plm_session *s, int prefill, int64_t step);
 /* llama_hook callbacks (after_layer returns v->t, or -1 with s->hook_status set). */
 int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v);
 int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a);
+/* Bytes of keys and values the cache holds (dense rows plus bitmap-compressed ones). */
+uint64_t session_kv_bytes(const plm_session *s);
 
 #endif

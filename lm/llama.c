@@ -185,8 +185,9 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
                            .tk = n0 + t, .q_stride = qd, .kv_stride = kvd, .q_pos0 = n0,
                            .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = (int)hd,
                            .causal = 1, .scale = 1.0f / sqrtf((float)hd)};
-        if (hook && hook->before_attention && hook->before_attention(hook->ctx, l, &a)) return -1;
-        op->attention(be, &a);
+        int done = hook && hook->before_attention ? hook->before_attention(hook->ctx, l, &a) : 0;
+        if (done < 0) return -1;
+        if (!done) op->attention(be, &a);
         kv->len[l] = (int)(n0 + t);
         op->matmul(be, h, att, &L->o, L->o_b, t);
         op->add(be, x, x, h, t * D);

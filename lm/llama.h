@@ -68,7 +68,8 @@ typedef struct llama_layer_view {
 typedef struct llama_hook {
     int64_t (*after_layer)(void *ctx, const llama_layer_view *v);
     /* Optional: before a layer's attention, may make it sparse (a->rows, a->bias: KV
-     * policies). Non-zero: an error (the forward stops). */
+     * policies) or compute it itself into a->out. Returns 0: run the dense op on a; 1: done;
+     * negative: an error (the forward stops). */
     int (*before_attention)(void *ctx, int layer, plm_attn_args *a);
     void *ctx;
 } llama_hook;

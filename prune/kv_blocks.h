@@ -99,6 +99,9 @@ plm_status kv_flexprefill_decide(kv_policy *p, const float *q_last, const float 
                                  const float *k, int64_t tq, int64_t tk, const uint8_t **mask,
                                  int *block, plm_error *err);
 
+/* The policy's tile side (its block=): the glue pools the queries per block of this size. */
+int kv_flexprefill_block(const kv_policy *p);
+
 /* Fraction of the causal tiles a mask computes (the tiles with any key a query can see). */
 double kv_blocks_density(const uint8_t *mask, int n_heads, int64_t tq, int64_t tk, int block);
 

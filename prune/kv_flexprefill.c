@@ -95,6 +95,11 @@ static plm_status attend(kv_policy *p, int layer, int prefill, int64_t step, int
     return PLM_OK;
 }
 
+int kv_flexprefill_block(const kv_policy *p)
+{
+    return ((const flexprefill *)p->state)->p.block;
+}
+
 plm_status kv_flexprefill_decide(kv_policy *p, const float *q_last, const float *q_pool,
                                  const float *k, int64_t tq, int64_t tk, const uint8_t **mask,
                                  int *block, plm_error *err)
