@@ -188,3 +188,14 @@ plm_status session_ensure_scratch(plm_session *s, size_t n)
                         n * sizeof(float) >> 20);
     return PLM_OK;
 }
+
+plm_status plm_session_device_memory(plm_session *s, uint64_t *used, uint64_t *total)
+{
+    size_t fr = 0, tot = 0;
+    if (!s->be->ops->mem_info || s->be->ops->mem_info(s->be, &fr, &tot) != 0)
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "the %s backend reports no device memory",
+                        s->be->ops->name);
+    *used = (uint64_t)(tot - fr);
+    *total = (uint64_t)tot;
+    return PLM_OK;
+}

@@ -127,6 +127,7 @@ int cmd_bench(int argc, char **argv)
         fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
         goto out;
     }
+    double dev_peak = -1;
     for (int r = -1; r < repeat; r++) { /* run -1 warms up */
         if (plm_session_ask(s, q, NULL, NULL, NULL) != PLM_OK) {
             fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
@@ -137,6 +138,10 @@ int cmd_bench(int argc, char **argv)
         vis[r] = t->vision_ms;
         ttft[r] = t->vision_ms + t->prefill_ms;
         tps[r] = t->decode_ms > 0 ? (t->n_generated - 1) * 1000.0 / t->decode_ms : 0;
+        /* the backend only grows its buffers, so the most in use after a run is the peak */
+        uint64_t used, total;
+        if (plm_session_device_memory(s, &used, &total) == PLM_OK && (double)used > dev_peak)
+            dev_peak = (double)used;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -151,6 +156,9 @@ int cmd_bench(int argc, char **argv)
     printf("| decode | %.1f tokens/s over %d tokens |\n", d, t->n_generated);
     printf("| KV cache at the end | %.1f MiB |\n| peak host memory (RSS) | %.1f MiB |\n",
            t->kv_bytes / 1048576.0, ru.ru_maxrss / 1024.0);
+    if (dev_peak >= 0)
+        printf("| device memory in use after the runs (driver: context included) | %.2f GiB |\n",
+               dev_peak / 1073741824.0);
     rc = CLI_OK;
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -167,6 +175,7 @@ int cmd_bench(int argc, char **argv)
         cJSON_AddNumberToObject(o, "decode_tokens_per_s", d);
         cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
         cJSON_AddNumberToObject(o, "peak_rss_bytes", ru.ru_maxrss * 1024.0);
+        if (dev_peak >= 0) cJSON_AddNumberToObject(o, "device_used_bytes", dev_peak);
         char *text = cJSON_Print(o);
         cJSON_Delete(o);
         if (!text || eval_write_text(json, text, &err) != PLM_OK) {

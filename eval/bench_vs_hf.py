@@ -110,7 +110,8 @@ def main():
     p = json.load(open(js))
     rows["prunelm"] = dict(vision_ms=p["vision_ms"], ttft_ms=p["ttft_ms"],
                            decode_tokens_per_s=p["decode_tokens_per_s"],
-                           peak_bytes=float("nan"), prompt_tokens=p["prompt_tokens"])
+                           peak_bytes=p.get("device_used_bytes", float("nan")),
+                           prompt_tokens=p["prompt_tokens"])
     # the floors: decode reads every weight and the KV cache once per token; prefill is
     # 2 x parameters x tokens (+ attention) at the measured matrix rate
     n = rows["prunelm"]["prompt_tokens"]
@@ -124,7 +125,8 @@ def main():
              f"{args.gen} generated.",
              f"Decode bound {decode_bound:.0f} tokens/s; time-to-first-token floor "
              f"{prefill_flops / flops * 1e3:.1f} ms (weights only).", "",
-             "| engine | vision + projector ms | time to first token ms | decode tokens/s | peak GiB |",
+             "| engine | vision + projector ms | time to first token ms | decode tokens/s | peak GiB "
+             "(torch: max allocated; prunelm: driver's in-use incl. context) |",
              "|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['vision_ms']:.2f} | {r['ttft_ms']:.2f} | "

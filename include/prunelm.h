@@ -160,6 +160,10 @@ const float *plm_session_image_features(const plm_session *s, size_t *n_rows, si
 /* The preprocessed pixel tensor of the last image: [3 x H x W]. */
 const float *plm_session_pixels(const plm_session *s, int *height, int *width);
 
+/* Device memory in use and in all (bytes) on the session's GPU, as the driver reports it (its
+ * context and every other user of the GPU included); PLM_E_UNSUPPORTED on the CPU. */
+plm_status plm_session_device_memory(plm_session *s, uint64_t *used, uint64_t *total);
+
 /* Writes a float32 .npy file atomically (temporary name, then rename). */
 plm_status plm_write_npy(const char *path, const float *data, const size_t *shape, int ndim,
                          plm_error *err);

@@ -13,5 +13,7 @@ mkdir -p "$dest"
 cp "$build"/gpu/test_* "$dest"/
 # benchmarks (bench_*), when built: run by hand, e.g. bench_kv_bitmap OUT.txt
 cp "$build"/gpu/bench_* "$dest"/ 2>/dev/null || true
+# the CLI too (bench, eval on the GPU); it needs the same libs: LD_LIBRARY_PATH as run.sh sets
+cp "$build"/prunelm "$dest"/
 tar -czf "$dest/libs.tar.gz" -C "$build/gpu/lib" .
 du -sh "$dest"

@@ -1,0 +1,183 @@
+/* KV-cache policies inside the model: a budget that evicts nothing changes nothing, evictions
+ * keep exactly the rows the policy names (their keys equal the unpruned run's), the cache
+ * shrinks to the budget, every registered policy runs with visual pruning, and bad specs are
+ * refused with the reason. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/session_internal.h"
+#include "prune/kv.h"
+
+#define MODEL PLM_SOURCE_DIR "/tests/fixtures/models/mqa_f32_oldnames"
+#define GQA PLM_SOURCE_DIR "/tests/fixtures/models/gqa_bf16_sharded"
+#define PROMPT "USER: <image>\nWhat colour is the big shape on the left? ASSISTANT:"
+#define TEXT "USER: The pass key is 7 4 1 9. Remember it well, the pass key is 7 4 1 9. What " \
+             "is the pass key? ASSISTANT:"
+
+static plm_model *load(const char *dir)
+{
+    plm_model_params mp = plm_model_default_params();
+    mp.n_threads = 2;
+    plm_model *m;
+    plm_error err;
+    cr_assert_eq(plm_model_load(dir, &mp, &m, &err), PLM_OK, "%s", err.msg);
+    return m;
+}
+
+static plm_session *run(plm_model *m, const char *prune, const char *kv, const char *prompt,
+                        int image, int max_tokens)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = max_tokens;
+    sp.ignore_eos = 1;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    plm_session_keep_prompt_logits(s, 1);
+    if (prune) cr_assert_eq(plm_session_set_prune(s, prune), PLM_OK, "%s", plm_last_error(s));
+    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s: %s", kv, plm_last_error(s));
+    if (image) cr_assert_eq(plm_session_set_image_file(s, MODEL "/image.png"), PLM_OK);
+    cr_assert_eq(plm_session_generate(s, prompt, NULL, NULL, NULL), PLM_OK, "%s: %s", kv,
+                 plm_last_error(s));
+    return s;
+}
+
+static void expect_same_tokens(plm_session *a, plm_session *b, const char *what)
+{
+    size_t pa, na, pb, nb;
+    const int32_t *ta = plm_session_tokens(a, &pa, &na), *tb = plm_session_tokens(b, &pb, &nb);
+    cr_assert_eq(na, nb, "%s", what);
+    cr_assert_eq(memcmp(ta, tb, na * sizeof *ta), 0, "%s: different tokens", what);
+}
+
+Test(kv_model, a_budget_that_evicts_nothing_changes_nothing)
+{
+    plm_model *m = load(MODEL);
+    plm_session *base = run(m, NULL, "none", PROMPT, 1, 6);
+    const char *specs[] = {"h2o:budget=100000", "streaming:budget=100000",
+                           "snapkv:budget=100000", "scissorhands:budget=100000",
+                           "d2o:budget=100000", "ems:budget=100000", "kvcrush:budget=100000",
+                           "h2o:budget=100000+snapkv:budget=100000"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        plm_session *s = run(m, NULL, specs[i], PROMPT, 1, 6);
+        size_t ra, va, rb, vb;
+        const float *la = plm_session_prompt_logits(base, &ra, &va);
+        const float *lb = plm_session_prompt_logits(s, &rb, &vb);
+        cr_assert_eq(ra, rb);
+        cr_assert_eq(memcmp(la, lb, ra * va * sizeof(float)), 0, "%s: logits differ", specs[i]);
+        expect_same_tokens(base, s, specs[i]);
+        cr_assert_eq(plm_session_timings(s)->kv_bytes, plm_session_timings(base)->kv_bytes);
+        plm_session_free(s);
+    }
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+/* Streaming keeps rows [0, sink) and the last budget - sink rows of every layer: after the
+ * prefill its cache must hold exactly the unpruned cache's rows at those positions. */
+Test(kv_model, evicted_cache_holds_the_unpruned_keys_of_the_kept_positions)
+{
+    plm_model *m = load(GQA);
+    plm_session *base = run(m, NULL, "none", TEXT, 0, 1);
+    plm_session *s = run(m, NULL, "streaming:budget=12,sink=3", TEXT, 0, 1);
+    const llama_config *c = &m->cfg.text;
+    const int64_t kvd = (int64_t)c->n_kv * c->head_dim, T = (int64_t)base->n_prompt;
+    cr_assert_gt(T, 12);
+    for (int l = 0; l < c->n_layers; l++) {
+        cr_assert_eq(s->kv.len[l], 12, "layer %d holds %d rows", l, s->kv.len[l]);
+        for (int64_t r = 0; r < 12; r++) {
+            int64_t p = r < 3 ? r : T - 9 + r - 3;
+            cr_assert_eq(memcmp(s->kv.k[l] + r * kvd, base->kv.k[l] + p * kvd,
+                                (size_t)kvd * sizeof(float)), 0, "layer %d row %lld", l,
+                         (long long)r);
+            cr_assert_eq(memcmp(s->kv.v[l] + r * kvd, base->kv.v[l] + p * kvd,
+                                (size_t)kvd * sizeof(float)), 0);
+        }
+    }
+    const uint64_t row = 2u * (uint64_t)kvd * sizeof(float);
+    cr_assert_eq(plm_session_timings(s)->kv_bytes, 12u * c->n_layers * row);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+Test(kv_model, decode_keeps_the_budget_with_every_eviction_policy)
+{
+    plm_model *m = load(GQA);
+    const llama_config *c = &m->cfg.text;
+    const char *specs[] = {"streaming:budget=10", "h2o:budget=10", "snapkv:budget=10,window=4",
+                           "scissorhands:budget=10,recent=2,drop=2", "d2o:budget=10",
+                           "ems:budget=10,window=4", "kvcrush:budget=10"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        plm_session *s = run(m, NULL, specs[i], TEXT, 0, 8);
+        for (int l = 0; l < c->n_layers; l++)
+            cr_assert_leq(s->kv.len[l], 10 + 8, "%s: layer %d holds %d rows", specs[i], l,
+                          s->kv.len[l]);
+        plm_session_free(s);
+    }
+    plm_session *s = run(m, NULL, "h2o:budget=10", TEXT, 0, 8); /* a fixed budget, exactly */
+    for (int l = 0; l < c->n_layers; l++) cr_assert_eq(s->kv.len[l], 10);
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+Test(kv_model, visual_pruning_and_a_kv_policy_run_together)
+{
+    plm_model *m = load(MODEL);
+    plm_session *vis = run(m, "fastv:tokens=8,k=1", "none", PROMPT, 1, 4);
+    plm_session *both = run(m, "fastv:tokens=8,k=1", "h2o:ratio=0.5", PROMPT, 1, 4);
+    cr_assert_lt(plm_session_timings(both)->kv_bytes, plm_session_timings(vis)->kv_bytes);
+    cr_assert_eq(plm_session_timings(both)->n_image_tokens_last,
+                 plm_session_timings(vis)->n_image_tokens_last);
+    plm_session_free(vis);
+    plm_session_free(both);
+    plm_model_free(m);
+}
+
+Test(kv_model, bitmap_store_at_zero_sparsity_answers_like_the_dense_cache)
+{
+    plm_model *m = load(GQA);
+    plm_session *base = run(m, NULL, "none", TEXT, 0, 8);
+    plm_session *s = run(m, NULL, "mustafar:sparsity=0,window=4,batch=4", TEXT, 0, 8);
+    expect_same_tokens(base, s, "mustafar at sparsity 0");
+    plm_session *sp = run(m, NULL, "mustafar:sparsity=0.5,window=4,batch=4", TEXT, 0, 8);
+    cr_assert_lt(plm_session_timings(sp)->kv_bytes, plm_session_timings(base)->kv_bytes);
+    plm_session_free(sp);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model_free(m);
+}
+
+Test(kv_model, bad_specs_are_refused_with_the_reason)
+{
+    plm_model *m = load(GQA);
+    plm_session_params sp = plm_session_default_params();
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK);
+    struct {
+        const char *spec, *msg;
+    } bad[] = {
+        {"lru:budget=3", "unknown policy 'lru'"},
+        {"h2o", "needs budget=N"},
+        {"h2o:budget=3,ratio=0.5", "not both"},
+        {"h2o:budget=3,colour=red", "no parameter 'colour'"},
+        {"snapkv:budget=8,kernel=4", "kernel must be odd"},
+        {"h2o:budget=2.5", "whole number"},
+        {"h2o:budget=8+", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        plm_status st = plm_session_set_kv(s, bad[i].spec);
+        if (!bad[i].msg) { /* a trailing '+' is tolerated as an empty part */
+            cr_assert_eq(st, PLM_OK, "%s: %s", bad[i].spec, plm_last_error(s));
+            continue;
+        }
+        cr_assert_neq(st, PLM_OK, "%s was accepted", bad[i].spec);
+        cr_assert(strstr(plm_last_error(s), bad[i].msg), "%s: '%s'", bad[i].spec,
+                  plm_last_error(s));
+    }
+    plm_session_free(s);
+    plm_model_free(m);
+}
