@@ -16,4 +16,8 @@ cp "$build"/gpu/bench_* "$dest"/ 2>/dev/null || true
 # the CLI too (bench, eval on the GPU); it needs the same libs: LD_LIBRARY_PATH as run.sh sets
 cp "$build"/prunelm "$dest"/
 tar -czf "$dest/libs.tar.gz" -C "$build/gpu/lib" .
+# Each executable embeds the whole fatbinary (~9 MB); together they pass the carry limit, and
+# xz packs them to a sixth. run.sh unpacks bins.tar.xz when it finds one.
+(cd "$dest" && strip test_* bench_* prunelm 2>/dev/null || true
+ tar -cJf bins.tar.xz test_* bench_* prunelm && rm -f test_* bench_* prunelm)
 du -sh "$dest"

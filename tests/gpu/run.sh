@@ -11,6 +11,9 @@
 set -u
 dir=${1:-build-cuda}
 [ -d "$dir/gpu" ] && dir=$dir/gpu
+if [ -f "$dir/bins.tar.xz" ] && [ ! -x "$dir/test_cuda_ops" ]; then # made by pack.sh
+    tar -xJf "$dir/bins.tar.xz" -C "$dir" || exit 2
+fi
 if [ ! -x "$dir/test_cuda_ops" ]; then
     echo "run.sh: no test_cuda_ops in $dir (build with -DPLM_CUDA=ON first)" >&2
     exit 2
