@@ -10,6 +10,7 @@
 static const kv_policy_ops *const registry[] = {
     &kv_streaming_ops, &kv_h2o_ops, &kv_snapkv_ops, &kv_scissorhands_ops, &kv_kvcrush_ops,
     &kv_ems_ops, &kv_d2o_ops, &kv_mustafar_ops, &kv_flexprefill_ops, &kv_deltallm_ops,
+    &kv_delta_ops, &kv_recycled_ops, &kv_autopasta_ops,
 };
 
 static const kv_policy_ops *find(const char *name)
