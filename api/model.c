@@ -104,7 +104,14 @@ static plm_status load_all(plm_model *m, plm_error *err)
 
 plm_status model_new_backend(const plm_model *m, plm_backend **out, plm_error *err)
 {
-    if (m->on_cuda) return plm_backend_cuda_new(0, out, err);
+    if (m->on_cuda) {
+        PLM_TRY(plm_backend_cuda_new(0, out, err));
+        /* 16-bit checkpoints: attention may use tensor cores too (float32 ones stay exact) */
+        if ((*out)->ops->set_precision)
+            (*out)->ops->set_precision(*out, m->tsrc.dtype == PLM_BF16 ||
+                                                 m->tsrc.dtype == PLM_F16);
+        return PLM_OK;
+    }
     return plm_backend_cpu_new(m->params.n_threads, out, err);
 }
 

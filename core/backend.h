@@ -141,6 +141,10 @@ typedef struct plm_backend_ops {
     const char *(*error)(plm_backend *be);
     /* Free and total device memory in bytes; returns 0 on success, -1 when unknown. */
     int (*mem_info)(plm_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* mixed = 1: the model's weights are 16-bit, so attention may compute in bf16 on tensor
+     * cores (float32 accumulation and softmax statistics), as the matrix products already do;
+     * 0 (the default): attention stays float32, exact to the CPU within float rounding. */
+    void (*set_precision)(plm_backend *be, int mixed);
     /* Block-sparse causal prefill (FlexPrefill, prune/kv_blocks.h): attention() computing only
      * the (query block, key block) tiles whose byte in mask (device, [n_heads x ceil(tq/block) x
      * ceil(tk/block)]) is non-zero. Query i (at q_pos0 + i) is in query block i / block, counted

@@ -330,6 +330,11 @@ static void op_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const
     if (b) cu_mix_rows(b, x, stride, hd, head, dst, src, a, bw, n);
 }
 
+static void op_set_precision(plm_backend *be, int mixed)
+{
+    ((cu_backend *)be)->mixed = mixed;
+}
+
 static void op_destroy(plm_backend *be)
 {
     cu_backend *b = (cu_backend *)be;
@@ -383,6 +388,7 @@ static plm_backend_ops make_ops(void)
     o.alloc_error = op_alloc_error;
     o.error = op_error;
     o.mem_info = op_mem_info;
+    o.set_precision = op_set_precision;
     o.kv_bitmap = &cu_kv_bitmap_ops;
     o.attention_blocks = cu_op_attention_blocks;
     o.attention_delta = cu_op_attention_delta;

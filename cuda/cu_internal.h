@@ -49,6 +49,7 @@ typedef struct cu_backend {
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
 
+    int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */
     int failed;
     char err[512];
     int alloc_failed;
