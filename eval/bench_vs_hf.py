@@ -117,7 +117,9 @@ def main():
     n = rows["prunelm"]["prompt_tokens"]
     kv_per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (
         cfg.hidden_size // cfg.num_attention_heads) * 2
-    decode_bound = bw / 2 / (weights + kv_per_token * (n + args.gen / 2))
+    # bw counts the copy's reads and writes: the memory system moves bw bytes/s in all, and a
+    # decode step only reads
+    decode_bound = bw / (weights + kv_per_token * (n + args.gen / 2))
     prefill_flops = 2 * weights / 2 * n
     lines = [f"# prunelm vs transformers — {time.strftime('%Y-%m-%d')}",
              "", f"{torch.cuda.get_device_name()}; copy bandwidth {bw / 1e12:.2f} TB/s "
