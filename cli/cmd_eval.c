@@ -20,6 +20,10 @@ static const char *HELP =
     "image paths relative to the file) and scores exact matches of one-word answers.\n"
     "Writes DIR/results.jsonl (one line per item, made durable as it goes) and DIR/summary.json.\n"
     "  --model DIR       checkpoint (default: the bundled model)\n"
+    "  --kv SPEC         KV-cache policy (see prunelm ask --help); give several to sweep: the\n"
+    "                    grid of every --prune with every --kv runs, each setting in its own\n"
+    "                    folder, with report.md, accuracy.png and accuracy_kv.png (accuracy\n"
+    "                    against KV MiB, one line per KV policy)\n"
     "  --prune SPEC      visual-token pruning for every item (see prunelm ask --help); give\n"
     "                    it several times for a sweep: each setting runs (resumably) into\n"
     "                    DIR/<setting>/, then DIR/report.md (a table of accuracy per question\n"
@@ -44,8 +48,8 @@ static void on_signal(int sig)
 
 typedef struct eval_opts {
     const char *data, *out, *model;
-    const char *prune[EVAL_MAX_SETTINGS];
-    int n_prune;
+    const char *prune[EVAL_MAX_SETTINGS], *kv[EVAL_MAX_SETTINGS];
+    int n_prune, n_kv;
     int resume, quiet, threads, max_tokens;
     long limit;
 } eval_opts;
@@ -72,6 +76,13 @@ static int parse(int argc, char **argv, eval_opts *o)
                 return 0;
             }
             o->prune[o->n_prune++] = v;
+        } else if (!strcmp(a, "--kv")) {
+            VALUE();
+            if (o->n_kv == EVAL_MAX_SETTINGS) {
+                fprintf(stderr, "prunelm eval: at most %d --kv settings\n", EVAL_MAX_SETTINGS);
+                return 0;
+            }
+            o->kv[o->n_kv++] = v;
         } else if (!strcmp(a, "--resume")) { o->resume = 1;
         } else if (!strcmp(a, "-q")) { o->quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -85,6 +96,11 @@ static int parse(int argc, char **argv, eval_opts *o)
             return 0;
         }
 #undef VALUE
+    }
+    if ((o->n_prune ? o->n_prune : 1) * (o->n_kv ? o->n_kv : 1) > EVAL_MAX_SETTINGS) {
+        fprintf(stderr, "prunelm eval: %d --prune x %d --kv settings make over %d runs\n",
+                o->n_prune, o->n_kv, EVAL_MAX_SETTINGS);
+        return 0;
     }
     if (!o->data || !o->out) {
         fprintf(stderr, "prunelm eval: --data and --out are required (see prunelm eval --help)\n");
@@ -208,8 +224,8 @@ static int run(const eval_opts *o, plm_session *s, const eval_dataset *ds, eval_
 }
 
 /* One setting (pruning spec or none) over the dataset into dir/results.jsonl + summary.json. */
-static int run_setting(const eval_opts *o, plm_session *s, const char *spec, const char *dir,
-                       const eval_dataset *ds, char *summary, size_t summary_n)
+static int run_setting(const eval_opts *o, plm_session *s, const char *spec, const char *kv,
+                       const char *dir, const eval_dataset *ds, char *summary, size_t summary_n)
 {
     char results[4200];
     plm_error err;
@@ -219,7 +235,7 @@ static int run_setting(const eval_opts *o, plm_session *s, const char *spec, con
     }
     snprintf(results, sizeof results, "%s/results.jsonl", dir);
     snprintf(summary, summary_n, "%s/summary.json", dir);
-    if (plm_session_set_prune(s, spec) != PLM_OK) {
+    if (plm_session_set_prune(s, spec) != PLM_OK || plm_session_set_kv(s, kv) != PLM_OK) {
         fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
         return CLI_USAGE;
     }
@@ -228,7 +244,9 @@ static int run_setting(const eval_opts *o, plm_session *s, const char *spec, con
         fprintf(stderr, "prunelm eval: %s\n", err.msg);
         return CLI_FAIL;
     }
-    if (!o->quiet && spec) fprintf(stderr, "prunelm eval: setting %s\n", spec);
+    if (!o->quiet && (spec || kv))
+        fprintf(stderr, "prunelm eval: setting %s%s%s\n", spec ? spec : "",
+                spec && kv ? " with kv " : kv ? "kv " : "", kv ? kv : "");
     int rc = run(o, s, ds, &res);
     eval_results_close(&res);
     double acc;
@@ -292,33 +310,51 @@ int cmd_eval(int argc, char **argv)
             rc = CLI_USAGE;
             goto out;
         }
+    for (int i = 0; i < o.n_kv; i++)
+        if (plm_session_set_kv(s, o.kv[i]) != PLM_OK) {
+            fprintf(stderr, "prunelm eval: %s\n", plm_last_error(s));
+            rc = CLI_USAGE;
+            goto out;
+        }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     char summaries[EVAL_MAX_SETTINGS][4200];
-    if (o.n_prune <= 1) { /* one setting: results straight in the output folder */
-        rc = run_setting(&o, s, o.n_prune ? o.prune[0] : NULL, o.out, &ds, summaries[0],
-                         sizeof summaries[0]);
+    const int np = o.n_prune ? o.n_prune : 1, nk = o.n_kv ? o.n_kv : 1, n = np * nk;
+    if (n == 1) { /* one setting: results straight in the output folder */
+        rc = run_setting(&o, s, o.n_prune ? o.prune[0] : NULL, o.n_kv ? o.kv[0] : NULL, o.out,
+                         &ds, summaries[0], sizeof summaries[0]);
         goto out;
     }
-    const char *sums[EVAL_MAX_SETTINGS];
-    for (int i = 0; i < o.n_prune; i++) {
-        char name[256], dir[4096 + 300];
-        slug(o.prune[i], name, sizeof name);
+    /* the grid: every --prune with every --kv, each in its own folder */
+    const char *sums[EVAL_MAX_SETTINGS], *pr[EVAL_MAX_SETTINGS], *kvs[EVAL_MAX_SETTINGS];
+    for (int i = 0; i < n; i++) {
+        pr[i] = o.n_prune ? o.prune[i / nk] : NULL;
+        kvs[i] = o.n_kv ? o.kv[i % nk] : NULL;
+        char name[256] = "", part[128], dir[4096 + 300];
+        if (pr[i]) slug(pr[i], name, sizeof name);
+        if (kvs[i]) {
+            slug(kvs[i], part, sizeof part);
+            snprintf(name + strlen(name), sizeof name - strlen(name), "%skv_%s",
+                     pr[i] ? "__" : "", part);
+        }
         snprintf(dir, sizeof dir, "%s/%s", o.out, name);
-        rc = run_setting(&o, s, o.prune[i], dir, &ds, summaries[i], sizeof summaries[i]);
+        rc = run_setting(&o, s, pr[i], kvs[i], dir, &ds, summaries[i], sizeof summaries[i]);
         if (rc != CLI_OK) goto out;
         sums[i] = summaries[i];
     }
-    char md[4200], png[4200];
+    char md[4200], png[4200], kvpng[4200];
     snprintf(md, sizeof md, "%s/report.md", o.out);
     snprintf(png, sizeof png, "%s/accuracy.png", o.out);
-    if (eval_report(o.prune, sums, o.n_prune, md, png, &err) != PLM_OK) {
+    snprintf(kvpng, sizeof kvpng, "%s/accuracy_kv.png", o.out);
+    if (eval_report(pr, o.n_kv ? kvs : NULL, sums, n, md, png, o.n_kv ? kvpng : NULL, &err) !=
+        PLM_OK) {
         fprintf(stderr, "prunelm eval: %s\n", err.msg);
         rc = CLI_FAIL;
     } else if (!o.quiet) {
-        fprintf(stderr, "prunelm eval: wrote %s and %s\n", md, png);
+        fprintf(stderr, "prunelm eval: wrote %s, %s%s%s\n", md, png, o.n_kv ? " and " : "",
+                o.n_kv ? kvpng : "");
     }
 out:
     plm_session_free(s);

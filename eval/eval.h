@@ -68,10 +68,13 @@ typedef struct eval_series {
 plm_status eval_plot_png(const char *path, const eval_series *s, int ns, const char *x_label,
                          plm_error *err);
 
-/* The report of a sweep: for each run (spec, its summary.json), a Markdown table of accuracy
- * overall and per question type, image tokens, KV memory and latency, written to md_path; and
- * accuracy against image tokens per layer, one line per method, to png_path. */
-plm_status eval_report(const char *const *specs, const char *const *summaries, int n,
-                       const char *md_path, const char *png_path, plm_error *err);
+/* The report of a sweep: for each run (its visual spec or NULL, its KV spec or NULL — kv may
+ * be NULL altogether — and its summary.json), a Markdown table of accuracy overall and per
+ * question type, image tokens, KV memory and latency, written to md_path; accuracy against
+ * image tokens per layer, one line per visual method, to png_path; and with kv, accuracy
+ * against KV MiB, one line per KV policy, to kv_png_path. */
+plm_status eval_report(const char *const *specs, const char *const *kv,
+                       const char *const *summaries, int n, const char *md_path,
+                       const char *png_path, const char *kv_png_path, plm_error *err);
 
 #endif

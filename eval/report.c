@@ -51,8 +51,45 @@ static int by_x(const void *a, const void *b)
     return (*x > *y) - (*x < *y);
 }
 
-plm_status eval_report(const char *const *specs, const char *const *summaries, int n,
-                       const char *md_path, const char *png_path, plm_error *err)
+/* Groups runs by method into sorted lines of (x, accuracy). */
+static int make_series(const char *const *specs, cJSON **sum, int n, int kv_axis,
+                       eval_series *series)
+{
+    int ns = 0;
+    for (int i = 0; i < n; i++) {
+        char m[48];
+        method_of(specs[i] ? specs[i] : "none", m, sizeof m);
+        int k = 0;
+        while (k < ns && strcmp(series[k].name, m)) k++;
+        if (k == ns) {
+            if (ns == 16) continue;
+            memset(&series[ns], 0, sizeof series[ns]);
+            snprintf(series[ns++].name, sizeof series[0].name, "%s", m);
+        }
+        if (series[k].n < EVAL_MAX_POINTS) {
+            series[k].x[series[k].n] = kv_axis ? num(sum[i], "mean_kv_bytes") / (1 << 20)
+                                               : num(sum[i], "mean_image_tokens_per_layer");
+            series[k].y[series[k].n++] = num(sum[i], "accuracy");
+        }
+    }
+    for (int k = 0; k < ns; k++) {
+        double pts[EVAL_MAX_POINTS][2];
+        for (int j = 0; j < series[k].n; j++) {
+            pts[j][0] = series[k].x[j];
+            pts[j][1] = series[k].y[j];
+        }
+        qsort(pts, (size_t)series[k].n, sizeof pts[0], by_x);
+        for (int j = 0; j < series[k].n; j++) {
+            series[k].x[j] = pts[j][0];
+            series[k].y[j] = pts[j][1];
+        }
+    }
+    return ns;
+}
+
+plm_status eval_report(const char *const *specs, const char *const *kv,
+                       const char *const *summaries, int n, const char *md_path,
+                       const char *png_path, const char *kv_png_path, plm_error *err)
 {
     cJSON **sum = calloc((size_t)(n ? n : 1), sizeof *sum);
     if (!sum) return eval_fail(err, PLM_E_NOMEM, "out of memory");
@@ -74,17 +111,19 @@ plm_status eval_report(const char *const *specs, const char *const *summaries, i
     char *md = st == PLM_OK ? malloc(cap) : NULL;
     if (st == PLM_OK && !md) st = eval_fail(err, PLM_E_NOMEM, "out of memory");
     if (st == PLM_OK) {
-        len += (size_t)snprintf(md + len, cap - len, "# Pruning sweep\n\n| setting | image tokens "
-                                "(prompt) | per layer | accuracy |");
+        len += (size_t)snprintf(md + len, cap - len, "# Pruning sweep\n\n| setting |%s image "
+                                "tokens (prompt) | per layer | accuracy |", kv ? " KV policy |" : "");
         for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, " %s |", types[k]);
         len += (size_t)snprintf(md + len, cap - len, " KV MiB | vision ms | prefill ms | "
-                                "decode ms |\n|---|---|---|---|");
+                                "decode ms |\n|---|---|---|---|%s", kv ? "---|" : "");
         for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, "---|");
         len += (size_t)snprintf(md + len, cap - len, "---|---|---|---|\n");
         for (int i = 0; i < n; i++) {
             const cJSON *s = sum[i], *per = cJSON_GetObjectItemCaseSensitive(s, "per_type");
-            len += (size_t)snprintf(md + len, cap - len, "| `%s` | %.1f | %.1f | %.1f%% |",
-                                    specs[i], num(s, "mean_image_tokens"),
+            len += (size_t)snprintf(md + len, cap - len, "| `%s` |", specs[i] ? specs[i] : "none");
+            if (kv) len += (size_t)snprintf(md + len, cap - len, " `%s` |", kv[i] ? kv[i] : "none");
+            len += (size_t)snprintf(md + len, cap - len, " %.1f | %.1f | %.1f%% |",
+                                    num(s, "mean_image_tokens"),
                                     num(s, "mean_image_tokens_per_layer"),
                                     100 * num(s, "accuracy"));
             for (int k = 0; k < nt; k++) {
@@ -99,40 +138,23 @@ plm_status eval_report(const char *const *specs, const char *const *summaries, i
         len += (size_t)snprintf(md + len, cap - len, "\n![accuracy against image tokens per "
                                 "layer](%s)\n", strrchr(png_path, '/') ? strrchr(png_path, '/') + 1
                                                                        : png_path);
+        if (kv_png_path)
+            len += (size_t)snprintf(md + len, cap - len, "\n![accuracy against KV MiB](%s)\n",
+                                    strrchr(kv_png_path, '/') ? strrchr(kv_png_path, '/') + 1
+                                                              : kv_png_path);
         st = eval_write_text(md_path, md, err);
     }
     free(md);
-    /* one line per method, points sorted by tokens */
+    /* one line per method, points sorted along x */
     eval_series series[16];
-    int ns = 0;
-    for (int i = 0; i < n && st == PLM_OK; i++) {
-        char m[48];
-        method_of(specs[i], m, sizeof m);
-        int k = 0;
-        while (k < ns && strcmp(series[k].name, m)) k++;
-        if (k == ns) {
-            if (ns == 16) continue;
-            memset(&series[ns], 0, sizeof series[ns]);
-            snprintf(series[ns++].name, sizeof series[0].name, "%s", m);
-        }
-        if (series[k].n < EVAL_MAX_POINTS) {
-            series[k].x[series[k].n] = num(sum[i], "mean_image_tokens_per_layer");
-            series[k].y[series[k].n++] = num(sum[i], "accuracy");
-        }
+    if (st == PLM_OK) {
+        int ns = make_series(specs, sum, n, 0, series);
+        st = eval_plot_png(png_path, series, ns, "IMAGE TOKENS PER LAYER", err);
     }
-    for (int k = 0; k < ns && st == PLM_OK; k++) {
-        double pts[EVAL_MAX_POINTS][2];
-        for (int j = 0; j < series[k].n; j++) {
-            pts[j][0] = series[k].x[j];
-            pts[j][1] = series[k].y[j];
-        }
-        qsort(pts, (size_t)series[k].n, sizeof pts[0], by_x);
-        for (int j = 0; j < series[k].n; j++) {
-            series[k].x[j] = pts[j][0];
-            series[k].y[j] = pts[j][1];
-        }
+    if (st == PLM_OK && kv && kv_png_path) {
+        int ns = make_series(kv, sum, n, 1, series);
+        st = eval_plot_png(kv_png_path, series, ns, "KV CACHE MIB", err);
     }
-    if (st == PLM_OK) st = eval_plot_png(png_path, series, ns, "IMAGE TOKENS PER LAYER", err);
     for (int i = 0; i < n; i++) cJSON_Delete(sum[i]);
     free(sum);
     return st;

@@ -326,3 +326,44 @@ Test(eval, a_sweep_writes_one_folder_per_setting_a_report_and_a_plot)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+Test(eval, a_kv_sweep_runs_the_grid_and_plots_accuracy_against_kv_memory)
+{
+    char dir[512], out[600], cmd[2048], path[700];
+    tmpdir(dir, sizeof dir, "kvsweep");
+    make_dataset(dir, 2);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(cmd, sizeof cmd, "%s eval -q --threads 1 --max-tokens 2 --model " FIX "mqa_f32_oldnames"
+             " --data %s/data.jsonl --out %s --prune none --prune uniform-grid:tokens=4 "
+             "--kv none --kv streaming:budget=8", PLM_CLI, dir, out);
+    cr_assert_eq(system(cmd), 0);
+    const char *folders[] = {"none__kv_none", "none__kv_streaming_budget_8",
+                             "uniform-grid_tokens_4__kv_none",
+                             "uniform-grid_tokens_4__kv_streaming_budget_8"};
+    double kv[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s/summary.json", out, folders[i]);
+        cJSON *j = read_json(path);
+        cr_assert_eq(cJSON_GetObjectItem(j, "items")->valuedouble, 2, "%s", folders[i]);
+        kv[i] = cJSON_GetObjectItem(j, "mean_kv_bytes")->valuedouble;
+        cJSON_Delete(j);
+    }
+    /* the budget caps the cache; the visual pruning shortens the uncapped one */
+    cr_assert_lt(kv[1], kv[0]);
+    cr_assert_lt(kv[2], kv[0]);
+    cr_assert_eq(kv[1], kv[3]);
+    char *md;
+    size_t len;
+    plm_error err;
+    snprintf(path, sizeof path, "%s/report.md", out);
+    cr_assert_eq(plm_read_file(path, 1 << 20, &md, &len, &err), PLM_OK, "%s", err.msg);
+    cr_assert(strstr(md, "| `uniform-grid:tokens=4` | `streaming:budget=8` |"), "%s", md);
+    cr_assert(strstr(md, "accuracy_kv.png"), "%s", md);
+    free(md);
+    snprintf(path, sizeof path, "%s/accuracy_kv.png", out);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "no %s", path);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
