@@ -85,8 +85,8 @@ def encode(tok, items, n_img, image_id):
     return seqs
 
 
-def batch(seqs, idx, pad_id, device):
-    n = max(len(seqs[i][0]) for i in idx)
+def batch(seqs, idx, pad_id, device, fixed=0):
+    n = max(fixed, max(len(seqs[i][0]) for i in idx))
     ids = torch.full((len(idx), n), pad_id, dtype=torch.long)
     lab = torch.full((len(idx), n), -100, dtype=torch.long)
     att = torch.zeros((len(idx), n), dtype=torch.long)
@@ -101,6 +101,64 @@ def batch(seqs, idx, pad_id, device):
 def pixels(images_u8, rows, mean, std):
     x = images_u8[rows].permute(0, 3, 1, 2).float().div_(255)
     return (x - mean) / std
+
+
+def pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id, n_img):
+    """--check: one batch through the real model, asserting the image reaches the loss."""
+    core = getattr(model, "model", model)
+    model.eval()
+    seen = {}
+
+    def grab(mod, args, kwargs):
+        seen["emb"] = kwargs.get("inputs_embeds")
+    h = core.language_model.register_forward_pre_hook(grab, with_kwargs=True)
+    out = model(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
+    h.remove()
+    f = core.get_image_features(pixel_values=pv)
+    f = getattr(f, "pooler_output", f)
+    f = torch.stack(list(f)) if isinstance(f, (list, tuple)) else f
+    emb = seen["emb"]
+    at_img = emb[ids == image_id].view(ids.shape[0], n_img, -1)
+    log(f"check: image features {tuple(f.shape)}, merged at image positions max |diff| "
+        f"{(at_img - f.to(at_img.dtype)).abs().max().item():.2e}, feature rms "
+        f"{f.float().pow(2).mean().sqrt().item():.4f} vs text embedding rms "
+        f"{emb[ids != image_id].float().pow(2).mean().sqrt().item():.4f}")
+    assert (ids == image_id).sum(1).eq(n_img).all(), "wrong number of image tokens"
+    assert torch.allclose(at_img.float(), f.float(), atol=1e-4), "image features not merged"
+    model.zero_grad(set_to_none=True)
+    out.loss.backward()
+    vis = [(n, p) for n, p in core.vision_tower.named_parameters()]
+    zero = [n for n, p in vis if p.grad is None or p.grad.abs().sum() == 0]
+    gn = sum(float(p.grad.norm()) ** 2 for n, p in vis if p.grad is not None) ** 0.5
+    pn = sum(float(p.grad.norm()) ** 2 for p in core.multi_modal_projector.parameters()) ** 0.5
+    log(f"check: grad norm vision {gn:.3e}, projector {pn:.3e}; {len(zero)}/{len(vis)} vision "
+        f"tensors without gradient (expected: the last layer and post_layernorm, unused "
+        f"with vision_feature_layer=-2): {zero[:4]}")
+    assert gn > 0 and pn > 0, "no gradient reaches the vision tower"
+    model.zero_grad(set_to_none=True)
+    for r in range(min(4, len(idx))):
+        it = train[idx[r]]
+        got = tok.decode(ids[r][lab[r] != -100]).strip()
+        want = it["answer"] + tok.eos_token
+        assert got.replace(" ", "") == want.replace(" ", ""), (got, want)
+        img = np.asarray(Image.open(it["image"]).convert("RGB"), dtype=np.float32)
+        back = ((pv[r] * std[0] + mean[0]) * 255).permute(1, 2, 0).float().cpu().numpy()
+        assert np.abs(back - img).max() < 1.0, f"pixels of row {r} are not {it['image']}"
+    log("check: labels are the answer tokens + </s>; pixels match the image files")
+    model.train()
+
+
+@torch.no_grad()
+def image_gap(model, ids, att, lab, pv):
+    """loss with each row's own image vs with the batch's images rolled by one row: a gap
+    near zero means the decoder ignores the image."""
+    model.eval()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a = model(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss.item()
+        b = model(input_ids=ids, attention_mask=att, pixel_values=pv.roll(1, 0),
+                  labels=lab).loss.item()
+    model.train()
+    return a, b
 
 
 @torch.no_grad()
@@ -147,6 +205,20 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vision-lr-mult", type=float, default=1.0,
+                    help="learning-rate factor for the vision tower and projector")
+    ap.add_argument("--easy-frac", type=float, default=0.0,
+                    help="share of the steps (from the start) drawn only from images with at "
+                         "most 3 objects: a curriculum so the image pathway learns on clear "
+                         "scenes before cluttered ones")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--check", action="store_true",
+                    help="before training, assert on one batch that the image features are "
+                         "merged at the image positions, that the vision tower gets gradient, "
+                         "and that labels and pixels match the items (see NOTES.md)")
+    ap.add_argument("--gap-every", type=int, default=500,
+                    help="log the loss with rolled images next to the true loss every N steps "
+                         "(0: never); equal losses mean the decoder ignores the image")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -185,34 +257,65 @@ def main():
     rows = torch.tensor([index[it["image"]] for it in train], device=device)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    core = getattr(model, "model", model)
+    vis_params = list(core.vision_tower.parameters()) + \
+        list(core.multi_modal_projector.parameters())
+    vis_ids = {id(p) for p in vis_params}
+    rest = [p for p in model.parameters() if id(p) not in vis_ids]
+    groups = [dict(params=rest, mult=1.0), dict(params=vis_params, mult=args.vision_lr_mult)]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    fwd = torch.compile(model) if args.compile else model
+    # one sequence length when compiled, so the graph is not rebuilt for every batch
+    fixed = max(len(q[0]) for q in seqs) if args.compile else 0
+    easy = np.array([i for i, it in enumerate(train) if it.get("n_objects", 9) <= 3])
+    log(f"curriculum: {len(easy)} easy questions for the first {args.easy_frac:.0%} of the steps")
     budget = args.minutes * 60
     planned, warm = 100000, 150
     losses, step, t_train = [], 0, time.time()
     model.train()
     while True:
         el = time.time() - t_train
-        if step == 40:  # plan the schedule from the measured speed
-            planned = max(200, int(budget / (el / 40)))
-            log(f"{el / 40 * 1000:.0f} ms/step: planning {planned} steps")
+        if step == 20:
+            el20 = el
+        if step == 60:  # plan the schedule from the measured speed (after any compilation)
+            rate = (el - el20) / 40
+            planned = max(200, 60 + int((budget - el) / rate))
+            log(f"{rate * 1000:.0f} ms/step: planning {planned} steps")
         if step >= planned or el > budget:
             break
         lr = args.lr * min(1, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1, step / planned)))
         for g in opt.param_groups:
-            g["lr"] = lr
-        idx = np.random.randint(0, len(seqs), size=args.batch)
-        ids, att, lab = batch(seqs, idx, tok.pad_token_id, device)
+            g["lr"] = lr * g["mult"]
+        if step < args.easy_frac * planned and len(easy):
+            idx = easy[np.random.randint(0, len(easy), size=args.batch)]
+        else:
+            idx = np.random.randint(0, len(seqs), size=args.batch)
+        ids, att, lab = batch(seqs, idx, tok.pad_token_id, device, fixed)
         pv = pixels(images_u8, rows[torch.from_numpy(idx).to(device)], mean, std)
+        if step == 0 and args.check:
+            pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id, n_img)
+        if args.gap_every and step % args.gap_every == 0 and step:
+            own, rolled = image_gap(model, ids, att, lab, pv)
+            log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss
+            try:
+                loss = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss
+            except Exception as e:  # compilation trouble must not cost the run
+                if fwd is model:
+                    raise
+                log(f"torch.compile failed ({type(e).__name__}: {e}); continuing eagerly")
+                fwd = model
+                loss = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())  # no host sync per step
         if step % 100 == 0:
+            losses = [float(x) for x in losses]
             log(f"step {step} loss {np.mean(losses[-100:]):.4f} lr {lr:.2e}")
         step += 1
+    losses = [float(x) for x in losses]
     log(f"trained {step} steps in {time.time() - t_train:.0f}s")
 
     acc, per = evaluate(model, tok, test, test_u8, tindex, mean, std, n_img, image_id, device)
@@ -228,6 +331,8 @@ def main():
     model.to(torch.bfloat16).save_pretrained(args.out, max_shard_size="15MB")
     proc.save_pretrained(args.out)
     report = dict(steps=step, batch=args.batch, lr=args.lr, minutes=args.minutes,
+                  vision_lr_mult=args.vision_lr_mult, easy_frac=args.easy_frac,
+                  compile=args.compile, check=args.check,
                   train_questions=len(train), test_questions=len(test),
                   test_accuracy=acc, per_type=per, loss_every_100=[float(np.mean(losses[i:i + 100]))
                                                                     for i in range(0, len(losses), 100)],
