@@ -212,6 +212,11 @@ def main():
                          "most 3 objects: a curriculum so the image pathway learns on clear "
                          "scenes before cluttered ones")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--warm-types", default="",
+                    help="comma-separated question types the --easy-frac warm-up draws from "
+                         "(e.g. colour,existence: a warm-up ordered by question type)")
+    ap.add_argument("--easy-objects", type=int, default=3,
+                    help="warm-up images have at most this many objects (0: any)")
     ap.add_argument("--check", action="store_true",
                     help="before training, assert on one batch that the image features are "
                          "merged at the image positions, that the vision tower gets gradient, "
@@ -267,7 +272,10 @@ def main():
     fwd = torch.compile(model) if args.compile else model
     # one sequence length when compiled, so the graph is not rebuilt for every batch
     fixed = max(len(q[0]) for q in seqs) if args.compile else 0
-    easy = np.array([i for i, it in enumerate(train) if it.get("n_objects", 9) <= 3])
+    warm = set(t for t in args.warm_types.split(",") if t)
+    easy = np.array([i for i, it in enumerate(train)
+                     if (not warm or it["type"] in warm) and
+                     (args.easy_objects <= 0 or it.get("n_objects", 9) <= args.easy_objects)])
     log(f"curriculum: {len(easy)} easy questions for the first {args.easy_frac:.0%} of the steps")
     budget = args.minutes * 60
     planned, warm = 100000, 150
