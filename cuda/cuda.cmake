@@ -33,11 +33,15 @@ set(PLM_CUDA_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_elementwise.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_rope.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attention.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attention_tc.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_probs.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_blocks.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_delta.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_bitmap.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_rows.cu)
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_rows.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_gemv.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_decode.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_timing.cu)
 set_source_files_properties(${PLM_CUDA_SOURCES} PROPERTIES
   COMPILE_OPTIONS "${PLM_CUDA_GENCODE};-lineinfo;-Xcompiler=-Wall,-Wno-unused-function")
 
@@ -52,9 +56,10 @@ target_include_directories(test_cuda_ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_cuda_ops PRIVATE prunelm m)
 set_target_properties(test_cuda_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 
-# FlexPrefill's attention_blocks and DeltaLLM's attention_delta against the CPU, and the
-# block-sparse prefill benchmark (bench_attn_blocks OUT.md).
-foreach(plm_gpu_exe test_cuda_blocks bench_attn_blocks)
+# FlexPrefill's attention_blocks and DeltaLLM's attention_delta against the CPU, the
+# block-sparse prefill benchmark (bench_attn_blocks OUT.md), and float32 vs tensor-core
+# attention (bench_attention OUT.md).
+foreach(plm_gpu_exe test_cuda_blocks bench_attn_blocks bench_attention)
   add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
   target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
@@ -64,6 +69,11 @@ endforeach()
 # The GPU machine lacks some of the shared libraries libprunelm.a links (cJSON, OpenBLAS and
 # its Fortran runtime, libpng): copy them beside the test so run.sh can put them on
 # LD_LIBRARY_PATH. cuBLAS is not copied: the GPU machine has the same CUDA 13 toolkit.
+add_executable(test_cuda_kv ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_kv.c)
+target_include_directories(test_cuda_kv PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_cuda_kv PRIVATE prunelm m)
+set_target_properties(test_cuda_kv PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+
 add_executable(test_cuda_model ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_model.c)
 target_include_directories(test_cuda_model PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(test_cuda_model PRIVATE prunelm m)
@@ -76,6 +86,13 @@ foreach(plm_gpu_exe test_cuda_bitmap bench_kv_bitmap)
   target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
   set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 endforeach()
+
+# Decode kernels (GEMV, split-K attention) against cuBLASLt and the prefill kernel, and the
+# memory-bandwidth bound (bench_decode OUT.txt).
+add_executable(bench_decode ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/bench_decode.c)
+target_include_directories(bench_decode PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(bench_decode PRIVATE prunelm m)
+set_target_properties(bench_decode PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 
 set(plm_gpu_copied "")
 foreach(soname libcjson.so.1 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpng16.so.16)

@@ -84,6 +84,7 @@ fi
 # Mustafar's bitmap KV store: device compression and decode attention against the CPU.
 [ -x "$dir/test_cuda_bitmap" ] && run_one test_cuda_bitmap "$dir/test_cuda_bitmap"
 # The whole model on the GPU against the transformers fixtures and the CPU backend.
+[ -x "$dir/test_cuda_kv" ] && run_one test_cuda_kv "$dir/test_cuda_kv"
 [ -x "$dir/test_cuda_model" ] && run_one test_cuda_model "$dir/test_cuda_model"
 
 echo

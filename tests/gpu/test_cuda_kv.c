@@ -1,0 +1,165 @@
+/* The KV-cache machinery on the GPU against the CPU: the row edits policies apply (per-head
+ * compaction, ordered merges) on random caches, and whole generations under every policy on a
+ * float32 fixture, where the CUDA backend must pick the same tokens and hold the same number of
+ * KV bytes as the CPU one. Plain C; run from the repository root by tests/gpu/run.sh. Prints
+ * one PASS/FAIL line per check and "N passed, M failed" last. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "prunelm.h"
+#include "tests/support/compare.h"
+
+#define MODEL "tests/fixtures/models/mqa_f32_oldnames"
+#define GQA "tests/fixtures/models/gqa_bf16_sharded"
+#define PROMPT "USER: <image>\nWhat colour is the big shape on the left? ASSISTANT:"
+
+static int passed, failed;
+
+static void check(int ok, const char *name, const char *fmt, double v)
+{
+    printf("%s %s ", ok ? "PASS" : "FAIL", name);
+    printf(fmt, v);
+    printf("\n");
+    fflush(stdout);
+    ok ? passed++ : failed++;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* gather_heads and mix_rows on a [rows x n_heads*hd] cache, CPU vs GPU, bit for bit */
+static void row_edits(plm_backend *cpu, plm_backend *gpu, int64_t rows, int n_heads, int hd,
+                      int64_t keep)
+{
+    const int64_t stride = (int64_t)n_heads * hd, n = rows * stride;
+    float *x = malloc((size_t)n * sizeof *x), *got = malloc((size_t)n * sizeof *got);
+    int32_t *idx = malloc((size_t)(n_heads * keep) * sizeof *idx);
+    for (int64_t i = 0; i < n; i++) x[i] = frand();
+    for (int h = 0; h < n_heads; h++) { /* an ascending random subset per head */
+        int64_t k = 0;
+        for (int64_t r = 0; r < rows && k < keep; r++)
+            if (rows - r <= keep - k || frand() > 0.2f) idx[h * keep + k++] = (int32_t)r;
+    }
+    enum { NM = 37 };
+    int32_t hh[NM], dd[NM], ss[NM];
+    float aa[NM], bb[NM];
+    for (int m = 0; m < NM; m++) {
+        hh[m] = (int32_t)(m % n_heads);
+        dd[m] = (int32_t)((m * 7) % rows);
+        ss[m] = (int32_t)((m * 13 + 5) % rows);
+        aa[m] = 0.5f + 0.01f * (float)m;
+        bb[m] = 1.0f - aa[m];
+    }
+    float *d = gpu->ops->alloc(gpu, (size_t)n * sizeof(float));
+    gpu->ops->upload(gpu, d, x, (size_t)n * sizeof(float));
+    gpu->ops->mix_rows(gpu, d, stride, hd, hh, dd, ss, aa, bb, NM);
+    gpu->ops->gather_heads(gpu, d, stride, n_heads, hd, idx, keep);
+    gpu->ops->download(gpu, got, d, (size_t)n * sizeof(float));
+    cpu->ops->mix_rows(cpu, x, stride, hd, hh, dd, ss, aa, bb, NM);
+    cpu->ops->gather_heads(cpu, x, stride, n_heads, hd, idx, keep);
+    char name[128];
+    snprintf(name, sizeof name, "row_edits rows=%lld heads=%d hd=%d keep=%lld", (long long)rows,
+             n_heads, hd, (long long)keep);
+    const char *e = gpu->ops->error(gpu);
+    check(!e && !memcmp(got, x, (size_t)(keep * stride) * sizeof(float)), name, "(%g)",
+          e ? 1.0 : rel_l2(got, x, (size_t)(keep * stride)));
+    gpu->ops->release(gpu, d);
+    free(x);
+    free(got);
+    free(idx);
+}
+
+typedef struct gen {
+    int32_t *ids;
+    size_t n;
+    uint64_t kv_bytes;
+    int ok;
+} gen;
+
+static gen generate(const char *dir, plm_device dev, const char *kv, int image)
+{
+    gen g = {0};
+    plm_model_params mp = plm_model_default_params();
+    mp.device = dev;
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 12;
+    sp.ignore_eos = 1;
+    plm_model *m = NULL;
+    plm_session *s = NULL;
+    plm_error err;
+    char img[600];
+    snprintf(img, sizeof img, "%s/image.png", dir);
+    if (plm_model_load(dir, &mp, &m, &err) != PLM_OK ||
+        plm_session_new(m, &sp, &s, &err) != PLM_OK) {
+        printf("  %s: %s\n", kv, err.msg);
+        plm_model_free(m);
+        return g;
+    }
+    const char *prompt = image ? PROMPT : "USER: The pass key is 7 4 1 9. Remember it, the pass "
+                                          "key is 7 4 1 9. What is the pass key? ASSISTANT:";
+    if (plm_session_set_kv(s, kv) == PLM_OK && (!image || plm_session_set_image_file(s, img) ==
+                                                              PLM_OK) &&
+        plm_session_generate(s, prompt, NULL, NULL, NULL) == PLM_OK) {
+        size_t np;
+        const int32_t *t = plm_session_tokens(s, &np, &g.n);
+        g.ids = malloc(g.n * sizeof *g.ids);
+        memcpy(g.ids, t, g.n * sizeof *g.ids);
+        g.kv_bytes = plm_session_timings(s)->kv_bytes;
+        g.ok = 1;
+    } else {
+        printf("  %s: %s\n", kv, plm_last_error(s));
+    }
+    plm_session_free(s);
+    plm_model_free(m);
+    return g;
+}
+
+static void same_generation(const char *dir, const char *kv, int image)
+{
+    gen c = generate(dir, PLM_DEVICE_CPU, kv, image), g = generate(dir, PLM_DEVICE_CUDA, kv, image);
+    char name[300];
+    snprintf(name, sizeof name, "%s %s: CUDA tokens == CPU", strrchr(dir, '/') + 1, kv);
+    check(c.ok && g.ok && c.n == g.n && !memcmp(c.ids, g.ids, c.n * sizeof *c.ids), name,
+          "(%g tokens)", (double)g.n);
+    snprintf(name, sizeof name, "%s %s: CUDA kv_bytes == CPU", strrchr(dir, '/') + 1, kv);
+    check(c.ok && g.ok && c.kv_bytes == g.kv_bytes, name, "(%g bytes)", (double)g.kv_bytes);
+    free(c.ids);
+    free(g.ids);
+}
+
+int main(void)
+{
+    plm_backend *cpu, *gpu;
+    plm_error err;
+    if (plm_backend_cpu_new(2, &cpu, &err) != PLM_OK || plm_backend_cuda_new(0, &gpu, &err) !=
+                                                            PLM_OK) {
+        printf("no backend: %s\n0 passed, 1 failed\n", err.msg);
+        return 1;
+    }
+    row_edits(cpu, gpu, 40, 4, 64, 17);
+    row_edits(cpu, gpu, 301, 8, 128, 300);
+    row_edits(cpu, gpu, 9, 1, 80, 1);
+    plm_backend_free(gpu);
+    plm_backend_free(cpu);
+    const char *specs[] = {"streaming:budget=40", "h2o:budget=40", "snapkv:budget=40,window=8",
+                           "scissorhands:budget=40,recent=8,drop=4", "d2o:budget=40",
+                           "ems:budget=40,window=8", "kvcrush:budget=40",
+                           "mustafar:window=8,batch=8", "delta:budget=16,full=1,layers=1",
+                           "recycled:budget=16,stride=3", "autopasta:span=4",
+                           "h2o:budget=40+autopasta:span=4"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) same_generation(MODEL, specs[i], 1);
+    same_generation(GQA, "h2o:budget=12", 0);
+    same_generation(GQA, "flexprefill:block=8,min_budget=8", 0);
+    same_generation(GQA, "deltallm:local=8", 0);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
