@@ -21,7 +21,8 @@ static const char *HELP =
     "  --prompt-tokens N    question length in tokens, by the model's tokenizer (default 40)\n"
     "  --gen N              tokens to decode (default 256, within the context)\n"
     "  --repeat N           timed runs (default 5)\n"
-    "  --prune SPEC         a pruning policy (see prunelm ask --help)\n"
+    "  --prune SPEC         a pruning policy (see prunelm ask --help); several --prune run\n"
+    "                       one after the other on the loaded model, one table row each\n"
     "  --kv SPEC            a KV-cache policy (see prunelm ask --help)\n"
     "  --device cpu|cuda|auto, --threads N\n"
     "  --json FILE          write the results as JSON (atomically)\n";
@@ -58,10 +59,70 @@ static char *question(const plm_tokenizer *tok, int n)
     return q;
 }
 
+#define BENCH_MAX_SPECS 24
+
+/* The medians of one setting. */
+typedef struct bench_row {
+    const char *prune;
+    double vision_ms, ttft_ms, tps, dev_used;
+    plm_timings t;
+} bench_row;
+
+/* Warm-up + repeat runs of the question under the session's current policies. */
+static int bench_one(plm_session *s, const char *q, int repeat, double *vis, double *ttft,
+                     double *tps, bench_row *row)
+{
+    row->dev_used = -1;
+    const plm_timings *t = NULL;
+    for (int r = -1; r < repeat; r++) { /* run -1 warms up */
+        if (plm_session_ask(s, q, NULL, NULL, NULL) != PLM_OK) {
+            fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
+            return 0;
+        }
+        t = plm_session_timings(s);
+        if (r < 0) continue;
+        vis[r] = t->vision_ms;
+        ttft[r] = t->vision_ms + t->prefill_ms;
+        tps[r] = t->decode_ms > 0 ? (t->n_generated - 1) * 1000.0 / t->decode_ms : 0;
+        /* the backend only grows its buffers, so the most in use after a run is the peak */
+        uint64_t used, total;
+        if (plm_session_device_memory(s, &used, &total) == PLM_OK && (double)used > row->dev_used)
+            row->dev_used = (double)used;
+    }
+    row->vision_ms = median(vis, repeat);
+    row->ttft_ms = median(ttft, repeat);
+    row->tps = median(tps, repeat);
+    row->t = *t;
+    return 1;
+}
+
+static cJSON *row_json(const bench_row *r, const char *model, const char *dev, const char *kv,
+                       int repeat, double rss)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON_AddStringToObject(o, "device", dev);
+    cJSON_AddStringToObject(o, "prune", r->prune ? r->prune : "none");
+    cJSON_AddStringToObject(o, "kv", kv ? kv : "none");
+    cJSON_AddNumberToObject(o, "repeat", repeat);
+    cJSON_AddNumberToObject(o, "prompt_tokens", r->t.n_prompt);
+    cJSON_AddNumberToObject(o, "image_tokens", r->t.n_image_tokens);
+    cJSON_AddNumberToObject(o, "image_tokens_per_layer", r->t.image_tokens_avg);
+    cJSON_AddNumberToObject(o, "generated_tokens", r->t.n_generated);
+    cJSON_AddNumberToObject(o, "vision_ms", r->vision_ms);
+    cJSON_AddNumberToObject(o, "ttft_ms", r->ttft_ms);
+    cJSON_AddNumberToObject(o, "decode_tokens_per_s", r->tps);
+    cJSON_AddNumberToObject(o, "kv_bytes", (double)r->t.kv_bytes);
+    cJSON_AddNumberToObject(o, "peak_rss_bytes", rss);
+    if (r->dev_used >= 0) cJSON_AddNumberToObject(o, "device_used_bytes", r->dev_used);
+    return o;
+}
+
 int cmd_bench(int argc, char **argv)
 {
-    const char *C = "bench", *model = NULL, *image = NULL, *prune = NULL, *json = NULL,
-               *kv = NULL;
+    const char *C = "bench", *model = NULL, *image = NULL, *json = NULL, *kv = NULL;
+    const char *prune[BENCH_MAX_SPECS];
+    int n_prune = 0;
     int prompt_tokens = 40, gen = 256, repeat = 5;
     plm_model_params mp = plm_model_default_params();
     for (int i = 1; i < argc; i++) {
@@ -73,7 +134,13 @@ int cmd_bench(int argc, char **argv)
             return CLI_OK;
         } else if (!strcmp(a, "--model")) { VALUE(); model = v;
         } else if (!strcmp(a, "--image")) { VALUE(); image = v;
-        } else if (!strcmp(a, "--prune")) { VALUE(); prune = v;
+        } else if (!strcmp(a, "--prune")) {
+            VALUE();
+            if (n_prune == BENCH_MAX_SPECS) {
+                fprintf(stderr, "prunelm bench: at most %d --prune\n", BENCH_MAX_SPECS);
+                return CLI_USAGE;
+            }
+            prune[n_prune++] = v;
         } else if (!strcmp(a, "--kv")) { VALUE(); kv = v;
         } else if (!strcmp(a, "--json")) { VALUE(); json = v;
         } else if (!strcmp(a, "--prompt-tokens")) {
@@ -94,6 +161,7 @@ int cmd_bench(int argc, char **argv)
         }
 #undef VALUE
     }
+    if (!n_prune) prune[n_prune++] = NULL;
     char dm[4096], di[4096];
     if (!model) {
         cli_default_model(dm, sizeof dm);
@@ -109,8 +177,8 @@ int cmd_bench(int argc, char **argv)
     char *q = NULL;
     double *vis = calloc((size_t)repeat, sizeof *vis), *ttft = calloc((size_t)repeat, 8),
            *tps = calloc((size_t)repeat, 8);
+    bench_row rows[BENCH_MAX_SPECS];
     int rc = CLI_FAIL;
-    const plm_timings *t = NULL;
     plm_session_params sp = plm_session_default_params();
     sp.max_tokens = gen;
     sp.ignore_eos = 1;
@@ -121,61 +189,61 @@ int cmd_bench(int argc, char **argv)
         goto out;
     }
     if (!(q = question(plm_model_tokenizer(m), prompt_tokens))) goto out;
-    if ((prune && plm_session_set_prune(s, prune) != PLM_OK) ||
-        (kv && plm_session_set_kv(s, kv) != PLM_OK) ||
+    /* every spec is checked before anything is timed */
+    for (int i = 0; i < n_prune; i++)
+        if (plm_session_set_prune(s, prune[i]) != PLM_OK) {
+            fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
+            rc = CLI_USAGE;
+            goto out;
+        }
+    if ((kv && plm_session_set_kv(s, kv) != PLM_OK) ||
         (plm_model_has_vision(m) && plm_session_set_image_file(s, image) != PLM_OK)) {
         fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
         goto out;
     }
-    double dev_peak = -1;
-    for (int r = -1; r < repeat; r++) { /* run -1 warms up */
-        if (plm_session_ask(s, q, NULL, NULL, NULL) != PLM_OK) {
-            fprintf(stderr, "prunelm bench: %s\n", plm_last_error(s));
+    for (int i = 0; i < n_prune; i++) {
+        rows[i].prune = prune[i];
+        if (plm_session_set_prune(s, prune[i]) != PLM_OK ||
+            !bench_one(s, q, repeat, vis, ttft, tps, &rows[i]))
             goto out;
-        }
-        t = plm_session_timings(s);
-        if (r < 0) continue;
-        vis[r] = t->vision_ms;
-        ttft[r] = t->vision_ms + t->prefill_ms;
-        tps[r] = t->decode_ms > 0 ? (t->n_generated - 1) * 1000.0 / t->decode_ms : 0;
-        /* the backend only grows its buffers, so the most in use after a run is the peak */
-        uint64_t used, total;
-        if (plm_session_device_memory(s, &used, &total) == PLM_OK && (double)used > dev_peak)
-            dev_peak = (double)used;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double v = median(vis, repeat), f = median(ttft, repeat), d = median(tps, repeat);
     char *desc = plm_model_describe(m);
     const char *dev = desc && strstr(desc, "device: cuda") ? "cuda" : "cpu";
     free(desc);
-    printf("| measure (median of %d) | value |\n|---|---|\n", repeat);
-    printf("| device | %s |\n| prompt tokens (image) | %d (%d) |\n", dev, t->n_prompt,
-           t->n_image_tokens);
-    printf("| vision tower + projector | %.2f ms |\n| time to first token | %.2f ms |\n", v, f);
-    printf("| decode | %.1f tokens/s over %d tokens |\n", d, t->n_generated);
-    printf("| KV cache at the end | %.1f MiB |\n| peak host memory (RSS) | %.1f MiB |\n",
-           t->kv_bytes / 1048576.0, ru.ru_maxrss / 1024.0);
-    if (dev_peak >= 0)
-        printf("| device memory in use after the runs (driver: context included) | %.2f GiB |\n",
-               dev_peak / 1073741824.0);
+    const double rss = ru.ru_maxrss * 1024.0;
+    if (n_prune == 1) {
+        const bench_row *r = &rows[0];
+        printf("| measure (median of %d) | value |\n|---|---|\n", repeat);
+        printf("| device | %s |\n| prompt tokens (image) | %d (%d) |\n", dev, r->t.n_prompt,
+               r->t.n_image_tokens);
+        printf("| vision tower + projector | %.2f ms |\n| time to first token | %.2f ms |\n",
+               r->vision_ms, r->ttft_ms);
+        printf("| decode | %.1f tokens/s over %d tokens |\n", r->tps, r->t.n_generated);
+        printf("| KV cache at the end | %.1f MiB |\n| peak host memory (RSS) | %.1f MiB |\n",
+               r->t.kv_bytes / 1048576.0, rss / 1048576.0);
+        if (r->dev_used >= 0)
+            printf("| device memory in use after the runs (driver: context included) | %.2f GiB "
+                   "|\n", r->dev_used / 1073741824.0);
+    } else {
+        printf("%s, %d prompt tokens, %d generated, median of %d\n\n| prune | image tokens "
+               "(per layer) | vision ms | time to first token ms | decode tokens/s | KV MiB |\n"
+               "|---|---|---|---|---|---|\n", dev, rows[0].t.n_prompt, rows[0].t.n_generated,
+               repeat);
+        for (int i = 0; i < n_prune; i++)
+            printf("| `%s` | %d (%.1f) | %.2f | %.2f | %.1f | %.1f |\n",
+                   rows[i].prune ? rows[i].prune : "none", rows[i].t.n_image_tokens,
+                   rows[i].t.image_tokens_avg, rows[i].vision_ms, rows[i].ttft_ms, rows[i].tps,
+                   rows[i].t.kv_bytes / 1048576.0);
+    }
     rc = CLI_OK;
     if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "model", model);
-        cJSON_AddStringToObject(o, "device", dev);
-        cJSON_AddStringToObject(o, "prune", prune ? prune : "none");
-        cJSON_AddStringToObject(o, "kv", kv ? kv : "none");
-        cJSON_AddNumberToObject(o, "repeat", repeat);
-        cJSON_AddNumberToObject(o, "prompt_tokens", t->n_prompt);
-        cJSON_AddNumberToObject(o, "image_tokens", t->n_image_tokens);
-        cJSON_AddNumberToObject(o, "generated_tokens", t->n_generated);
-        cJSON_AddNumberToObject(o, "vision_ms", v);
-        cJSON_AddNumberToObject(o, "ttft_ms", f);
-        cJSON_AddNumberToObject(o, "decode_tokens_per_s", d);
-        cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
-        cJSON_AddNumberToObject(o, "peak_rss_bytes", ru.ru_maxrss * 1024.0);
-        if (dev_peak >= 0) cJSON_AddNumberToObject(o, "device_used_bytes", dev_peak);
+        /* one setting: its object (what eval/bench_vs_hf.py reads); several: an array */
+        cJSON *o = n_prune == 1 ? row_json(&rows[0], model, dev, kv, repeat, rss)
+                                : cJSON_CreateArray();
+        for (int i = 0; n_prune > 1 && i < n_prune; i++)
+            cJSON_AddItemToArray(o, row_json(&rows[i], model, dev, kv, repeat, rss));
         char *text = cJSON_Print(o);
         cJSON_Delete(o);
         if (!text || eval_write_text(json, text, &err) != PLM_OK) {
