@@ -349,6 +349,7 @@ static void op_destroy(plm_backend *be)
     cu_buf_free(&b->conv);
     cu_buf_free(&b->tmp);
     cu_buf_free(&b->stats);
+    cu_buf_free(&b->decode_work);
     if (b->lt_ws) cudaFree(b->lt_ws);
     if (b->lt) cublasLtDestroy(b->lt);
     if (b->blas) cublasDestroy(b->blas);
@@ -436,6 +437,10 @@ static int setup(cu_backend *b)
     if (!CU_BLAS_OK(b, cublasSetWorkspace(b->blas, b->lt_ws, b->lt_ws_bytes))) return 0;
     const char *g = getenv("PLM_CUDA_GEMM");
     b->force_gemmex = g && strcmp(g, "gemmex") == 0;
+    /* The decode kernels are on unless set to 0 (comparisons, benchmarks). */
+    const char *gv = getenv("PLM_CUDA_GEMV"), *ad = getenv("PLM_CUDA_ATTN_DECODE");
+    b->gemv = !(gv && strcmp(gv, "0") == 0);
+    b->attn_decode = !(ad && strcmp(ad, "0") == 0);
     return 1;
 }
 

@@ -155,6 +155,7 @@ void cu_attention(cu_backend *b, const plm_attn_args *a)
         return;
     }
     if (a->tq == 0) return;
+    if (a->tq <= 8 && b->attn_decode && cu_attn_decode(b, a)) return; /* split-K decode */
     const size_t smem = sizeof(float) * ((size_t)ATT_BQ * hd + (size_t)ATT_BK * (hd + 1) +
                                          (size_t)ATT_BK * hd);
     if (smem > b->smem_optin) {

@@ -48,6 +48,9 @@ typedef struct cu_backend {
     cu_buf conv; /* activations rounded to bf16/f16 for a matmul */
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
+    cu_buf decode_work; /* cu_attn_decode: the splits' partial softmax states */
+    int gemv;        /* PLM_CUDA_GEMV != 0: matmuls with m <= 8 and 16-bit weights use cu_gemv */
+    int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
 
     int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */
     int failed;
@@ -111,6 +114,11 @@ void cu_patchify(cu_backend *b, float *out, const float *pixels, int channels, i
 void cu_rope(cu_backend *b, float *x, int64_t t, int64_t stride, int n_heads, int hd,
              const int32_t *pos, const float *inv_freq);
 void cu_attention(cu_backend *b, const plm_attn_args *a);
+/* The decode kernels (cu_gemv.cu, cu_attn_decode.cu): 1 when they took the op (done, or the
+ * failure recorded), 0 when the shape is theirs not to take and the caller goes on. */
+int cu_gemv(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
+            int64_t m);
+int cu_attn_decode(cu_backend *b, const plm_attn_args *a);
 void cu_attn_probs(cu_backend *b, const plm_attn_args *a, int per_head);
 void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int hd,
                      const int32_t *idx, int64_t n);

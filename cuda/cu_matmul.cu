@@ -179,6 +179,8 @@ void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, con
         fill_rows(b, y, bias, m, n);
         return;
     }
+    /* decode shapes: a bandwidth-bound GEMV on the widened weights (cu_gemv.cu) */
+    if (m <= 8 && b->gemv && !b->force_gemmex && cu_gemv(b, y, x, w, bias, m)) return;
     const void *xin = x;
     if (ab != CUDA_R_32F) {
         if (!cu_buf_reserve(b, &b->conv, (size_t)m * (size_t)k * 2, "matmul activation")) return;

@@ -13,6 +13,15 @@ extern "C" {
  * fallback because cuBLASLt had no algorithm (or PLM_CUDA_GEMM=gemmex forced it). */
 void plm_cuda_gemm_counts(plm_backend *be, long *n_matmul, long *n_fallback);
 
+/* For benchmarks (cuda/cu_timing.cu). Times fn(ctx), which enqueues ops on be, n times: before
+ * each run the GPU reads a 256 MiB buffer (so L2 holds none of the op's inputs) and then idles
+ * while the host enqueues the run, and ms[i] receives the milliseconds between CUDA events on
+ * be's stream around run i. Returns 0, or -1 on a CUDA failure (be's error() says which). */
+int plm_cuda_time_ops(plm_backend *be, void (*fn)(void *ctx), void *ctx, int n, float *ms);
+/* Enqueues a device-to-device cudaMemcpyAsync of bytes on be's stream (the bandwidth
+ * reference). */
+void plm_cuda_copy_d2d(plm_backend *be, void *dst, const void *src, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -405,6 +405,196 @@ static void test_attn_probs(int64_t tq, int64_t tk, int nh, int nkv, int hd, int
     free(qb), free(kb), free(want), free(got);
 }
 
+/* ---- decode kernels: GEMV (cuda/cu_gemv.cu) and split-K attention (cuda/cu_attn_decode.cu) ---- */
+
+/* One [n x k] weight in dt, then every m in {1, 2, 3, 8} with and without bias against the CPU.
+ * Both widen the weights and sum float32 products, so they agree to float rounding (1e-5), where
+ * cuBLASLt, rounding x to 16 bits, is off by ~1e-3: a pass also shows the GEMV ran. m = 3 runs on
+ * x and y one float off their alignment. scalar: the weight sits one element past a 16-byte
+ * boundary (rows 2-byte aligned), which the vector path cannot take. */
+static void gemv_weight(plm_dtype dt, int64_t n, int64_t k, int scalar)
+{
+    static const int64_t ms[] = {1, 2, 3, 8};
+    seed((uint64_t)(n * 31 + k * 7 + dt * 7919 + scalar));
+    const size_t nw = (size_t)(n * k);
+    uint16_t *wh = xmalloc(nw * 2);
+    const float sc = 1.0f / sqrtf((float)k);
+    for (size_t i = 0; i < nw; i++) {
+        const float v = sc * frand();
+        wh[i] = dt == PLM_BF16 ? to_bf16(v) : to_f16(v);
+    }
+    uint16_t *dw = gpu->ops->alloc(gpu, (nw + 8) * 2);
+    if (!dw) {
+        result(0, "gemv_weight_alloc", 0, 0, gpu->ops->alloc_error(gpu));
+        free(wh);
+        return;
+    }
+    gpu->ops->upload(gpu, dw + scalar, wh, nw * 2);
+    /* x has one float more than 8 rows: the room for the copy shifted by one */
+    float *x = rand_vec((size_t)(8 * k + 1), 1.0f, 0.0f), *bias = rand_vec((size_t)n, 0.5f, 0.0f);
+    float *want = xmalloc((size_t)(8 * n) * 4), *nan_y = xmalloc((size_t)(8 * n + 1) * 4);
+    for (int64_t i = 0; i < 8 * n + 1; i++) nan_y[i] = NAN;
+    float *dx = dev_from(gpu, x, (size_t)(8 * k + 1) * 4), *db = dev_from(gpu, bias, (size_t)n * 4);
+    float *dy = dev_nan(gpu, (size_t)(8 * n + 1));
+    const plm_weight wc = {dt, n, k, wh}, wg = {dt, n, k, dw + scalar};
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+        for (int wb = 0; wb < 2; wb++) {
+            const int64_t m = ms[mi];
+            if (scalar && m != 1 && m != 8) continue;
+            const int off = m == 3;
+            cpu->ops->matmul(cpu, want, x, &wc, wb ? bias : NULL, m);
+            if (off) gpu->ops->upload(gpu, dx + off, x, (size_t)(m * k) * 4);
+            gpu->ops->upload(gpu, dy, nan_y, (size_t)(8 * n + 1) * 4); /* earlier results */
+            gpu->ops->matmul(gpu, dy + off, dx + off, &wg, wb ? db : NULL, m);
+            float *got = fetch(gpu, dy + off, (size_t)(m * n));
+            char name[128];
+            snprintf(name, sizeof name, "gemv_%s_m%lld_n%lld_k%lld%s%s%s", plm_dtype_name(dt),
+                     (long long)m, (long long)n, (long long)k, wb ? "_bias" : "",
+                     off ? "_offset" : "", scalar ? "_unaligned_w" : "");
+            check(gpu, name, got, want, (size_t)(m * n), 1e-5);
+            free(got);
+            if (off) gpu->ops->upload(gpu, dx, x, (size_t)(8 * k + 1) * 4); /* back in place */
+        }
+    gpu->ops->release(gpu, dw), gpu->ops->release(gpu, dx), gpu->ops->release(gpu, db);
+    gpu->ops->release(gpu, dy);
+    free(wh), free(x), free(bias), free(want), free(nan_y);
+}
+
+static void gemvs(void)
+{
+    static const int64_t ks[] = {64, 1000, 4096, 11008, 13}, ns[] = {1, 7, 4096, 32064};
+    static const plm_dtype dts[] = {PLM_BF16, PLM_F16};
+    for (int d = 0; d < 2; d++)
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++)
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                gemv_weight(dts[d], ns[ni], ks[ki], 0);
+    gemv_weight(PLM_BF16, 4096, 4096, 1);
+    gemv_weight(PLM_F16, 7, 1000, 1);
+
+    /* PLM_CUDA_GEMV=0: the same call goes to cuBLASLt, whose rounding of x shows (> 1e-4) */
+    setenv("PLM_CUDA_GEMV", "0", 1);
+    plm_backend *g2 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g2, &err);
+    unsetenv("PLM_CUDA_GEMV");
+    if (st != PLM_OK) {
+        result(0, "gemv_off_backend_new", 0, 0, err.msg);
+        return;
+    }
+    const int64_t n = 4096, k = 4096;
+    seed(99);
+    float *wf = rand_vec((size_t)(n * k), 1.0f / 64.0f, 0.0f), *x = rand_vec((size_t)k, 1.0f, 0.0f);
+    void *wh = to_dtype(wf, (size_t)(n * k), PLM_BF16);
+    float *want = xmalloc((size_t)n * 4);
+    const plm_weight wc = {PLM_BF16, n, k, wh};
+    cpu->ops->matmul(cpu, want, x, &wc, NULL, 1);
+    const plm_weight wg = {PLM_BF16, n, k, dev_from(g2, wh, (size_t)(n * k) * 2)};
+    float *dx = dev_from(g2, x, (size_t)k * 4), *dy = dev_nan(g2, (size_t)n);
+    g2->ops->matmul(g2, dy, dx, &wg, NULL, 1);
+    float *got = fetch(g2, dy, (size_t)n);
+    const double e = rel_l2(got, want, (size_t)n);
+    result(e > 1e-4 && e < 1e-2 && !g2->ops->error(g2), "gemv_env_off_runs_cublaslt", e, 1e-4,
+           "PLM_CUDA_GEMV=0 did not reach the cuBLASLt path (or it failed)");
+    g2->ops->release(g2, (void *)wg.data), g2->ops->release(g2, dx), g2->ops->release(g2, dy);
+    plm_backend_free(g2);
+    free(wf), free(x), free(wh), free(want), free(got);
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Decode attention (tq <= 8 takes cu_attn_decode) against the CPU: causal at the end of the
+ * cache (q_pos0 = tk - tq) unless causal = 0. sparse: 1 = rows (each kv head keeps a random
+ * ascending third of the keys), 2 = bias ([nh x tk] steering logits), 3 = both. pad: one float
+ * added to the q and K/V row strides, so rows lose their 16-byte alignment (scalar loads). */
+static void decode_case(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal, int sparse,
+                        int pad)
+{
+    seed((uint64_t)(tq * 100003 + tk * 31 + nh * 7 + hd + sparse * 3 + pad + causal * 11));
+    const int64_t qs = (int64_t)nh * hd + pad, kvs = (int64_t)nkv * hd + pad;
+    const size_t nq = (size_t)(tq * qs), nkv_ = (size_t)(tk * kvs), no = (size_t)(tq * nh * hd);
+    float *qb = rand_vec(nq, 2.0f, 0.0f), *kb = rand_vec(nkv_, 2.0f, 0.0f);
+    float *vb = rand_vec(nkv_, 1.0f, 0.0f), *want = xmalloc(no * 4);
+    const int64_t n_rows = (sparse & 1) ? tk / 3 + 1 : 0;
+    int32_t *rows = NULL;
+    if (sparse & 1) { /* partial Fisher-Yates per kv head, then ascending */
+        rows = xmalloc((size_t)(nkv * n_rows) * 4);
+        int32_t *perm = xmalloc((size_t)tk * 4);
+        for (int h = 0; h < nkv; h++) {
+            for (int64_t j = 0; j < tk; j++) perm[j] = (int32_t)j;
+            for (int64_t j = 0; j < n_rows; j++) {
+                int64_t r = j + (int64_t)((frand() + 1.0f) * 0.5f * (float)(tk - j));
+                if (r >= tk) r = tk - 1;
+                const int32_t t = perm[j];
+                perm[j] = perm[r], perm[r] = t;
+            }
+            memcpy(rows + h * n_rows, perm, (size_t)n_rows * 4);
+            qsort(rows + h * n_rows, (size_t)n_rows, 4, cmp_i32);
+        }
+        free(perm);
+    }
+    float *bias = (sparse & 2) ? rand_vec((size_t)(nh * tk), 2.0f, 0.0f) : NULL;
+    const int64_t q_pos0 = causal && tk > tq ? tk - tq : 0;
+    plm_attn_args a = {.out = want, .q = qb, .k = kb, .v = vb, .tq = tq, .tk = tk,
+                       .q_stride = qs, .kv_stride = kvs, .q_pos0 = q_pos0, .n_heads = nh,
+                       .n_kv = nkv, .head_dim = hd, .causal = causal,
+                       .scale = 1.0f / sqrtf((float)hd), .rows = rows, .n_rows = n_rows,
+                       .bias = bias};
+    cpu->ops->attention(cpu, &a);
+
+    plm_attn_args ag = a;
+    ag.q = dev_from(gpu, qb, nq * 4);
+    ag.k = dev_from(gpu, kb, nkv_ * 4);
+    ag.v = dev_from(gpu, vb, nkv_ * 4);
+    ag.out = dev_nan(gpu, no);
+    ag.rows = rows ? dev_from(gpu, rows, (size_t)(nkv * n_rows) * 4) : NULL;
+    ag.bias = bias ? dev_from(gpu, bias, (size_t)(nh * tk) * 4) : NULL;
+    gpu->ops->attention(gpu, &ag);
+    float *got = fetch(gpu, ag.out, no);
+    char name[160];
+    snprintf(name, sizeof name, "attn_decode_tq%lld_tk%lld_h%d_kv%d_hd%d%s%s%s%s",
+             (long long)tq, (long long)tk, nh, nkv, hd, causal ? "_causal" : "",
+             (sparse & 1) ? "_rows" : "", (sparse & 2) ? "_bias" : "", pad ? "_pad" : "");
+    check(gpu, name, got, want, no, 1e-5);
+    gpu->ops->release(gpu, (void *)ag.q), gpu->ops->release(gpu, (void *)ag.k);
+    gpu->ops->release(gpu, (void *)ag.v), gpu->ops->release(gpu, ag.out);
+    gpu->ops->release(gpu, (void *)ag.rows), gpu->ops->release(gpu, (void *)ag.bias);
+    free(qb), free(kb), free(vb), free(want), free(got), free(rows), free(bias);
+}
+
+static void attn_decodes(void)
+{
+    static const int64_t tqs[] = {1, 3, 8}, tks[] = {1, 31, 577, 4100};
+    static const int heads[][2] = {{32, 32}, {8, 2}}, hds[] = {64, 128, 80};
+    for (size_t a = 0; a < 3; a++)
+        for (size_t b = 0; b < 4; b++)
+            for (size_t c = 0; c < 2; c++)
+                for (size_t d = 0; d < 3; d++)
+                    decode_case(tqs[a], tks[b], heads[c][0], heads[c][1], hds[d], 1, 0, 0);
+    for (size_t a = 0; a < 3; a++)
+        for (int sparse = 1; sparse <= 3; sparse++) {
+            decode_case(tqs[a], 577, 8, 2, 128, 1, sparse, 0);
+            decode_case(tqs[a], 4100, 32, 32, 128, 1, sparse, 0);
+            decode_case(tqs[a], 577, 32, 32, 80, 1, sparse, 0);
+        }
+    /* non-causal; lanes' 4-float groups past head_dim; one and two floats per lane; the 8-float
+     * lanes with their 4-row query blocks (hd 256: tq 8 x 4 heads is 8 blocks per kv head);
+     * unaligned rows; GQA groups of 8 and 4 */
+    decode_case(3, 577, 8, 2, 128, 0, 0, 0);
+    decode_case(8, 4100, 32, 32, 128, 0, 2, 0);
+    decode_case(3, 577, 8, 2, 32, 1, 0, 0);
+    decode_case(1, 1000, 4, 4, 36, 1, 0, 0);
+    decode_case(8, 577, 8, 2, 256, 1, 0, 0);
+    decode_case(1, 4100, 8, 1, 200, 1, 3, 0);
+    decode_case(3, 577, 8, 2, 128, 1, 0, 1);
+    decode_case(8, 31, 32, 32, 80, 1, 1, 1);
+    decode_case(1, 4100, 32, 4, 128, 1, 0, 0);
+    decode_case(2, 0, 8, 2, 128, 1, 0, 0); /* no keys: zeros */
+}
+
 /* ---- embed, copy2d, patchify ---- */
 
 static void test_embed(plm_dtype dt, int64_t rows, int64_t cols, int64_t n)
@@ -569,6 +759,8 @@ int main(void)
     } else {
         result(0, "attn_probs_present", 0, 0, "the CUDA backend has no attn_probs");
     }
+    if (!getenv("PLM_TEST_SKIP_MATMUL")) gemvs(); /* run.sh's racecheck/initcheck skip matmuls */
+    attn_decodes();
     test_embed(PLM_F32, 1000, 4096, 7);
     test_embed(PLM_BF16, 32000, 256, 577);
     test_embed(PLM_F16, 33, 33, 1);

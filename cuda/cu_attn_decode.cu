@@ -1,0 +1,324 @@
+/* Decode attention (tq <= 8): split-K flash decoding (Dao et al. 2023, "Flash-Decoding for
+ * long-context inference"). cu_attention.cu's kernel gives each (16 queries, head) one block,
+ * so one query runs n_heads blocks on a GPU of 132 SMs and each block walks all tk keys alone.
+ * Here the keys of each kv head are split into chunks over enough blocks to fill the GPU; each
+ * block computes a partial softmax (running max, normaliser, unnormalised output) over its
+ * chunk and a second kernel combines the partials, rescaled to their common max.
+ *
+ * A block owns (split s, kv head kh, up to QB query rows of that kv head). The query rows of
+ * kv head kh are the pairs u = i * group + g (query i, head kh * group + g), u < tq * group;
+ * block y index kh * qblocks + qb takes u in [qb * QB, qb * QB + QB). So each K/V row a block
+ * reads serves all its query rows (GQA and several queries at once), and with tq = 1 and a group
+ * of <= 8 heads every K/V byte is read exactly once.
+ * Inside a block: lane l owns the head dims l * P .. l * P + P - 1 (P = 1, 2, 4 or 8: head_dim
+ * up to 32, 64, 128, 256), so a warp reads a K or V row as one contiguous run (float4 loads
+ * when P >= 4 and the rows are 16-byte aligned). A warp takes ROWS keys per step (their loads in
+ * flight together), the AD_WARPS warps of a block stride through the chunk, a score is the
+ * lane products summed over the warp, and each warp keeps its own online-softmax state per query
+ * row (Milakov & Gimelshein 2018); the warps are merged through shared memory at the end.
+ * Float32 throughout, expf (not __expf): the result matches the CPU reference to ~1e-6.
+ *
+ * Sparse fields as cu_attention.cu: rows (each kv head attends to rows[kh * n_rows + j], j <
+ * n_rows, all visible, no causal mask) and bias ([n_heads x tk], added to the scaled logit of
+ * key row j). */
+#include <limits.h>
+#include <math.h>
+
+#include "cuda/cu_internal.h"
+
+#define AD_WARPS 8
+#define AD_MAX_HD 256
+#define AD_BLOCKS_PER_SM 2 /* __launch_bounds__: <= 128 registers, two blocks per SM */
+#define AD_WAVES 2         /* grid ~ this many full waves of resident blocks */
+#define AD_MIN_ROWS 64     /* fewest keys per split worth a block */
+#define AD_MAX_SPLITS 256
+#define AD_ROW_ROUND 32    /* chunks are multiples of this (AD_WARPS * ROWS for ROWS = 4) */
+
+typedef struct ad_params {
+    plm_attn_args a;
+    int group;    /* query heads per kv head */
+    int pairs;    /* query rows per kv head: tq * group */
+    int qblocks;  /* blocks per kv head along y: ceil(pairs / QB) */
+    int n_splits;
+    int chunk;    /* keys per split */
+    int nk_max;   /* keys the last query sees (all of them with rows) */
+    int vec;      /* K and V rows 16-byte aligned and P >= 4: float4 loads */
+    float *work;  /* [tq x n_heads x n_splits x (hd + 2)] when n_splits > 1 */
+} ad_params;
+
+__device__ static inline float ad_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The lane's P floats of a row at src (channels d0 .. d0 + P - 1; 0 past hd or when !live). */
+template <int P>
+__device__ static inline void ad_load(const float *src, int d0, int hd, bool live, bool vec,
+                                      float out[P])
+{
+    if (P >= 4 && vec) {
+#pragma unroll
+        for (int t = 0; t < P; t += 4) {
+            /* hd % 4 == 0 when vec: a float4 is wholly inside or wholly past the head */
+            const float4 f = live && d0 + t < hd ? __ldg((const float4 *)(src + d0 + t))
+                                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+            out[t] = f.x, out[t + 1] = f.y, out[t + 2] = f.z, out[t + 3] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int t = 0; t < P; t++) out[t] = live && d0 + t < hd ? __ldg(src + d0 + t) : 0.0f;
+    }
+}
+
+template <int P, int QB>
+__global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode(ad_params p)
+{
+    /* Fewer rows in flight when q and acc already take many registers. */
+    constexpr int ROWS = QB * P >= 32 ? 2 : 4;
+    const plm_attn_args &a = p.a;
+    const int hd = a.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kh = blockIdx.y / p.qblocks, u0 = (blockIdx.y % p.qblocks) * QB;
+    const int split = blockIdx.x, d0 = lane * P;
+    /* keys [r0, r1) of the list (list position j is key row rows[j] with rows, else j) */
+    const int r0 = split * p.chunk, r1 = min(r0 + p.chunk, p.nk_max);
+    const int32_t *rows = a.rows ? a.rows + (int64_t)kh * a.n_rows : NULL;
+    const int64_t kv_off = (int64_t)kh * hd; /* the kv head's columns in a K/V row */
+
+    /* Shared memory: the query rows (read from here at each use, which keeps registers for
+     * acc and the K/V rows in flight), then the warps' states for the final merge. */
+    extern __shared__ float4 ad_sm4[];
+    float *sm = (float *)ad_sm4;
+    const int wid = 32 * P;              /* floats per query row / per warp's acc: lane * P + t */
+    float *sm_q = sm;                    /* [QB][wid] */
+    float *sm_acc = sm_q + QB * wid;     /* [AD_WARPS][wid] */
+    float *sm_ml = sm_acc + AD_WARPS * wid; /* [AD_WARPS][2] */
+    for (int e = threadIdx.x; e < QB * wid; e += blockDim.x) {
+        const int g = e / wid, d = e % wid, u = u0 + g, i = u / p.group;
+        const int h = kh * p.group + u % p.group;
+        sm_q[e] = u < p.pairs && d < hd ? a.q[(int64_t)i * a.q_stride + (int64_t)h * hd + d]
+                                        : 0.0f;
+    }
+
+    float acc[QB][P], m[QB], l[QB];
+    int nk[QB]; /* keys query row g sees (0 for a row past the pairs) */
+#pragma unroll
+    for (int g = 0; g < QB; g++) {
+        const int u = u0 + g, i = u / p.group;
+        int64_t n = a.causal ? a.q_pos0 + i + 1 : a.tk;
+        if (n > a.tk) n = a.tk;
+        if (rows) n = a.n_rows;
+        nk[g] = u < p.pairs ? (int)n : 0;
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int t = 0; t < P; t++) acc[g][t] = 0.0f;
+    }
+    __syncthreads(); /* sm_q written */
+
+    const int stride = AD_WARPS * ROWS;
+    for (int j0 = r0 + warp * ROWS; j0 < r1; j0 += stride) {
+        float kv[ROWS][P], vv[ROWS][P];
+        int key[ROWS]; /* key row index: the K/V row and the bias column */
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            const int j = j0 + r;
+            const bool live = j < r1;
+            key[r] = rows ? (live ? rows[j] : 0) : j;
+            const int64_t off = (int64_t)key[r] * a.kv_stride + kv_off;
+            ad_load<P>(a.k + off, d0, hd, live, p.vec, kv[r]);
+            ad_load<P>(a.v + off, d0, hd, live, p.vec, vv[r]);
+        }
+#pragma unroll
+        for (int g = 0; g < QB; g++) {
+            float q[P];
+#pragma unroll
+            for (int t = 0; t < P; t++) q[t] = sm_q[g * wid + d0 + t];
+            float s[ROWS];
+            float mx = m[g];
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int t = 0; t < P; t++) dot = fmaf(q[t], kv[r][t], dot);
+                dot = ad_warp_sum(dot) * a.scale;
+                /* visible: in this split (j < r1) and to this query (j < nk[g] <= nk_max) */
+                const bool vis = j0 + r < r1 && j0 + r < nk[g];
+                if (vis && a.bias) {
+                    const int h = kh * p.group + (u0 + g) % p.group;
+                    dot += a.bias[(int64_t)h * a.tk + key[r]];
+                }
+                s[r] = vis ? dot : -INFINITY;
+                mx = fmaxf(mx, s[r]);
+            }
+            /* A query row that has seen no key yet keeps mx = -inf: rescale by exp(-inf) = 0
+             * against a finite reference instead of exp(-inf - -inf) = NaN. */
+            const float ref = mx == -INFINITY ? 0.0f : mx;
+            const float corr = expf(m[g] - ref);
+            float psum = 0.0f;
+#pragma unroll
+            for (int t = 0; t < P; t++) acc[g][t] *= corr;
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                const float pr = expf(s[r] - ref);
+                psum += pr;
+#pragma unroll
+                for (int t = 0; t < P; t++) acc[g][t] = fmaf(pr, vv[r][t], acc[g][t]);
+            }
+            l[g] = l[g] * corr + psum;
+            m[g] = mx;
+        }
+    }
+
+    /* Merge the warps, one query row at a time, through shared memory. */
+#pragma unroll
+    for (int g = 0; g < QB; g++) {
+        const int u = u0 + g;
+        if (u >= p.pairs) break; /* uniform over the block */
+        __syncthreads();         /* the previous row's reads are done */
+#pragma unroll
+        for (int t = 0; t < P; t++) sm_acc[warp * wid + d0 + t] = acc[g][t];
+        if (lane == 0) {
+            sm_ml[warp * 2] = m[g];
+            sm_ml[warp * 2 + 1] = l[g];
+        }
+        __syncthreads();
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < AD_WARPS; w++) M = fmaxf(M, sm_ml[w * 2]);
+        float wt[AD_WARPS], L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < AD_WARPS; w++) {
+            wt[w] = M == -INFINITY ? 0.0f : expf(sm_ml[w * 2] - M);
+            L += wt[w] * sm_ml[w * 2 + 1];
+        }
+        /* (query i, head h) */
+        const int64_t qh = (int64_t)(u / p.group) * a.n_heads + kh * p.group + u % p.group;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float o = 0.0f;
+#pragma unroll
+            for (int w = 0; w < AD_WARPS; w++) o += wt[w] * sm_acc[w * wid + d];
+            if (p.n_splits == 1) {
+                a.out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
+            } else {
+                /* partial (qh, split): [M, L, acc[0 .. hd)] */
+                float *wk = p.work + (qh * p.n_splits + split) * (hd + 2);
+                wk[2 + d] = o;
+                if (d == 0) {
+                    wk[0] = M;
+                    wk[1] = L;
+                }
+            }
+        }
+    }
+}
+
+/* out[qh] = sum_s acc_s e^(M_s - M) / sum_s L_s e^(M_s - M), over the splits that saw a key
+ * (L_s > 0; the others were never scored and hold M_s = -inf). Block (head, query). */
+__global__ void k_attn_decode_combine(const float *__restrict__ work, float *__restrict__ out,
+                                      int n_heads, int hd, int n_splits)
+{
+    const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x;
+    const float *w = work + qh * n_splits * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) M = fmaxf(M, w[s * (hd + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float *ws = w + s * (hd + 2);
+        if (ws[1] > 0.0f) L += ws[1] * expf(ws[0] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_splits; s++) {
+            const float *ws = w + s * (hd + 2);
+            if (ws[1] > 0.0f) o += ws[2 + d] * expf(ws[0] - M);
+        }
+        out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
+    }
+}
+
+template <int P, int QB> static void ad_launch(cu_backend *b, const ad_params &p)
+{
+    const size_t smem = sizeof(float) * ((size_t)(QB + AD_WARPS) * 32 * P + 2 * AD_WARPS);
+    const dim3 grid((unsigned)p.n_splits, (unsigned)(p.a.n_kv * p.qblocks));
+    k_attn_decode<P, QB><<<grid, AD_WARPS * 32, smem, b->stream>>>(p);
+    if (!CU_LAUNCHED(b, "k_attn_decode") || p.n_splits == 1) return;
+    k_attn_decode_combine<<<dim3((unsigned)p.a.n_heads, (unsigned)p.a.tq), 128, 0, b->stream>>>(
+        p.work, p.a.out, p.a.n_heads, p.a.head_dim, p.n_splits);
+    CU_LAUNCHED(b, "k_attn_decode_combine");
+}
+
+/* QB: query rows per block, the pairs rounded up to a power of two, at most 8 (4 for P = 8,
+ * whose q and acc take 2 x 8 registers per row). */
+template <int P> static void ad_launch_qb(cu_backend *b, const ad_params &p, int qb)
+{
+    switch (qb) {
+    case 1: ad_launch<P, 1>(b, p); break;
+    case 2: ad_launch<P, 2>(b, p); break;
+    case 4: ad_launch<P, 4>(b, p); break;
+    default: ad_launch<P, (P >= 8 ? 4 : 8)>(b, p); break;
+    }
+}
+
+int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
+{
+    const int hd = a->head_dim;
+    /* Anything outside this kernel's range goes to cu_attention's checks and kernel. */
+    if (a->tq < 1 || a->tq > 8 || hd < 1 || hd > AD_MAX_HD || a->n_heads < 1 || a->n_kv < 1 ||
+        a->n_heads % a->n_kv != 0 || a->tk < 0 || a->tk > INT_MAX / 2 ||
+        a->q_stride < (int64_t)a->n_heads * hd || a->kv_stride < (int64_t)a->n_kv * hd ||
+        (a->rows && (a->n_rows < 0 || a->n_rows > INT_MAX / 2)))
+        return 0;
+    const int P = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8;
+    const int qb_max = P >= 8 ? 4 : 8;
+    ad_params p;
+    p.a = *a;
+    p.group = a->n_heads / a->n_kv;
+    p.pairs = (int)a->tq * p.group;
+    int qb = 1;
+    while (qb < p.pairs && qb < qb_max) qb *= 2;
+    p.qblocks = (p.pairs + qb - 1) / qb;
+    if ((int64_t)a->n_kv * p.qblocks > 65535) return 0;
+    int64_t nk = a->causal ? a->q_pos0 + a->tq : a->tk;
+    if (nk > a->tk) nk = a->tk;
+    if (nk < 0) nk = 0;
+    if (a->rows) nk = a->n_rows;
+    p.nk_max = (int)nk;
+    p.vec = P >= 4 && hd % 4 == 0 && a->kv_stride % 4 == 0 && (uintptr_t)a->k % 16 == 0 &&
+            (uintptr_t)a->v % 16 == 0;
+
+    /* Splits: AD_WAVES waves of resident blocks over the (kv head, query block) units. The
+     * scratch is sized for that count, which does not depend on tk, so a decode loop (or a
+     * CUDA graph of one step) never regrows it; fewer splits when the keys are few. */
+    int n_sm = 0;
+    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)))
+        return 1;
+    const int64_t units = (int64_t)a->n_kv * p.qblocks;
+    int64_t cap = ((int64_t)AD_WAVES * AD_BLOCKS_PER_SM * n_sm + units - 1) / units;
+    if (cap > AD_MAX_SPLITS) cap = AD_MAX_SPLITS;
+    if (cap < 1) cap = 1;
+    int64_t splits = (nk + AD_MIN_ROWS - 1) / AD_MIN_ROWS;
+    if (splits > cap) splits = cap;
+    if (splits < 1) splits = 1;
+    int64_t chunk = (nk + splits - 1) / splits;
+    chunk = (chunk + AD_ROW_ROUND - 1) / AD_ROW_ROUND * AD_ROW_ROUND;
+    if (chunk < AD_ROW_ROUND) chunk = AD_ROW_ROUND;
+    p.chunk = (int)chunk;
+    p.n_splits = (int)((nk + chunk - 1) / chunk); /* <= splits <= cap */
+    if (p.n_splits < 1) p.n_splits = 1;
+    p.work = NULL;
+    if (cap > 1) { /* reserve for cap splits even when this call needs fewer (see above) */
+        const size_t floats = (size_t)a->tq * (size_t)a->n_heads * (size_t)cap * (size_t)(hd + 2);
+        if (!cu_buf_reserve(b, &b->decode_work, floats * sizeof(float), "decode attention"))
+            return 1;
+        p.work = (float *)b->decode_work.p;
+    }
+    switch (P) {
+    case 1: ad_launch_qb<1>(b, p, qb); break;
+    case 2: ad_launch_qb<2>(b, p, qb); break;
+    case 4: ad_launch_qb<4>(b, p, qb); break;
+    default: ad_launch_qb<8>(b, p, qb); break;
+    }
+    return 1;
+}

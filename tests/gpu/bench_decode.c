@@ -1,0 +1,288 @@
+/* Batch-1 decode against the memory-bandwidth bound:
+ *   bench_decode OUT.txt
+ * 1. The bound: a device-to-device cudaMemcpy of 1 GiB, GB/s counting its read and its write.
+ * 2. Decode matmuls at the LLaVA-1.5-7B shapes (bf16 weights, m = 1): the GEMV (cuda/cu_gemv.cu)
+ *    and the cuBLASLt path (a backend made under PLM_CUDA_GEMV=0), microseconds, GB/s of weight
+ *    read and the fraction of the copy's GB/s; then one token's matmuls at those times (32
+ *    layers of q, k, v, o, gate, up, down, and the lm_head).
+ * 3. Decode attention (32 heads, 32 kv heads, head_dim 128, one query at the end of the cache)
+ *    at 629, 4096 and 32768 keys: split-K (cuda/cu_attn_decode.cu) against the prefill kernel
+ *    (PLM_CUDA_ATTN_DECODE=0), microseconds and GB/s of K/V read.
+ * Every time is the median of 50 runs, each between CUDA events with a cold L2
+ * (plm_cuda_time_ops). Self-checks: the GEMV matches the CPU (rel. L2 <= 1e-5) and cuBLASLt
+ * (<= 1e-2: it rounds x to bf16); split-K matches the old kernel (<= 1e-5). Prints the table
+ * (and writes it to OUT.txt), "N passed, M failed" last, and exits 1 on a failed check. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "cuda/cu_test_hooks.h"
+#include "tests/support/compare.h"
+
+#define RUNS 50
+#define COPY_BYTES ((size_t)1 << 30)
+
+static plm_backend *cpu, *gpu, *old; /* old: PLM_CUDA_GEMV=0 and PLM_CUDA_ATTN_DECODE=0 */
+static FILE *out;
+static int n_pass, n_fail;
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void emit(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fputs(line, stdout);
+    fputs(line, out);
+    fflush(stdout);
+}
+
+static void check(int ok, const char *what, double err, double tol)
+{
+    if (ok) n_pass++;
+    else n_fail++;
+    emit("%s %s err=%.3g (tol %.0e)\n", ok ? "PASS" : "FAIL", what, err, tol);
+}
+
+static void *dev(plm_backend *be, const void *host, size_t bytes)
+{
+    void *d = be->ops->alloc(be, bytes);
+    if (!d) {
+        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
+                be->ops->alloc_error ? be->ops->alloc_error(be) : "?");
+        exit(2);
+    }
+    if (host) be->ops->upload(be, d, host, bytes);
+    return d;
+}
+
+static int cmp_f(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* One op to time: a matmul, an attention, or the copy. */
+typedef struct job {
+    plm_backend *be;
+    int kind; /* 0 matmul, 1 attention, 2 copy */
+    float *y;
+    const float *x;
+    plm_weight w;
+    plm_attn_args a;
+    void *dst;
+    const void *src;
+    size_t bytes;
+} job;
+
+static void run_job(void *ctx)
+{
+    const job *j = ctx;
+    if (j->kind == 0) j->be->ops->matmul(j->be, j->y, j->x, &j->w, NULL, 1);
+    else if (j->kind == 1) j->be->ops->attention(j->be, &j->a);
+    else plm_cuda_copy_d2d(j->be, j->dst, j->src, j->bytes);
+}
+
+/* Median microseconds of RUNS runs; -1 when the backend failed. */
+static double median_us(job *j)
+{
+    float ms[RUNS];
+    run_job(j); /* warm-up: cuBLASLt's first call, scratch growth */
+    if (plm_cuda_time_ops(j->be, run_job, j, RUNS, ms) != 0) {
+        fprintf(stderr, "timing failed: %s\n", j->be->ops->error(j->be));
+        return -1;
+    }
+    qsort(ms, RUNS, sizeof ms[0], cmp_f);
+    return 1e3 * 0.5 * (ms[RUNS / 2 - 1] + ms[RUNS / 2]);
+}
+
+static double copy_gbps(void)
+{
+    job j = {.be = gpu, .kind = 2};
+    j.dst = dev(gpu, NULL, COPY_BYTES);
+    j.src = dev(gpu, NULL, COPY_BYTES);
+    const double us = median_us(&j);
+    gpu->ops->release(gpu, j.dst), gpu->ops->release(gpu, (void *)j.src);
+    return us > 0 ? 2.0 * (double)COPY_BYTES / (us * 1e3) : 0;
+}
+
+/* GEMV vs cuBLASLt at one shape; returns the two times through us_new / us_old. */
+static void bench_matmul(const char *what, int64_t n, int64_t k, double bw, double *us_new,
+                         double *us_old)
+{
+    const size_t nw = (size_t)(n * k);
+    uint16_t *wh = malloc(nw * 2);
+    float *x = malloc((size_t)k * 4), *want = malloc((size_t)n * 4);
+    float *got = malloc((size_t)n * 4), *got_old = malloc((size_t)n * 4);
+    if (!wh || !x || !want || !got || !got_old) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    const float sc = 1.0f / sqrtf((float)k);
+    for (size_t i = 0; i < nw; i++) wh[i] = to_bf16(sc * frand());
+    for (int64_t i = 0; i < k; i++) x[i] = frand();
+    const plm_weight wc = {PLM_BF16, n, k, wh};
+    cpu->ops->matmul(cpu, want, x, &wc, NULL, 1);
+
+    job j = {.be = gpu, .kind = 0};
+    j.w = wc;
+    j.w.data = dev(gpu, wh, nw * 2); /* valid in `old` too: one context per process */
+    j.x = dev(gpu, x, (size_t)k * 4);
+    j.y = dev(gpu, NULL, (size_t)n * 4);
+    *us_new = median_us(&j);
+    gpu->ops->download(gpu, got, j.y, (size_t)n * 4);
+    job jo = j;
+    jo.be = old;
+    jo.y = dev(old, NULL, (size_t)n * 4);
+    *us_old = median_us(&jo);
+    old->ops->download(old, got_old, jo.y, (size_t)n * 4);
+
+    const double bytes = (double)nw * 2 + (double)k * 4 + (double)n * 4;
+    const double gb_new = bytes / (*us_new * 1e3), gb_old = bytes / (*us_old * 1e3);
+    emit("%-22s %6lld %6lld %9.1f %9.1f %7.2f %8.0f %8.0f %6.1f%% %6.1f%%\n", what, (long long)n,
+         (long long)k, *us_new, *us_old, *us_old / *us_new, gb_new, gb_old, 100 * gb_new / bw,
+         100 * gb_old / bw);
+    char name[128];
+    const double e_cpu = rel_l2(got, want, (size_t)n), e_lt = rel_l2(got_old, got, (size_t)n);
+    snprintf(name, sizeof name, "gemv_vs_cpu_%lldx%lld", (long long)n, (long long)k);
+    check(e_cpu <= 1e-5 && *us_new > 0, name, e_cpu, 1e-5);
+    snprintf(name, sizeof name, "gemv_vs_cublaslt_%lldx%lld", (long long)n, (long long)k);
+    check(e_lt <= 1e-2 && *us_old > 0, name, e_lt, 1e-2);
+    gpu->ops->release(gpu, (void *)j.w.data), gpu->ops->release(gpu, (void *)j.x);
+    gpu->ops->release(gpu, j.y), old->ops->release(old, jo.y);
+    free(wh), free(x), free(want), free(got), free(got_old);
+}
+
+static void bench_attention(const float *dk, const float *dv, const float *dq, int64_t tk,
+                            double bw)
+{
+    enum { NH = 32, NKV = 32, HD = 128 };
+    float *got = malloc(NH * HD * 4), *got_old = malloc(NH * HD * 4);
+    job j = {.be = gpu, .kind = 1};
+    plm_attn_args a = {.out = dev(gpu, NULL, NH * HD * 4), .q = dq, .k = dk, .v = dv, .tq = 1,
+                       .tk = tk, .q_stride = NH * HD, .kv_stride = NKV * HD, .q_pos0 = tk - 1,
+                       .n_heads = NH, .n_kv = NKV, .head_dim = HD, .causal = 1,
+                       .scale = 1.0f / sqrtf((float)HD)};
+    j.a = a;
+    const double us_new = median_us(&j);
+    gpu->ops->download(gpu, got, j.a.out, NH * HD * 4);
+    job jo = j;
+    jo.be = old;
+    jo.a.out = dev(old, NULL, NH * HD * 4);
+    const double us_old = median_us(&jo);
+    old->ops->download(old, got_old, jo.a.out, NH * HD * 4);
+    const double bytes = 2.0 * (double)tk * NKV * HD * 4;
+    emit("%-22s %6lld %6d %9.1f %9.1f %7.2f %8.0f %8.0f %6.1f%% %6.1f%%\n", "attention 32/32x128",
+         (long long)tk, 1, us_new, us_old, us_old / us_new, bytes / (us_new * 1e3),
+         bytes / (us_old * 1e3), 100 * bytes / (us_new * 1e3) / bw,
+         100 * bytes / (us_old * 1e3) / bw);
+    char name[96];
+    const double e = rel_l2(got, got_old, NH * HD);
+    snprintf(name, sizeof name, "attn_decode_vs_old_tk%lld", (long long)tk);
+    check(e <= 1e-5 && us_new > 0 && us_old > 0, name, e, 1e-5);
+    gpu->ops->release(gpu, j.a.out), old->ops->release(old, jo.a.out);
+    free(got), free(got_old);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s OUT.txt\n", argv[0]);
+        return 2;
+    }
+    char why[256];
+    plm_error err;
+    if (!plm_cuda_available(why, sizeof why) || plm_backend_cpu_new(0, &cpu, &err) != PLM_OK ||
+        plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
+        printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);
+        return 1;
+    }
+    setenv("PLM_CUDA_GEMV", "0", 1);
+    setenv("PLM_CUDA_ATTN_DECODE", "0", 1);
+    plm_status st = plm_backend_cuda_new(0, &old, &err);
+    unsetenv("PLM_CUDA_GEMV");
+    unsetenv("PLM_CUDA_ATTN_DECODE");
+    if (st != PLM_OK) {
+        printf("FAIL second CUDA backend: %s\n0 passed, 1 failed\n", err.msg);
+        return 1;
+    }
+    out = fopen(argv[1], "w");
+    if (!out) {
+        fprintf(stderr, "%s: cannot open for writing\n", argv[1]);
+        return 2;
+    }
+    const double bw = copy_gbps();
+    emit("# %s; median of %d runs, cold L2; bound: device-to-device copy of 1 GiB = %.0f GB/s "
+         "(read + write)\n", why, RUNS, bw);
+    emit("# new: GEMV / split-K decode attention; old: cuBLASLt (PLM_CUDA_GEMV=0) / the prefill "
+         "attention kernel (PLM_CUDA_ATTN_DECODE=0)\n");
+    emit("%-22s %6s %6s %9s %9s %7s %8s %8s %7s %7s\n", "op (bf16 W, m=1)", "n|tk", "k|tq",
+         "new_us", "old_us", "x", "new_GB/s", "old_GB/s", "new%bw", "old%bw");
+
+    static const struct { const char *what; int64_t n, k; } shapes[] = {
+        {"q/k/v/o 4096x4096", 4096, 4096},
+        {"gate/up 11008x4096", 11008, 4096},
+        {"down 4096x11008", 4096, 11008},
+        {"lm_head 32064x4096", 32064, 4096},
+    };
+    double tn[4], to[4];
+    for (int s = 0; s < 4; s++)
+        bench_matmul(shapes[s].what, shapes[s].n, shapes[s].k, bw, &tn[s], &to[s]);
+    /* one token: 32 layers x (q, k, v, o + gate, up + down) + lm_head */
+    const double tok_new = 32 * (4 * tn[0] + 2 * tn[1] + tn[2]) + tn[3];
+    const double tok_old = 32 * (4 * to[0] + 2 * to[1] + to[2]) + to[3];
+    const double wbytes = 32.0 * (4.0 * 4096 * 4096 + 3.0 * 11008 * 4096) * 2 + 32064.0 * 4096 * 2;
+    emit("# one token's matmuls (7B): new %.0f us (%.0f tok/s), old %.0f us (%.0f tok/s); "
+         "weights %.2f GB read at the copy's rate: %.0f us\n", tok_new, 1e6 / tok_new, tok_old,
+         1e6 / tok_old, wbytes / 1e9, wbytes / (bw * 1e3));
+
+    enum { MAXK = 32768, W = 32 * 128 };
+    const size_t nkv = (size_t)MAXK * W;
+    float *h = malloc(nkv * 4);
+    if (!h) {
+        fprintf(stderr, "out of host memory\n");
+        return 2;
+    }
+    for (size_t i = 0; i < nkv; i++) h[i] = frand();
+    float *dk = dev(gpu, h, nkv * 4);
+    for (size_t i = 0; i < nkv; i++) h[i] = frand();
+    float *dv = dev(gpu, h, nkv * 4);
+    float *dq = dev(gpu, h, W * 4);
+    free(h);
+    static const int64_t tks[] = {629, 4096, 32768};
+    for (int i = 0; i < 3; i++) bench_attention(dk, dv, dq, tks[i], bw);
+    gpu->ops->release(gpu, dk), gpu->ops->release(gpu, dv), gpu->ops->release(gpu, dq);
+
+    const char *e = gpu->ops->error(gpu), *eo = old->ops->error(old);
+    if (e || eo) {
+        emit("FAIL backend error: %s\n", e ? e : eo);
+        n_fail++;
+    }
+    emit("%d passed, %d failed\n", n_pass, n_fail);
+    fclose(out);
+    plm_backend_free(old);
+    plm_backend_free(gpu);
+    plm_backend_free(cpu);
+    return n_fail ? 1 : 0;
+}
