@@ -441,6 +441,8 @@ static int setup(cu_backend *b)
     const char *gv = getenv("PLM_CUDA_GEMV"), *ad = getenv("PLM_CUDA_ATTN_DECODE");
     b->gemv = !(gv && strcmp(gv, "0") == 0);
     b->attn_decode = !(ad && strcmp(ad, "0") == 0);
+    const char *at = getenv("PLM_CUDA_ATTN");
+    b->attn_fp32 = at && strcmp(at, "fp32") == 0;
     return 1;
 }
 

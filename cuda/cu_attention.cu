@@ -156,6 +156,7 @@ void cu_attention(cu_backend *b, const plm_attn_args *a)
     }
     if (a->tq == 0) return;
     if (a->tq <= 8 && b->attn_decode && cu_attn_decode(b, a)) return; /* split-K decode */
+    if (cu_attention_tc(b, a)) return; /* 16-bit checkpoint: bf16 tensor cores */
     const size_t smem = sizeof(float) * ((size_t)ATT_BQ * hd + (size_t)ATT_BK * (hd + 1) +
                                          (size_t)ATT_BK * hd);
     if (smem > b->smem_optin) {

@@ -53,6 +53,7 @@ typedef struct cu_backend {
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
 
     int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */
+    int attn_fp32; /* PLM_CUDA_ATTN=fp32: never the tensor-core attention (comparisons) */
     int failed;
     char err[512];
     int alloc_failed;
@@ -119,6 +120,9 @@ void cu_attention(cu_backend *b, const plm_attn_args *a);
 int cu_gemv(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
             int64_t m);
 int cu_attn_decode(cu_backend *b, const plm_attn_args *a);
+/* The bf16 tensor-core attention (cu_attention_tc.cu): runs a and returns 1 when b->mixed and
+ * the call suits it (dense, tq >= 16, head_dim 64 or 128, 16-byte aligned rows); else 0. */
+int cu_attention_tc(cu_backend *b, const plm_attn_args *a);
 void cu_attn_probs(cu_backend *b, const plm_attn_args *a, int per_head);
 void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int hd,
                      const int32_t *idx, int64_t n);

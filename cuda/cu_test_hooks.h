@@ -22,6 +22,10 @@ int plm_cuda_time_ops(plm_backend *be, void (*fn)(void *ctx), void *ctx, int n, 
  * reference). */
 void plm_cuda_copy_d2d(plm_backend *be, void *dst, const void *src, size_t bytes);
 
+/* Runs be's attention(a) n times on its stream, timing each call between two CUDA events;
+ * ms[i] receives call i's milliseconds. Returns 0, or -1 when the backend failed (error()). */
+int plm_cuda_time_attention(plm_backend *be, const plm_attn_args *a, int n, float *ms);
+
 #ifdef __cplusplus
 }
 #endif

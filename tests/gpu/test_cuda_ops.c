@@ -339,9 +339,10 @@ static void test_rope(int64_t t, int n_heads, int n_kv, int hd, int max_pos)
 /* ---- attention ---- */
 
 /* fused: q, k, v interleaved in one [t x (nh + 2 nkv) x hd] buffer, as after a fused QKV
- * projection (strides > width); otherwise three packed buffers. */
-static void test_attention(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal,
-                           int64_t q_pos0, int fused)
+ * projection (strides > width); otherwise three packed buffers. Runs on g, checks against tol,
+ * returns the relative L2 error. */
+static double attention_case(plm_backend *g, const char *tag, double tol, int64_t tq, int64_t tk,
+                             int nh, int nkv, int hd, int causal, int64_t q_pos0, int fused)
 {
     seed((uint64_t)(tq * 1000 + tk + hd + causal));
     const int64_t w = (int64_t)(nh + 2 * nkv) * hd;
@@ -358,25 +359,81 @@ static void test_attention(int64_t tq, int64_t tk, int nh, int nkv, int hd, int 
                        tq, tk, qs, kvs, q_pos0, nh, nkv, hd, causal, 1.0f / sqrtf((float)hd)};
     cpu->ops->attention(cpu, &a);
 
-    float *dq = dev_from(gpu, qb, nq * 4);
-    float *dk = fused ? NULL : dev_from(gpu, kb, nkv_ * 4);
-    float *dv = fused ? NULL : dev_from(gpu, vb, nkv_ * 4);
-    float *dout = dev_nan(gpu, no);
+    float *dq = dev_from(g, qb, nq * 4);
+    float *dk = fused ? NULL : dev_from(g, kb, nkv_ * 4);
+    float *dv = fused ? NULL : dev_from(g, vb, nkv_ * 4);
+    float *dout = dev_nan(g, no);
     plm_attn_args ag = a;
     ag.out = dout;
     ag.q = dq;
     ag.k = fused ? dq + nh * hd : dk;
     ag.v = fused ? dq + (nh + nkv) * hd : dv;
-    gpu->ops->attention(gpu, &ag);
-    float *got = fetch(gpu, dout, no);
+    g->ops->attention(g, &ag);
+    float *got = fetch(g, dout, no);
     char name[128];
-    snprintf(name, sizeof name, "attention_tq%lld_tk%lld_h%d_kv%d_hd%d%s_pos%lld%s",
+    snprintf(name, sizeof name, "attention%s_tq%lld_tk%lld_h%d_kv%d_hd%d%s_pos%lld%s", tag,
              (long long)tq, (long long)tk, nh, nkv, hd, causal ? "_causal" : "",
              (long long)q_pos0, fused ? "_fused" : "");
-    check(gpu, name, got, want, no, 1e-5);
-    gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dk), gpu->ops->release(gpu, dv);
-    gpu->ops->release(gpu, dout);
+    check(g, name, got, want, no, tol);
+    const double err = rel_l2(got, want, no);
+    g->ops->release(g, dq), g->ops->release(g, dk), g->ops->release(g, dv);
+    g->ops->release(g, dout);
     free(qb), free(kb), free(vb), free(want), free(got);
+    return err;
+}
+
+static void test_attention(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal,
+                           int64_t q_pos0, int fused)
+{
+    attention_case(gpu, "", 1e-5, tq, tk, nh, nkv, hd, causal, q_pos0, fused);
+}
+
+/* The bf16 tensor-core kernel (cuda/cu_attention_tc.cu), taken when the backend runs a 16-bit
+ * checkpoint: bf16 inputs with float32 accumulation, so rel. L2 2e-2 rather than 1e-5. Then the
+ * calls it must leave to the exact kernel: float32 checkpoints, shapes it does not take, and a
+ * backend made under PLM_CUDA_ATTN=fp32. */
+static void attention_tc(void)
+{
+    static const int64_t ts[] = {16, 17, 64, 100, 577, 640};
+    const double tol = 2e-2;
+    gpu->ops->set_precision(gpu, 1);
+    for (int hd = 64; hd <= 128; hd += 64)
+        for (int causal = 0; causal < 2; causal++)
+            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+                attention_case(gpu, "_tc", tol, ts[i], ts[i], 8, 2, hd, causal, 0, 0);
+    /* tq != tk, and prefill chunks after cached rows (q_pos0 > 0, tk > tq) */
+    attention_case(gpu, "_tc", tol, 17, 577, 8, 2, 64, 0, 0, 0);
+    attention_case(gpu, "_tc", tol, 100, 16, 8, 2, 128, 0, 0, 0);
+    attention_case(gpu, "_tc", tol, 100, 640, 8, 2, 128, 1, 540, 0);
+    attention_case(gpu, "_tc", tol, 17, 577, 8, 2, 64, 1, 560, 0);
+    attention_case(gpu, "_tc", tol, 64, 100, 8, 2, 64, 1, 36, 0);
+    attention_case(gpu, "_tc", tol, 16, 100, 8, 2, 128, 1, 10, 0); /* keys past the last query */
+    attention_case(gpu, "_tc", tol, 577, 640, 8, 2, 128, 1, 63, 1);
+    /* the vision tower's layer (fused qkv rows) and the 7B decoder's prefill */
+    attention_case(gpu, "_tc", tol, 577, 577, 16, 16, 64, 0, 0, 1);
+    attention_case(gpu, "_tc", tol, 629, 629, 32, 32, 128, 1, 0, 0);
+    /* the float32 kernel is exact to ~1e-7: an error this large shows bf16 actually ran */
+    const double e = attention_case(gpu, "_tc", tol, 100, 100, 8, 2, 128, 1, 0, 0);
+    result(e > 1e-4, "attention_tc_taken_when_mixed", e, 1e-4, "mixed ran the float32 kernel");
+    /* not for the tensor cores even when mixed: tq < 16, head_dim 80 */
+    attention_case(gpu, "_mixed_fp32", 1e-5, 15, 300, 32, 8, 128, 1, 285, 0);
+    attention_case(gpu, "_mixed_fp32", 1e-5, 33, 33, 8, 8, 80, 0, 0, 0);
+    gpu->ops->set_precision(gpu, 0);
+    attention_case(gpu, "_fp32", 1e-5, 100, 100, 8, 2, 128, 1, 0, 0);
+    attention_case(gpu, "_fp32", 1e-5, 577, 577, 16, 16, 64, 0, 0, 0);
+
+    setenv("PLM_CUDA_ATTN", "fp32", 1);
+    plm_backend *g2 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g2, &err);
+    unsetenv("PLM_CUDA_ATTN");
+    if (st != PLM_OK) {
+        result(0, "attn_fp32_backend_new", 0, 0, err.msg);
+        return;
+    }
+    g2->ops->set_precision(g2, 1);
+    attention_case(g2, "_env_fp32", 1e-5, 100, 100, 8, 2, 128, 1, 0, 0);
+    plm_backend_free(g2);
 }
 
 static void test_attn_probs(int64_t tq, int64_t tk, int nh, int nkv, int hd, int causal,
@@ -747,6 +804,7 @@ int main(void)
     test_attention(45, 45, 4, 1, 256, 1, 0, 0);
     test_attention(17, 40, 2, 2, 512, 1, 23, 0);
     test_attention(3, 0, 2, 2, 64, 0, 0, 0); /* no keys: zeros */
+    attention_tc();
     /* score providers: CLS attention, an observation window at the end, column sums */
     if (gpu->ops->attn_probs) {
         test_attn_probs(1, 577, 16, 16, 64, 0, 0, 0);
