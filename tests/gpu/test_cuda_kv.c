@@ -69,9 +69,10 @@ static void row_edits(plm_backend *cpu, plm_backend *gpu, int64_t rows, int n_he
     char name[128];
     snprintf(name, sizeof name, "row_edits rows=%lld heads=%d hd=%d keep=%lld", (long long)rows,
              n_heads, hd, (long long)keep);
+    /* the GPU contracts a*d + b*s into one FMA: equal to float rounding, not bit for bit */
     const char *e = gpu->ops->error(gpu);
-    check(!e && !memcmp(got, x, (size_t)(keep * stride) * sizeof(float)), name, "(%g)",
-          e ? 1.0 : rel_l2(got, x, (size_t)(keep * stride)));
+    const double err = rel_l2(got, x, (size_t)(keep * stride));
+    check(!e && err <= 1e-6, name, "(rel. L2 %g)", e ? 1.0 : err);
     gpu->ops->release(gpu, d);
     free(x);
     free(got);
