@@ -439,10 +439,7 @@ static int setup(cu_backend *b)
     b->force_gemmex = g && strcmp(g, "gemmex") == 0;
     /* The decode kernels are on unless set to 0 (comparisons, benchmarks). */
     const char *gv = getenv("PLM_CUDA_GEMV"), *ad = getenv("PLM_CUDA_ATTN_DECODE");
-    /* off by default: measured on the H100 it reads the 7B weights at 2.0 TB/s where cuBLASLt
-     * reaches 2.2 (eval/results/bench_7b_2026-11-23.md); on, it tracks the CPU more closely
-     * (float32 activations, no bf16 rounding of x) */
-    b->gemv = gv && strcmp(gv, "0") != 0;
+    b->gemv = !(gv && strcmp(gv, "0") == 0);
     b->attn_decode = !(ad && strcmp(ad, "0") == 0);
     const char *at = getenv("PLM_CUDA_ATTN");
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;

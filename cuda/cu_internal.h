@@ -49,7 +49,7 @@ typedef struct cu_backend {
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
     cu_buf decode_work; /* cu_attn_decode: the splits' partial softmax states */
-    int gemv;        /* PLM_CUDA_GEMV=1: matmuls with m <= 8 and 16-bit weights use cu_gemv */
+    int gemv;        /* PLM_CUDA_GEMV != 0: matmuls with m <= 8 and 16-bit weights use cu_gemv */
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
 
     int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */

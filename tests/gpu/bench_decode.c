@@ -213,7 +213,6 @@ int main(int argc, char **argv)
     }
     char why[256];
     plm_error err;
-    setenv("PLM_CUDA_GEMV", "1", 1); /* the GEMV is opt-in; these tests exercise it */
     if (!plm_cuda_available(why, sizeof why) || plm_backend_cpu_new(0, &cpu, &err) != PLM_OK ||
         plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
         printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);

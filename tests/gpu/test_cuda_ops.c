@@ -771,7 +771,6 @@ int main(void)
     }
     printf("cuda: %s\n", why);
     plm_error err;
-    setenv("PLM_CUDA_GEMV", "1", 1); /* the GEMV is opt-in; these tests exercise it */
     if (plm_backend_cpu_new(0, &cpu, &err) != PLM_OK || plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
         printf("FAIL backend_new: %s\n0 passed, 1 failed\n", err.msg);
         return 1;
