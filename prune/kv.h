@@ -148,6 +148,13 @@ void kv_compact_f32(float *state, int64_t stride, int n_kv, const int32_t *keep,
 void kv_compact_i32(int32_t *state, int64_t stride, int n_kv, const int32_t *keep,
                     int64_t n_keep);
 
+/* Sparse rows for a decode step (kv_attend.rows): per kv head the rows marked in mark
+ * [n_kv x len] (1 = attend), then the row the step appends (index len). Every head must list as
+ * many, so heads with fewer marks are padded with their newest unmarked rows (mark is updated).
+ * rows: [n_kv x (n + 1)]. Returns n + 1, or 0 when that would be every row (dense is the same
+ * and cheaper). */
+int64_t kv_rows_from_marks(uint8_t *mark, int n_kv, int64_t len, int32_t *rows);
+
 /* Registry: one ops table per policy file. */
 extern const kv_policy_ops kv_streaming_ops, kv_h2o_ops, kv_snapkv_ops, kv_scissorhands_ops,
     kv_think_ops, kv_mustafar_ops, kv_kvcrush_ops, kv_ems_ops, kv_d2o_ops, kv_delta_ops,

@@ -153,33 +153,6 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
     return PLM_OK;
 }
 
-/* rows [n_kv x n] from mark [n_kv x len] plus the row the step appends (index len). Heads with
- * fewer marks are padded with their newest unmarked rows so every head attends to as many.
- * Returns n + 1, or 0 when that would be every row (dense is the same and cheaper). */
-static int64_t rows_from_marks(uint8_t *mark, int n_kv, int64_t len, int32_t *rows)
-{
-    int64_t n = 0;
-    for (int h = 0; h < n_kv; h++) {
-        int64_t c = 0;
-        for (int64_t r = 0; r < len; r++) c += mark[(int64_t)h * len + r];
-        if (c > n) n = c;
-    }
-    if (n >= len) return 0;
-    for (int h = 0; h < n_kv; h++) {
-        uint8_t *m = mark + (int64_t)h * len;
-        int64_t c = 0;
-        for (int64_t r = 0; r < len; r++) c += m[r];
-        for (int64_t r = len - 1; r >= 0 && c < n; r--)
-            if (!m[r]) m[r] = 1, c++;
-        int32_t *o = rows + (int64_t)h * (n + 1);
-        int64_t k = 0;
-        for (int64_t r = 0; r < len; r++)
-            if (m[r]) o[k++] = (int32_t)r;
-        o[k] = (int32_t)len;
-    }
-    return n + 1;
-}
-
 static plm_status attend(kv_policy *p, int layer, int prefill, int64_t step, int64_t len,
                          int64_t n_new, const int32_t *pos, kv_attend *a, plm_error *err)
 {
@@ -197,7 +170,7 @@ static plm_status attend(kv_policy *p, int layer, int prefill, int64_t step, int
             st->mark[(int64_t)h * len + r] =
                 r < sink || r >= from || (ps >= 0 && ps < st->n_pos && st->chosen[ps]);
         }
-    a->n_rows = rows_from_marks(st->mark, sh->n_kv, len, st->rows);
+    a->n_rows = kv_rows_from_marks(st->mark, sh->n_kv, len, st->rows);
     a->rows = a->n_rows ? st->rows : NULL;
     return PLM_OK;
 }

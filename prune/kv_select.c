@@ -65,3 +65,27 @@ void kv_compact_i32(int32_t *state, int64_t stride, int n_kv, const int32_t *kee
         for (int64_t i = 0; i < n_keep; i++) row[i] = row[k[i]];
     }
 }
+
+int64_t kv_rows_from_marks(uint8_t *mark, int n_kv, int64_t len, int32_t *rows)
+{
+    int64_t n = 0;
+    for (int h = 0; h < n_kv; h++) {
+        int64_t c = 0;
+        for (int64_t r = 0; r < len; r++) c += mark[(int64_t)h * len + r];
+        if (c > n) n = c;
+    }
+    if (n >= len) return 0;
+    for (int h = 0; h < n_kv; h++) {
+        uint8_t *m = mark + (int64_t)h * len;
+        int64_t c = 0;
+        for (int64_t r = 0; r < len; r++) c += m[r];
+        for (int64_t r = len - 1; r >= 0 && c < n; r--) /* pad with the newest unmarked rows */
+            if (!m[r]) m[r] = 1, c++;
+        int32_t *o = rows + (int64_t)h * (n + 1);
+        int64_t k = 0;
+        for (int64_t r = 0; r < len; r++)
+            if (m[r]) o[k++] = (int32_t)r;
+        o[k] = (int32_t)len;
+    }
+    return n + 1;
+}

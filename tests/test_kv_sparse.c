@@ -10,33 +10,13 @@
 
 #define CAP 32
 
-/* Builds a policy as kv_policy_parse does for a registered one (common keys, then its own). */
+/* Parses a spec the way --kv does, checking it names the policy under test. */
 static plm_status make(const kv_policy_ops *ops, const char *text, kv_policy **out,
                        plm_error *err)
 {
-    prune_spec s;
-    PLM_TRY(prune_spec_parse(text, &s, err));
-    kv_policy *p = calloc(1, sizeof *p);
-    cr_assert(p);
-    p->ops = ops;
-    snprintf(p->spec, sizeof p->spec, "%s", s.text);
-    const char *keys[] = {"budget", "sink", "recent", "window"};
-    int64_t *dst[] = {&p->c.budget, &p->c.sink, &p->c.recent, &p->c.window};
-    plm_status st = PLM_OK;
-    for (int i = 0; i < 4 && st == PLM_OK; i++) {
-        double d;
-        st = prune_spec_num(&s, keys[i], -1, 0, 1 << 24, &d, err);
-        *dst[i] = (int64_t)d;
-    }
-    if (p->c.budget < 0) p->c.budget = 0;
-    if (st == PLM_OK) st = prune_spec_num(&s, "ratio", 0, 0, 1, &p->c.ratio, err);
-    if (st == PLM_OK) st = ops->parse(p, &s, err);
-    if (st == PLM_OK) st = prune_spec_check_unused(&s, err);
-    if (st != PLM_OK) {
-        kv_policy_free(p);
-        return st;
-    }
-    *out = p;
+    PLM_TRY(kv_policy_parse(text, out, err));
+    cr_assert(*out && (*out)->ops == ops && !(*out)->next, "%s is not one %s policy", text,
+              ops->name);
     return PLM_OK;
 }
 
