@@ -8,25 +8,14 @@
  * against this one and the CPU. */
 #include <math.h>
 
+#include "cuda/cu_flash.cuh"
 #include "cuda/cu_internal.h"
 
 #define ATT_BQ 16  /* queries per block */
-#define ATT_BK 32  /* keys per tile: one per lane */
+#define ATT_BK CU_FLASH_BK  /* keys per tile: one per lane */
 #define ATT_WARPS 4
 #define ATT_RPW (ATT_BQ / ATT_WARPS) /* query rows per warp */
 #define ATT_MAX_HD 512
-
-__device__ static float warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ static float warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* MAXT = output dims per lane (head_dim <= 32 * MAXT); a template so acc stays in registers. */
 template <int MAXT>
@@ -91,21 +80,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(plm_attn_args a)
                 s += a.bias[(int64_t)h * a.tk + (rows ? rows[j0 + lane] : j0 + lane)];
             if (j0 + lane >= nk[r]) s = -INFINITY;
             /* lane 0's key is always valid here, so the tile max is finite */
-            const float mnew = fmaxf(m[r], warp_max(s));
-            const float p = expf(s - mnew), corr = expf(m[r] - mnew);
-            l[r] = l[r] * corr + warp_sum(p);
-#pragma unroll
-            for (int t = 0; t < MAXT; t++) acc[r][t] *= corr;
-            for (int jj = 0; jj < ATT_BK; jj++) {
-                const float pj = __shfl_sync(0xffffffffu, p, jj);
-                const float *vr = vs + jj * hd;
-#pragma unroll
-                for (int t = 0; t < MAXT; t++) {
-                    const int d = lane + 32 * t;
-                    if (d < hd) acc[r][t] += pj * vr[d];
-                }
-            }
-            m[r] = mnew;
+            cu_flash_tile<MAXT>(s, m[r], l[r], acc[r], vs, hd, lane);
         }
     }
 

@@ -9,26 +9,15 @@
  * CPU twin: core/backend_cpu_blocks.c. */
 #include <math.h>
 
+#include "cuda/cu_flash.cuh"
 #include "cuda/cu_internal.h"
 #include "cuda/cu_sparse.h"
 
 #define AB_BQ 16
-#define AB_BK 32
+#define AB_BK CU_FLASH_BK
 #define AB_WARPS 4
 #define AB_RPW (AB_BQ / AB_WARPS)
 #define AB_MAX_HD 512
-
-__device__ static float ab_warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ static float ab_warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 template <int MAXT>
 __global__ void __launch_bounds__(AB_WARPS * 32)
@@ -98,21 +87,7 @@ __global__ void __launch_bounds__(AB_WARPS * 32)
                 const int64_t j = j0 + lane;
                 if (j >= nk[r] || j >= kb_end) s = -INFINITY;
                 /* lane 0's key (j0) is valid here, so the tile max is finite */
-                const float mnew = fmaxf(m[r], ab_warp_max(s));
-                const float p = expf(s - mnew), corr = expf(m[r] - mnew);
-                l[r] = l[r] * corr + ab_warp_sum(p);
-#pragma unroll
-                for (int t = 0; t < MAXT; t++) acc[r][t] *= corr;
-                for (int jj = 0; jj < AB_BK; jj++) {
-                    const float pj = __shfl_sync(0xffffffffu, p, jj);
-                    const float *vr = vs + jj * hd;
-#pragma unroll
-                    for (int t = 0; t < MAXT; t++) {
-                        const int d = lane + 32 * t;
-                        if (d < hd) acc[r][t] += pj * vr[d];
-                    }
-                }
-                m[r] = mnew;
+                cu_flash_tile<MAXT>(s, m[r], l[r], acc[r], vs, hd, lane);
             }
         }
     }

@@ -8,11 +8,12 @@
  * (the paper targets edge CPUs/NPUs, where skipped multiply-adds are skipped time). */
 #include <math.h>
 
+#include "cuda/cu_flash.cuh"
 #include "cuda/cu_internal.h"
 #include "cuda/cu_sparse.h"
 
 #define AD_BQ 16
-#define AD_BK 32
+#define AD_BK CU_FLASH_BK
 #define AD_WARPS 4
 #define AD_RPW (AD_BQ / AD_WARPS)
 #define AD_MAX_HD 512
@@ -40,18 +41,6 @@ __global__ void k_delta_track(const float *__restrict__ q, int64_t q_stride, int
         }
         state[e] = ref;
     }
-}
-
-__device__ static float ad_warp_max(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-__device__ static float ad_warp_sum(float v)
-{
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 template <int MAXT>
@@ -113,21 +102,7 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
             for (int d = 0; d < hd; d++) s += qr[d] * kr[d];
             s *= a.scale;
             if (j >= nk[r]) s = -INFINITY;
-            const float mnew = fmaxf(m[r], ad_warp_max(s));
-            const float p = expf(s - mnew), corr = expf(m[r] - mnew);
-            l[r] = l[r] * corr + ad_warp_sum(p);
-#pragma unroll
-            for (int t = 0; t < MAXT; t++) acc[r][t] *= corr;
-            for (int jj = 0; jj < AD_BK; jj++) {
-                const float pj = __shfl_sync(0xffffffffu, p, jj);
-                const float *vr = vs + jj * hd;
-#pragma unroll
-                for (int t = 0; t < MAXT; t++) {
-                    const int d = lane + 32 * t;
-                    if (d < hd) acc[r][t] += pj * vr[d];
-                }
-            }
-            m[r] = mnew;
+            cu_flash_tile<MAXT>(s, m[r], l[r], acc[r], vs, hd, lane);
         }
     }
 
