@@ -339,6 +339,20 @@ int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v)
     return v->t;
 }
 
+/* rows [n x width] of a device array with row stride `stride` into contiguous host memory: one
+ * transfer when the rows are already contiguous (the decoder's queries are), else one per row */
+static void download_rows(plm_session *s, float *dst, const float *src, int64_t n, int64_t width,
+                          int64_t stride)
+{
+    const plm_backend_ops *op = s->be->ops;
+    if (stride == width) {
+        op->download(s->be, dst, src, (size_t)(n * width) * sizeof(float));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        op->download(s->be, dst + i * width, src + i * stride, (size_t)width * sizeof(float));
+}
+
 /* FlexPrefill (prune/kv_flexprefill.c): the policy picks each head's key blocks from the last
  * query block and the pooled queries (host copies), then the block-sparse op runs. */
 static plm_status flex_attend(plm_session *s, kv_policy *p, plm_attn_args *a)
@@ -358,8 +372,7 @@ static plm_status flex_attend(plm_session *s, kv_policy *p, plm_attn_args *a)
     float *fp = realloc(g->fpool, (size_t)(tq * qd) * sizeof *fp);
     if (fp) g->fpool = fp;
     if (!fq || !fk || !fp) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in flexprefill");
-    for (int64_t i = 0; i < tq; i++) /* q rows are strided; download them contiguous */
-        op->download(s->be, fq + i * qd, a->q + i * a->q_stride, (size_t)qd * sizeof(float));
+    download_rows(s, fq, a->q, tq, qd, a->q_stride);
     op->download(s->be, fk, a->k, (size_t)(tk * kvd) * sizeof(float));
     const uint8_t *mask = NULL;
     int block = 0;
@@ -397,8 +410,7 @@ static plm_status delta_attend(plm_session *s, kv_policy *p, int layer, plm_attn
             const int64_t qd = (int64_t)c->n_heads * c->head_dim;
             float *q = malloc((size_t)(a->tq * qd) * sizeof *q);
             if (!q) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in deltallm");
-            for (int64_t i = 0; i < a->tq; i++)
-                op->download(s->be, q + i * qd, a->q + i * a->q_stride, (size_t)qd * sizeof(float));
+            download_rows(s, q, a->q, a->tq, qd, a->q_stride);
             g->dl_theta = kv_deltallm_calibrate(q, a->tq, qd, c->n_heads, c->head_dim, sparsity);
             free(q);
             if (g->dl_theta < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory in deltallm");
