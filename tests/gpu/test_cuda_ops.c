@@ -355,8 +355,10 @@ static double attention_case(plm_backend *g, const char *tag, double tol, int64_
     float *vb = fused ? NULL : rand_vec(nkv_, 1.0f, 0.0f);
     const size_t no = (size_t)(tq * nh * hd);
     float *want = xmalloc(no * 4);
-    plm_attn_args a = {want, qb, fused ? qb + nh * hd : kb, fused ? qb + (nh + nkv) * hd : vb,
-                       tq, tk, qs, kvs, q_pos0, nh, nkv, hd, causal, 1.0f / sqrtf((float)hd)};
+    plm_attn_args a = {.out = want, .q = qb, .k = fused ? qb + nh * hd : kb,
+                       .v = fused ? qb + (nh + nkv) * hd : vb, .tq = tq, .tk = tk, .q_stride = qs,
+                       .kv_stride = kvs, .q_pos0 = q_pos0, .n_heads = nh, .n_kv = nkv,
+                       .head_dim = hd, .causal = causal, .scale = 1.0f / sqrtf((float)hd)};
     cpu->ops->attention(cpu, &a);
 
     float *dq = dev_from(g, qb, nq * 4);
@@ -444,8 +446,9 @@ static void test_attn_probs(int64_t tq, int64_t tk, int nh, int nkv, int hd, int
     float *qb = rand_vec((size_t)(tq * qs), 2.0f, 0.0f), *kb = rand_vec((size_t)(tk * kvs), 2.0f, 0.0f);
     const size_t no = (size_t)nh * (size_t)tk, nchk = per_head ? no : (size_t)tk;
     float *want = xmalloc(no * 4);
-    plm_attn_args a = {want, qb, kb, NULL, tq, tk, qs, kvs, q_pos0, nh, nkv, hd, causal,
-                       1.0f / sqrtf((float)hd)};
+    plm_attn_args a = {.out = want, .q = qb, .k = kb, .tq = tq, .tk = tk, .q_stride = qs,
+                       .kv_stride = kvs, .q_pos0 = q_pos0, .n_heads = nh, .n_kv = nkv,
+                       .head_dim = hd, .causal = causal, .scale = 1.0f / sqrtf((float)hd)};
     cpu->ops->attn_probs(cpu, &a, per_head);
     float *dq = dev_from(gpu, qb, (size_t)(tq * qs) * 4), *dk = dev_from(gpu, kb, (size_t)(tk * kvs) * 4);
     float *dout = dev_nan(gpu, no);
@@ -743,7 +746,9 @@ static void test_errors(void)
     ok = o->mem_info && o->mem_info(g, &fr, &tot) == 0 && fr <= tot && tot > ((size_t)1 << 30);
     printf("  mem_info: free %.1f MiB of %.1f MiB\n", fr / 1048576.0, tot / 1048576.0);
     result(ok, "mem_info", 0, 0, "mem_info failed");
-    plm_attn_args a = {small, small, small, small, 1, 1, 1024, 1024, 0, 1, 1, 1024, 0, 1.0f};
+    plm_attn_args a = {.out = small, .q = small, .k = small, .v = small, .tq = 1, .tk = 1,
+                       .q_stride = 1024, .kv_stride = 1024, .n_heads = 1, .n_kv = 1,
+                       .head_dim = 1024, .scale = 1.0f};
     o->attention(g, &a);
     const char *e = o->error(g);
     if (e) printf("  error: %s\n", e);
