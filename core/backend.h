@@ -72,6 +72,11 @@ typedef struct plm_kv_bitmap_ops {
     void (*attend)(plm_backend *be, const plm_attn_args *a, const plm_kv_bitmap *kb);
 } plm_kv_bitmap_ops;
 
+/* The thin-key (ThinK) and int4 (KIVI) KV stores' op tables, defined with their stores in
+ * core/backend_kvstore.h. */
+typedef struct plm_kv_thin_ops plm_kv_thin_ops;
+typedef struct plm_kv_int4_ops plm_kv_int4_ops;
+
 typedef struct plm_backend_ops {
     const char *name;
     /* 1 when device pointers are host pointers: weights are then used in place (mmapped);
@@ -162,6 +167,11 @@ typedef struct plm_backend_ops {
                             int64_t window, float theta);
     /* Mustafar's bitmap-compressed KV store (prune/kv_bitmap.h): compress and attend. */
     const plm_kv_bitmap_ops *kv_bitmap;
+    /* ---- KV stores of issue 7 (core/backend_kvstore.h; optional, NULL where absent) ---- */
+    /* ThinK's thin-key store: keys of old rows hold only their kept channels. */
+    const plm_kv_thin_ops *kv_thin;
+    /* KIVI-style int4 store: old rows' keys per channel, values per token, 4 bits each. */
+    const plm_kv_int4_ops *kv_int4;
 } plm_backend_ops;
 
 struct plm_backend {
