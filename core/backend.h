@@ -150,6 +150,29 @@ typedef struct plm_backend_ops {
      * cores (float32 accumulation and softmax statistics), as the matrix products already do;
      * 0 (the default): attention stays float32, exact to the CPU within float rounding. */
     void (*set_precision)(plm_backend *be, int mixed);
+    /* ---- optional: fused decoder ops (issue 4: fewer, bigger launches per decode step) ----
+     * Each equals the composition of the ops above named in its comment, within float
+     * rounding; NULL (the CPU backend): lm/llama.c composes them itself. */
+    /* y[i][m x w[i]->rows] = x[m x cols] * w[i]^T (+ bias[i] when non-NULL), i < n (1..3):
+     * matmul() for several projections of one input (q, k, v) in one pass. The weights share
+     * dtype and cols. */
+    void (*matmul_multi)(plm_backend *be, int n, float *const *y, const float *x,
+                         const plm_weight *const *w, const float *const *bias, int64_t m);
+    /* y[m x gate->rows] = silu(x * gate^T + gate_b) * (x * up^T + up_b) (NULL bias: none):
+     * matmul(gate), matmul(up), silu_mul, with the MLP's intermediate written once. tmp
+     * ([m x up->rows] floats) is scratch the op may overwrite where it does not fuse. */
+    void (*matmul_glu)(plm_backend *be, float *y, float *tmp, const float *x,
+                       const plm_weight *gate, const float *gate_b, const plm_weight *up,
+                       const float *up_b, int64_t m);
+    /* x[m x n] += h, then y = rmsnorm(x) * g (add, rmsnorm): a residual and the next norm.
+     * y may be h. */
+    void (*add_rmsnorm)(plm_backend *be, float *y, float *x, const float *h, const float *g,
+                        int64_t m, int64_t n, float eps);
+    /* rope() on q [t x n_q heads] and on k [t x n_k heads] with the same positions. */
+    void (*rope_qk)(plm_backend *be, float *q, int64_t q_stride, int n_q, float *k,
+                    int64_t k_stride, int n_k, int64_t t, int hd, const int32_t *pos,
+                    const float *inv_freq);
+    /* ---- end of the fused decoder ops ---- */
     /* Block-sparse causal prefill (FlexPrefill, prune/kv_blocks.h): attention() computing only
      * the (query block, key block) tiles whose byte in mask (device, [n_heads x ceil(tq/block) x
      * ceil(tk/block)]) is non-zero. Query i (at q_pos0 + i) is in query block i / block, counted

@@ -330,6 +330,47 @@ static void op_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const
     if (b) cu_mix_rows(b, x, stride, hd, head, dst, src, a, bw, n);
 }
 
+/* ---- fused decoder ops: the decode kernels where they apply, else the ops they fuse ---- */
+
+static bool gemv_on(const cu_backend *b, int64_t m)
+{
+    return m >= 1 && m <= 8 && b->gemv && !b->force_gemmex;
+}
+
+static void op_matmul_multi(plm_backend *be, int n, float *const *y, const float *x,
+                            const plm_weight *const *w, const float *const *bias, int64_t m)
+{
+    cu_backend *b = enter(be);
+    if (!b || (gemv_on(b, m) && cu_gemv_multi(b, n, y, x, w, bias, m))) return;
+    for (int i = 0; i < n; i++) cu_matmul(b, y[i], x, w[i], bias[i], m);
+}
+
+static void op_matmul_glu(plm_backend *be, float *y, float *tmp, const float *x,
+                          const plm_weight *gate, const float *gate_b, const plm_weight *up,
+                          const float *up_b, int64_t m)
+{
+    cu_backend *b = enter(be);
+    if (!b || (gemv_on(b, m) && cu_gemv_glu(b, y, x, gate, gate_b, up, up_b, m))) return;
+    cu_matmul(b, y, x, gate, gate_b, m);
+    cu_matmul(b, tmp, x, up, up_b, m);
+    cu_silu_mul(b, y, y, tmp, m * gate->rows);
+}
+
+static void op_add_rmsnorm(plm_backend *be, float *y, float *x, const float *h, const float *g,
+                           int64_t m, int64_t n, float eps)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_add_rmsnorm(b, y, x, h, g, m, n, eps);
+}
+
+static void op_rope_qk(plm_backend *be, float *q, int64_t q_stride, int n_q, float *k,
+                       int64_t k_stride, int n_k, int64_t t, int hd, const int32_t *pos,
+                       const float *inv_freq)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_rope_qk(b, q, q_stride, n_q, k, k_stride, n_k, t, hd, pos, inv_freq);
+}
+
 static void op_set_precision(plm_backend *be, int mixed)
 {
     ((cu_backend *)be)->mixed = mixed;
@@ -359,8 +400,9 @@ static void op_destroy(plm_backend *be)
 }
 
 /* Filled by name, not position: the table grows as ops are added to core/backend.h, and an op
- * this backend lacks stays NULL rather than shifting the others. */
-static plm_backend_ops make_ops(void)
+ * this backend lacks stays NULL rather than shifting the others. fused = 0 leaves out the fused
+ * decoder ops, so lm/llama.c composes them (PLM_CUDA_FUSED=0: comparisons, benchmarks). */
+static plm_backend_ops make_ops(int fused)
 {
     plm_backend_ops o;
     memset(&o, 0, sizeof o);
@@ -393,10 +435,17 @@ static plm_backend_ops make_ops(void)
     o.kv_bitmap = &cu_kv_bitmap_ops;
     o.attention_blocks = cu_op_attention_blocks;
     o.attention_delta = cu_op_attention_delta;
+    if (fused) {
+        o.matmul_multi = op_matmul_multi;
+        o.matmul_glu = op_matmul_glu;
+        o.add_rmsnorm = op_add_rmsnorm;
+        o.rope_qk = op_rope_qk;
+    }
     return o;
 }
 
-static const plm_backend_ops cuda_ops = make_ops();
+static const plm_backend_ops cuda_ops = make_ops(1);
+static const plm_backend_ops cuda_ops_unfused = make_ops(0);
 
 extern "C" int plm_cuda_available(char *why, size_t why_len)
 {
@@ -446,6 +495,11 @@ static int setup(cu_backend *b)
     b->attn_decode = !(ad && strcmp(ad, "0") == 0);
     const char *at = getenv("PLM_CUDA_ATTN");
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;
+    /* Programmatic dependent launch needs Hopper; PLM_CUDA_PDL=0 turns it off (comparisons). */
+    const char *pd = getenv("PLM_CUDA_PDL");
+    b->pdl = b->sm_major >= 9 && !(pd && strcmp(pd, "0") == 0);
+    if (!CU_OK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, b->device)))
+        return 0;
     return 1;
 }
 
@@ -473,7 +527,8 @@ extern "C" plm_status plm_backend_cuda_new(int device, plm_backend **out, plm_er
                         prop.major, prop.minor);
     cu_backend *b = (cu_backend *)calloc(1, sizeof *b);
     if (!b) return plm_fail(err, PLM_E_NOMEM, "cuda backend: out of memory");
-    b->base.ops = &cuda_ops;
+    const char *fu = getenv("PLM_CUDA_FUSED");
+    b->base.ops = fu && strcmp(fu, "0") == 0 ? &cuda_ops_unfused : &cuda_ops;
     b->device = device;
     b->sm_major = prop.major;
     b->sm_minor = prop.minor;

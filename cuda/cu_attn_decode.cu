@@ -77,6 +77,7 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
 {
     /* Fewer rows in flight when q and acc already take many registers. */
     constexpr int ROWS = QB * P >= 32 ? 2 : 4;
+    cu_pdl_trigger(); /* the o projection's GEMV may load its weights meanwhile */
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kh = blockIdx.y / p.qblocks, u0 = (blockIdx.y % p.qblocks) * QB;
@@ -219,6 +220,7 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
 __global__ void k_attn_decode_combine(const float *__restrict__ work, float *__restrict__ out,
                                       int n_heads, int hd, int n_splits)
 {
+    cu_pdl_trigger();
     const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x;
     const float *w = work + qh * n_splits * (hd + 2);
     float M = -INFINITY;
@@ -291,9 +293,7 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
     /* Splits: AD_WAVES waves of resident blocks over the (kv head, query block) units. The
      * scratch is sized for that count, which does not depend on tk, so a decode loop (or a
      * CUDA graph of one step) never regrows it; fewer splits when the keys are few. */
-    int n_sm = 0;
-    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)))
-        return 1;
+    const int n_sm = b->n_sm;
     const int64_t units = (int64_t)a->n_kv * p.qblocks;
     int64_t cap = ((int64_t)AD_WAVES * AD_BLOCKS_PER_SM * n_sm + units - 1) / units;
     if (cap > AD_MAX_SPLITS) cap = AD_MAX_SPLITS;

@@ -15,6 +15,7 @@
 
 __global__ void k_add(float *y, const float *a, const float *c, int64_t n)
 {
+    cu_pdl_trigger(); /* a GEMV may follow: it loads weights meanwhile (cu_internal.h) */
     GRID_STRIDE(i, n) y[i] = a[i] + c[i];
 }
 
@@ -45,6 +46,7 @@ __global__ void k_act(float *y, const float *x, int64_t n, int act)
 
 __global__ void k_silu_mul(float *y, const float *gate, const float *up, int64_t n)
 {
+    cu_pdl_trigger();
     GRID_STRIDE(i, n) y[i] = act1(gate[i], PLM_ACT_SILU) * up[i];
 }
 

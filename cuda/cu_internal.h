@@ -50,6 +50,8 @@ typedef struct cu_backend {
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
     cu_buf decode_work; /* cu_attn_decode: the splits' partial softmax states */
     int gemv;        /* PLM_CUDA_GEMV != 0: matmuls with m <= 8 and 16-bit weights use cu_gemv */
+    int pdl;         /* programmatic dependent launch (sm_90+, PLM_CUDA_PDL != 0): see cu_pdl_* */
+    int n_sm;        /* streaming multiprocessors: sizes the GEMV's persistent grid */
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
 
     int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */
@@ -96,6 +98,49 @@ static inline unsigned cu_grid(int64_t n, int threads)
     return (unsigned)(g < 1 ? 1 : g);
 }
 
+/* Programmatic dependent launch (Hopper): a kernel launched with cu_launch_pdl may start while
+ * the kernel before it in the stream is still running, once every block of that kernel has
+ * called cu_pdl_trigger (or exited). It must call cu_pdl_wait before it reads anything an
+ * earlier op wrote or writes anything at all; before that it may only read constant data (the
+ * GEMV streams its first weights there, hiding its ramp behind the small kernels before it).
+ * cu_pdl_wait waits for the previous kernel to complete with its writes visible. Both are
+ * no-ops for a kernel launched normally, and on GPUs before sm_90. */
+__device__ static inline void cu_pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Lets the next kernel, when launched with cu_launch_pdl, be scheduled early: called near the
+ * start of the kernels that precede a GEMV in a decode step. */
+__device__ static inline void cu_pdl_trigger(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::);
+#endif
+}
+
+/* Launches kernel<<<grid, block, smem, b->stream>>>(args...), with programmatic stream
+ * serialization when b->pdl; returns 1, or 0 with the failure recorded. */
+template <typename... KArgs, typename... Args>
+static inline int cu_launch_pdl(cu_backend *b, const char *name, void (*kernel)(KArgs...),
+                                dim3 grid, dim3 block, size_t smem, Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = b->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = b->pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
+    return cu_check_rt(b, e, name, __FILE__, __LINE__);
+}
+
 /* ---- launchers (one file each) ---- */
 void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
                int64_t m);
@@ -120,6 +165,19 @@ void cu_attention(cu_backend *b, const plm_attn_args *a);
 int cu_gemv(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,
             int64_t m);
 int cu_attn_decode(cu_backend *b, const plm_attn_args *a);
+/* The GEMV over several weights sharing x: y[i] = x w[i]^T (+ bias[i]), i < n <= 3, in one
+ * launch (q, k, v); and the MLP's y = silu(x gate^T + gb) * (x up^T + ub) with the two rows of a
+ * pair in one warp. 1 when taken; 0 (nothing enqueued) when some weight does not suit the
+ * vector kernel and the caller composes cu_matmul calls instead. */
+int cu_gemv_multi(cu_backend *b, int n, float *const *y, const float *x,
+                  const plm_weight *const *w, const float *const *bias, int64_t m);
+int cu_gemv_glu(cu_backend *b, float *y, const float *x, const plm_weight *gate,
+                const float *gate_b, const plm_weight *up, const float *up_b, int64_t m);
+/* x += h, y = rmsnorm(x) * g (cu_norm.cu); rope on q and k heads in one launch (cu_rope.cu). */
+void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const float *g,
+                    int64_t m, int64_t n, float eps);
+void cu_rope_qk(cu_backend *b, float *q, int64_t q_stride, int n_q, float *k, int64_t k_stride,
+                int n_k, int64_t t, int hd, const int32_t *pos, const float *inv_freq);
 /* The bf16 tensor-core attention (cu_attention_tc.cu): runs a and returns 1 when b->mixed and
  * the call suits it (dense, tq >= 16, head_dim 64 or 128, 16-byte aligned rows); else 0. */
 int cu_attention_tc(cu_backend *b, const plm_attn_args *a);

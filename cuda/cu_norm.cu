@@ -1,6 +1,8 @@
 /* LayerNorm and RMSNorm: one block per row, float32 statistics reduced through warp shuffles.
  * LayerNorm takes two passes (mean, then the mean of squared deviations) like the CPU reference,
- * which avoids the cancellation of E[x^2] - E[x]^2 on rows with a large mean. */
+ * which avoids the cancellation of E[x^2] - E[x]^2 on rows with a large mean. The decoder's
+ * residual add fuses with the norm after it (x += h; y = rmsnorm(x)): one launch instead of two
+ * in a decode step, and x read once. */
 #include "cuda/cu_internal.h"
 
 #define NORM_THREADS 256
@@ -41,10 +43,32 @@ __global__ void k_layernorm(float *y, const float *x, const float *g, const floa
 __global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
 {
     __shared__ float red[32];
+    cu_pdl_trigger();
     const float *xr = x + blockIdx.x * n;
     float *yr = y + blockIdx.x * n;
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    const float inv = 1.0f / sqrtf(block_sum(s, red) / (float)n + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+}
+
+/* k_rmsnorm after x += h. Each thread reads its own elements of h before any are written, so
+ * y may be h. The next op (a GEMV) may start loading its
+ * weights meanwhile (cu_pdl_trigger). */
+__global__ void k_add_rmsnorm(float *y, float *x, const float *h, const float *g, int64_t n,
+                              float eps)
+{
+    __shared__ float red[32];
+    cu_pdl_trigger();
+    float *xr = x + blockIdx.x * n;
+    const float *hr = h + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = xr[i] + hr[i];
+        xr[i] = v;
+        s += v * v;
+    }
     const float inv = 1.0f / sqrtf(block_sum(s, red) / (float)n + eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
 }
@@ -80,4 +104,16 @@ void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t
     if (!norm_args_ok(b, "rmsnorm", m, n) || m == 0 || n == 0) return;
     k_rmsnorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, n, eps);
     CU_LAUNCHED(b, "k_rmsnorm");
+}
+
+void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const float *g,
+                    int64_t m, int64_t n, float eps)
+{
+    if (!norm_args_ok(b, "add_rmsnorm", m, n) || m == 0 || n == 0) return;
+    /* up to 1024 threads, ~4 elements each: at m = 1 (decode) this one block is the whole
+     * kernel, and its latency is a few dependent loads per thread */
+    int threads = 32;
+    while (threads < 1024 && threads * 4 < n) threads *= 2;
+    k_add_rmsnorm<<<(unsigned)m, threads, 0, b->stream>>>(y, x, h, g, n, eps);
+    CU_LAUNCHED(b, "k_add_rmsnorm");
 }

@@ -152,6 +152,18 @@ size_t llama_scratch_floats(const llama_config *c, int64_t t)
     return (size_t)t * (D + 2 * qd + 2 * (size_t)c->intermediate);
 }
 
+/* x[t x D] += h and h = rmsnorm(x) * g, fused when the backend can. */
+static void add_norm(const plm_backend_ops *op, plm_backend *be, float *h, float *x,
+                     const float *g, int64_t t, int64_t D, float eps)
+{
+    if (op->add_rmsnorm) {
+        op->add_rmsnorm(be, h, x, h, g, t, D, eps);
+        return;
+    }
+    op->add(be, x, x, h, t * D);
+    op->rmsnorm(be, h, x, g, t, D, eps);
+}
+
 int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
                       int32_t *pos, int64_t t, int64_t n_logits, float *logits,
                       int64_t rope_len, float *scratch, const llama_hook *hook)
@@ -163,24 +175,41 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
     float *h = scratch, *w = h + t * D;
     float inv_freq[512];
     llama_rope_inv_freq(c, rope_len, inv_freq);
+    /* A layer's MLP output waits in h to be added to x by the next layer's input norm (one
+     * fused launch), unless a hook must see x complete after each layer. */
+    const int defer = op->add_rmsnorm && !(hook && hook->after_layer);
+    int pending = 0;
 
     for (int l = 0; l < c->n_layers; l++) {
         const llama_layer *L = &m->layers[l];
         const int64_t n0 = kv->len[l];
         float *q = w, *att = w + t * qd;
         float *kc = kv->k[l] + n0 * kvd, *vc = kv->v[l] + n0 * kvd;
-        op->rmsnorm(be, h, x, L->in_norm, t, D, c->rms_eps);
-        op->matmul(be, q, h, &L->q, L->q_b, t);
-        op->matmul(be, kc, h, &L->k, L->k_b, t);
-        op->matmul(be, vc, h, &L->v, L->v_b, t);
+        if (pending) add_norm(op, be, h, x, L->in_norm, t, D, c->rms_eps);
+        else op->rmsnorm(be, h, x, L->in_norm, t, D, c->rms_eps);
+        pending = 0;
+        if (op->matmul_multi) {
+            float *const ys[3] = {q, kc, vc};
+            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+            op->matmul_multi(be, 3, ys, h, ws, bs, t);
+        } else {
+            op->matmul(be, q, h, &L->q, L->q_b, t);
+            op->matmul(be, kc, h, &L->k, L->k_b, t);
+            op->matmul(be, vc, h, &L->v, L->v_b, t);
+        }
         const int32_t *lp = pos;
         int32_t shifted;
         if (kv->shift[l] && t == 1) { /* decoding after a renumbering stage */
             shifted = pos[0] - kv->shift[l];
             lp = &shifted;
         }
-        op->rope(be, q, t, qd, c->n_heads, (int)hd, lp, inv_freq);
-        op->rope(be, kc, t, kvd, c->n_kv, (int)hd, lp, inv_freq);
+        if (op->rope_qk) {
+            op->rope_qk(be, q, qd, c->n_heads, kc, kvd, c->n_kv, t, (int)hd, lp, inv_freq);
+        } else {
+            op->rope(be, q, t, qd, c->n_heads, (int)hd, lp, inv_freq);
+            op->rope(be, kc, t, kvd, c->n_kv, (int)hd, lp, inv_freq);
+        }
         plm_attn_args a = {.out = att, .q = q, .k = kv->k[l], .v = kv->v[l], .tq = t,
                            .tk = n0 + t, .q_stride = qd, .kv_stride = kvd, .q_pos0 = n0,
                            .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = (int)hd,
@@ -190,16 +219,23 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
         if (!done) op->attention(be, &a);
         kv->len[l] = (int)(n0 + t);
         op->matmul(be, h, att, &L->o, L->o_b, t);
-        op->add(be, x, x, h, t * D);
+        add_norm(op, be, h, x, L->post_norm, t, D, c->rms_eps);
 
         /* gate/up have their own slab so the queries outlive the MLP: a pruning hook scores
          * tokens by this layer's attention after the layer is complete. */
         float *g = w + 2 * t * qd, *u = g + t * I;
-        op->rmsnorm(be, h, x, L->post_norm, t, D, c->rms_eps);
-        op->matmul(be, g, h, &L->gate, L->gate_b, t);
-        op->matmul(be, u, h, &L->up, L->up_b, t);
-        op->silu_mul(be, g, g, u, t * I);
+        if (op->matmul_glu) {
+            op->matmul_glu(be, g, u, h, &L->gate, L->gate_b, &L->up, L->up_b, t);
+        } else {
+            op->matmul(be, g, h, &L->gate, L->gate_b, t);
+            op->matmul(be, u, h, &L->up, L->up_b, t);
+            op->silu_mul(be, g, g, u, t * I);
+        }
         op->matmul(be, h, g, &L->down, L->down_b, t);
+        if (defer) {
+            pending = 1;
+            continue;
+        }
         op->add(be, x, x, h, t * D);
         if (hook && hook->after_layer) {
             llama_layer_view v = {be, l, x, pos, t, q, kv->k[l], kv->len[l], n0};
@@ -210,7 +246,12 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
     }
     if (n_logits > t) n_logits = t;
     float *last = x + (t - n_logits) * D;
-    op->rmsnorm(be, h, last, m->norm, n_logits, D, c->rms_eps);
+    if (pending && n_logits == t) {
+        add_norm(op, be, h, x, m->norm, t, D, c->rms_eps);
+    } else {
+        if (pending) op->add(be, x, x, h, t * D);
+        op->rmsnorm(be, h, last, m->norm, n_logits, D, c->rms_eps);
+    }
     op->matmul(be, logits, h, &m->lm_head, NULL, n_logits);
     return t;
 }

@@ -8,6 +8,12 @@
  * 3. Decode attention (32 heads, 32 kv heads, head_dim 128, one query at the end of the cache)
  *    at 629, 4096 and 32768 keys: split-K (cuda/cu_attn_decode.cu) against the prefill kernel
  *    (PLM_CUDA_ATTN_DECODE=0), microseconds and GB/s of K/V read.
+ * 4. The fused decoder ops (issue 4): q/k/v in one launch (matmul_multi) and gate/up with the
+ *    SiLU gating (matmul_glu) against the separate launches; then one token's decoder without
+ *    attention (32 layers of norms, projections and residuals on one layer's weights, which L2
+ *    cannot hold, + the lm_head) back to back on the stream: fused or plain ops, programmatic
+ *    dependent launch on or off (PLM_CUDA_PDL=0), microseconds and the fraction of the copy's
+ *    rate at which its 13 GB of weights stream.
  * Every time is the median of 50 runs, each between CUDA events with a cold L2
  * (plm_cuda_time_ops). Self-checks: the GEMV matches the CPU (rel. L2 <= 1e-5) and cuBLASLt
  * (<= 1e-2: it rounds x to bf16); split-K matches the old kernel (<= 1e-5). Prints the table
@@ -27,6 +33,7 @@
 #define COPY_BYTES ((size_t)1 << 30)
 
 static plm_backend *cpu, *gpu, *old; /* old: PLM_CUDA_GEMV=0 and PLM_CUDA_ATTN_DECODE=0 */
+static plm_backend *nopdl;           /* PLM_CUDA_PDL=0 */
 static FILE *out;
 static int n_pass, n_fail;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
@@ -104,17 +111,22 @@ static void run_job(void *ctx)
     else plm_cuda_copy_d2d(j->be, j->dst, j->src, j->bytes);
 }
 
-/* Median microseconds of RUNS runs; -1 when the backend failed. */
-static double median_us(job *j)
+/* Median microseconds of RUNS runs of fn(ctx) on be; -1 when the backend failed. */
+static double median_fn_us(plm_backend *be, void (*fn)(void *), void *ctx)
 {
     float ms[RUNS];
-    run_job(j); /* warm-up: cuBLASLt's first call, scratch growth */
-    if (plm_cuda_time_ops(j->be, run_job, j, RUNS, ms) != 0) {
-        fprintf(stderr, "timing failed: %s\n", j->be->ops->error(j->be));
+    fn(ctx); /* warm-up: cuBLASLt's first call, scratch growth */
+    if (plm_cuda_time_ops(be, fn, ctx, RUNS, ms) != 0) {
+        fprintf(stderr, "timing failed: %s\n", be->ops->error(be));
         return -1;
     }
     qsort(ms, RUNS, sizeof ms[0], cmp_f);
     return 1e3 * 0.5 * (ms[RUNS / 2 - 1] + ms[RUNS / 2]);
+}
+
+static double median_us(job *j)
+{
+    return median_fn_us(j->be, run_job, j);
 }
 
 static double copy_gbps(void)
@@ -205,6 +217,164 @@ static void bench_attention(const float *dk, const float *dv, const float *dq, i
     free(got), free(got_old);
 }
 
+/* ---- the fused decoder ops ---- */
+
+enum { LD = 4096, LI = 11008, LV = 32064, LAYERS = 32 };
+
+/* One layer's weights (bf16, random) and the activations of one token, on the device. */
+typedef struct layer7b {
+    plm_backend *be;
+    plm_weight q, k, v, o, gate, up, down, head;
+    float *x, *h, *qb, *kb, *vb, *g, *u, *logits, *norm;
+    int fused, what; /* what: 0 q/k/v, 1 gate/up, 2 a whole token */
+} layer7b;
+
+static plm_weight dev_weight(int64_t n, int64_t k)
+{
+    const size_t nw = (size_t)(n * k);
+    uint16_t *h = malloc(nw * 2);
+    if (!h) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    const float sc = 1.0f / sqrtf((float)k);
+    for (size_t i = 0; i < nw; i++) h[i] = to_bf16(sc * frand());
+    plm_weight w = {PLM_BF16, n, k, dev(gpu, h, nw * 2)};
+    free(h);
+    return w;
+}
+
+static void layer_qkv(const layer7b *l)
+{
+    const plm_backend_ops *o = l->be->ops;
+    if (l->fused) {
+        float *const ys[3] = {l->qb, l->kb, l->vb};
+        const plm_weight *const ws[3] = {&l->q, &l->k, &l->v};
+        const float *const bs[3] = {NULL, NULL, NULL};
+        o->matmul_multi(l->be, 3, ys, l->h, ws, bs, 1);
+    } else {
+        o->matmul(l->be, l->qb, l->h, &l->q, NULL, 1);
+        o->matmul(l->be, l->kb, l->h, &l->k, NULL, 1);
+        o->matmul(l->be, l->vb, l->h, &l->v, NULL, 1);
+    }
+}
+
+static void layer_mlp_in(const layer7b *l)
+{
+    const plm_backend_ops *o = l->be->ops;
+    if (l->fused) {
+        o->matmul_glu(l->be, l->g, l->u, l->h, &l->gate, NULL, &l->up, NULL, 1);
+    } else {
+        o->matmul(l->be, l->g, l->h, &l->gate, NULL, 1);
+        o->matmul(l->be, l->u, l->h, &l->up, NULL, 1);
+        o->silu_mul(l->be, l->g, l->g, l->u, LI);
+    }
+}
+
+static void add_norm(const layer7b *l)
+{
+    const plm_backend_ops *o = l->be->ops;
+    if (l->fused) {
+        o->add_rmsnorm(l->be, l->h, l->x, l->h, l->norm, 1, LD, 1e-5f);
+    } else {
+        o->add(l->be, l->x, l->x, l->h, LD);
+        o->rmsnorm(l->be, l->h, l->x, l->norm, 1, LD, 1e-5f);
+    }
+}
+
+/* what 2: a token without attention (o reads q's output in its place) */
+static void run_layer(void *ctx)
+{
+    const layer7b *l = ctx;
+    if (l->what == 0) {
+        layer_qkv(l);
+        return;
+    }
+    if (l->what == 1) {
+        layer_mlp_in(l);
+        return;
+    }
+    for (int i = 0; i < LAYERS; i++) {
+        add_norm(l);
+        layer_qkv(l);
+        l->be->ops->matmul(l->be, l->h, l->qb, &l->o, NULL, 1);
+        add_norm(l);
+        layer_mlp_in(l);
+        l->be->ops->matmul(l->be, l->h, l->g, &l->down, NULL, 1);
+    }
+    add_norm(l);
+    l->be->ops->matmul(l->be, l->logits, l->h, &l->head, NULL, 1);
+}
+
+static void bench_fused(double bw)
+{
+    layer7b l = {.be = gpu};
+    l.q = dev_weight(LD, LD), l.k = dev_weight(LD, LD), l.v = dev_weight(LD, LD);
+    l.o = dev_weight(LD, LD), l.gate = dev_weight(LI, LD), l.up = dev_weight(LI, LD);
+    l.down = dev_weight(LD, LI), l.head = dev_weight(LV, LD);
+    float *hx = malloc(LD * 4);
+    for (int i = 0; i < LD; i++) hx[i] = frand();
+    l.x = dev(gpu, hx, LD * 4), l.h = dev(gpu, hx, LD * 4), l.norm = dev(gpu, hx, LD * 4);
+    free(hx);
+    l.qb = dev(gpu, NULL, LD * 4), l.kb = dev(gpu, NULL, LD * 4), l.vb = dev(gpu, NULL, LD * 4);
+    l.g = dev(gpu, NULL, LI * 4), l.u = dev(gpu, NULL, LI * 4);
+    l.logits = dev(gpu, NULL, LV * 4);
+
+    emit("\n%-34s %10s %10s %7s %8s %7s\n", "fused decoder ops (bf16, m=1)", "fused_us", "plain_us",
+         "x", "fused%bw", "pdl");
+    static const char *names[2] = {"q/k/v 3 x 4096x4096", "gate/up+silu 2 x 11008x4096"};
+    const double bytes[2] = {3.0 * LD * LD * 2, 2.0 * LI * LD * 2};
+    float *ref = malloc(LI * 4), *got = malloc(LI * 4);
+    for (int w = 0; w < 2; w++) {
+        l.what = w;
+        l.fused = 1;
+        const double tf = median_fn_us(gpu, run_layer, &l);
+        float *y = w == 0 ? l.qb : l.g;
+        const int64_t n = w == 0 ? LD : LI;
+        gpu->ops->download(gpu, got, y, (size_t)n * 4);
+        l.fused = 0;
+        const double tp = median_fn_us(gpu, run_layer, &l);
+        gpu->ops->download(gpu, ref, y, (size_t)n * 4);
+        emit("%-34s %10.1f %10.1f %7.2f %7.1f%% %7s\n", names[w], tf, tp, tp / tf,
+             100 * bytes[w] / (tf * 1e3) / bw, "on");
+        char name[64];
+        snprintf(name, sizeof name, "fused_vs_plain_%s", w == 0 ? "qkv" : "glu");
+        const double e = rel_l2(got, ref, (size_t)n);
+        check(e <= 1e-6 && tf > 0 && tp > 0, name, e, 1e-6);
+    }
+    /* a whole token's weights: 32 x (4 x 4096^2 + 3 x 11008 x 4096) + the lm_head */
+    const double tok = 2.0 * (LAYERS * (4.0 * LD * LD + 3.0 * LI * LD) + (double)LV * LD);
+    l.what = 2;
+    double t[2][2];
+    float *res[2][2];
+    for (int pdl = 1; pdl >= 0; pdl--)
+        for (int f = 1; f >= 0; f--) {
+            l.be = pdl ? gpu : nopdl;
+            l.fused = f;
+            t[pdl][f] = median_fn_us(l.be, run_layer, &l);
+            res[pdl][f] = malloc(LV * 4);
+            l.be->ops->download(l.be, res[pdl][f], l.logits, LV * 4);
+        }
+    for (int pdl = 1; pdl >= 0; pdl--)
+        emit("%-34s %10.1f %10.1f %7.2f %7.1f%% %7s\n", "token, no attention (7B)", t[pdl][1],
+             t[pdl][0], t[pdl][0] / t[pdl][1], 100 * tok / (t[pdl][1] * 1e3) / bw,
+             pdl ? "on" : "off");
+    emit("# a token's weights (%.2f GB) at the copy's rate: %.0f us; fused with PDL: %.0f "
+         "tokens/s without attention\n", tok / 1e9, tok / (bw * 1e3), 1e6 / t[1][1]);
+    /* the fused norm sums in another order; 32 layers of random weights carry that on */
+    check(rel_l2(res[1][1], res[0][0], LV) <= 1e-3, "token_fused_pdl_vs_plain",
+          rel_l2(res[1][1], res[0][0], LV), 1e-3);
+    check(max_abs_diff(res[1][1], res[0][1], LV) == 0.0, "token_pdl_on_equals_off",
+          max_abs_diff(res[1][1], res[0][1], LV), 0);
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) free(res[a][b]);
+    free(ref), free(got);
+    const plm_weight *ws[] = {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.head};
+    for (int i = 0; i < 8; i++) gpu->ops->release(gpu, (void *)ws[i]->data);
+    float *bufs[] = {l.x, l.h, l.norm, l.qb, l.kb, l.vb, l.g, l.u, l.logits};
+    for (int i = 0; i < 9; i++) gpu->ops->release(gpu, bufs[i]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -223,6 +393,9 @@ int main(int argc, char **argv)
     plm_status st = plm_backend_cuda_new(0, &old, &err);
     unsetenv("PLM_CUDA_GEMV");
     unsetenv("PLM_CUDA_ATTN_DECODE");
+    setenv("PLM_CUDA_PDL", "0", 1);
+    if (st == PLM_OK) st = plm_backend_cuda_new(0, &nopdl, &err);
+    unsetenv("PLM_CUDA_PDL");
     if (st != PLM_OK) {
         printf("FAIL second CUDA backend: %s\n0 passed, 1 failed\n", err.msg);
         return 1;
@@ -273,14 +446,17 @@ int main(int argc, char **argv)
     static const int64_t tks[] = {629, 4096, 32768};
     for (int i = 0; i < 3; i++) bench_attention(dk, dv, dq, tks[i], bw);
     gpu->ops->release(gpu, dk), gpu->ops->release(gpu, dv), gpu->ops->release(gpu, dq);
+    bench_fused(bw);
 
     const char *e = gpu->ops->error(gpu), *eo = old->ops->error(old);
+    if (!eo) eo = nopdl->ops->error(nopdl);
     if (e || eo) {
         emit("FAIL backend error: %s\n", e ? e : eo);
         n_fail++;
     }
     emit("%d passed, %d failed\n", n_pass, n_fail);
     fclose(out);
+    plm_backend_free(nopdl);
     plm_backend_free(old);
     plm_backend_free(gpu);
     plm_backend_free(cpu);

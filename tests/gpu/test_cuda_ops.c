@@ -562,6 +562,300 @@ static void gemvs(void)
     free(wf), free(x), free(wh), free(want), free(got);
 }
 
+/* ---- fused decoder ops (matmul_multi, matmul_glu, add_rmsnorm, rope_qk) against the CPU
+ * backend's unfused ops. The 16-bit cases at m <= 8 take the fused GEMV, whose float32 sums
+ * match the CPU to rounding (cuBLASLt, rounding x to 16 bits, would miss the tolerance); f32,
+ * k % 8 != 0 and unaligned weights show the fallbacks compose correctly. ---- */
+
+/* A random [n x k] weight in dt, on the host and (off elements past a 16-byte boundary) on the
+ * GPU; *dev_base receives the allocation to release. */
+static plm_weight fused_weight(plm_dtype dt, int64_t n, int64_t k, int off, void **host,
+                               void **dev_base)
+{
+    const size_t nw = (size_t)(n * k), es = plm_dtype_size(dt);
+    float *wf = rand_vec(nw, 1.0f / sqrtf((float)k), 0.0f);
+    *host = to_dtype(wf, nw, dt);
+    free(wf);
+    char *d = gpu->ops->alloc(gpu, (nw + 8) * es);
+    if (!d) {
+        fprintf(stderr, "device alloc failed: %s\n", gpu->ops->alloc_error(gpu));
+        exit(2);
+    }
+    gpu->ops->upload(gpu, d + (size_t)off * es, *host, nw * es);
+    *dev_base = d;
+    return (plm_weight){dt, n, k, d + (size_t)off * es};
+}
+
+static double gemv_tol(plm_dtype dt, int64_t k)
+{
+    return dt == PLM_F32 ? 1e-5 : 1e-5 * fmax(1.0, sqrt(k / 1024.0));
+}
+
+/* matmul_multi over nw weights of rows[i] x k; woff shifts the last weight off alignment. */
+static void fused_multi(plm_dtype dt, int64_t m, int nw, const int64_t *rows, int64_t k,
+                        int with_bias, int woff)
+{
+    seed((uint64_t)(m * 7 + k * 3 + rows[0] + nw * 101 + dt * 13 + woff));
+    void *wh[3], *wd[3];
+    plm_weight wc[3], wg[3];
+    float *bias[3] = {NULL, NULL, NULL}, *dbias[3] = {NULL, NULL, NULL}, *want[3], *dy[3];
+    float *x = rand_vec((size_t)(m * k + 1), 1.0f, 0.0f);
+    const int xoff = m == 3; /* x one float off its alignment: scalar staging */
+    float *dx = dev_nan(gpu, (size_t)(m * k + 1));
+    gpu->ops->upload(gpu, dx + xoff, x, (size_t)(m * k) * 4);
+    for (int i = 0; i < nw; i++) {
+        wg[i] = fused_weight(dt, rows[i], k, i == nw - 1 ? woff : 0, &wh[i], &wd[i]);
+        wc[i] = (plm_weight){dt, rows[i], k, wh[i]};
+        if (with_bias) {
+            bias[i] = rand_vec((size_t)rows[i], 0.5f, 0.0f);
+            dbias[i] = dev_from(gpu, bias[i], (size_t)rows[i] * 4);
+        }
+        want[i] = xmalloc((size_t)(m * rows[i]) * 4);
+        cpu->ops->matmul(cpu, want[i], x, &wc[i], bias[i], m);
+        dy[i] = dev_nan(gpu, (size_t)(m * rows[i]));
+    }
+    const plm_weight *wp[3] = {&wg[0], &wg[1], &wg[2]};
+    gpu->ops->matmul_multi(gpu, nw, dy, dx + xoff, wp, (const float *const *)dbias, m);
+    for (int i = 0; i < nw; i++) {
+        float *got = fetch(gpu, dy[i], (size_t)(m * rows[i]));
+        char name[160];
+        snprintf(name, sizeof name, "matmul_multi_%s_m%lld_k%lld_w%d_of%d_n%lld%s%s",
+                 plm_dtype_name(dt), (long long)m, (long long)k, i, nw, (long long)rows[i],
+                 with_bias ? "_bias" : "", woff ? "_unaligned_w" : "");
+        check(gpu, name, got, want[i], (size_t)(m * rows[i]), gemv_tol(dt, k));
+        free(got);
+        gpu->ops->release(gpu, wd[i]), gpu->ops->release(gpu, dbias[i]);
+        gpu->ops->release(gpu, dy[i]);
+        free(wh[i]), free(bias[i]), free(want[i]);
+    }
+    gpu->ops->release(gpu, dx);
+    free(x);
+}
+
+/* matmul_glu against matmul, matmul, silu_mul on the CPU. */
+static void fused_glu(plm_dtype dt, int64_t m, int64_t n, int64_t k, int with_bias)
+{
+    seed((uint64_t)(m * 5 + n * 11 + k + dt * 17 + with_bias));
+    void *gh, *uh, *gd, *ud;
+    const plm_weight gg = fused_weight(dt, n, k, 0, &gh, &gd);
+    const plm_weight ug = fused_weight(dt, n, k, 0, &uh, &ud);
+    const plm_weight gc = {dt, n, k, gh}, uc = {dt, n, k, uh};
+    float *x = rand_vec((size_t)(m * k), 2.0f, 0.0f);
+    float *gb = with_bias ? rand_vec((size_t)n, 1.0f, 0.0f) : NULL;
+    float *ub = with_bias ? rand_vec((size_t)n, 1.0f, 0.0f) : NULL;
+    const size_t ny = (size_t)(m * n);
+    float *want = xmalloc(ny * 4), *tmp = xmalloc(ny * 4);
+    cpu->ops->matmul(cpu, want, x, &gc, gb, m);
+    cpu->ops->matmul(cpu, tmp, x, &uc, ub, m);
+    cpu->ops->silu_mul(cpu, want, want, tmp, (int64_t)ny);
+    float *dx = dev_from(gpu, x, (size_t)(m * k) * 4), *dy = dev_nan(gpu, ny);
+    float *dt_ = dev_nan(gpu, ny);
+    float *dgb = gb ? dev_from(gpu, gb, (size_t)n * 4) : NULL;
+    float *dub = ub ? dev_from(gpu, ub, (size_t)n * 4) : NULL;
+    gpu->ops->matmul_glu(gpu, dy, dt_, dx, &gg, dgb, &ug, dub, m);
+    float *got = fetch(gpu, dy, ny);
+    char name[128];
+    snprintf(name, sizeof name, "matmul_glu_%s_m%lld_n%lld_k%lld%s", plm_dtype_name(dt),
+             (long long)m, (long long)n, (long long)k, with_bias ? "_bias" : "");
+    check(gpu, name, got, want, ny, 2 * gemv_tol(dt, k));
+    gpu->ops->release(gpu, gd), gpu->ops->release(gpu, ud), gpu->ops->release(gpu, dx);
+    gpu->ops->release(gpu, dy), gpu->ops->release(gpu, dt_);
+    gpu->ops->release(gpu, dgb), gpu->ops->release(gpu, dub);
+    free(gh), free(uh), free(x), free(gb), free(ub), free(want), free(tmp), free(got);
+}
+
+/* add_rmsnorm against add + rmsnorm: x updated in place, y separate or y = h. */
+static void fused_add_rmsnorm(int64_t m, int64_t n, int y_is_h)
+{
+    seed((uint64_t)(m * 19 + n + y_is_h));
+    const size_t t = (size_t)(m * n);
+    float *x = rand_vec(t, 2.0f, 1.0f), *h = rand_vec(t, 2.0f, 0.0f);
+    float *gm = rand_vec((size_t)n, 1.0f, 1.0f), *want = xmalloc(t * 4), *xw = xmalloc(t * 4);
+    cpu->ops->add(cpu, xw, x, h, (int64_t)t);
+    cpu->ops->rmsnorm(cpu, want, xw, gm, m, n, 1e-5f);
+    float *dx = dev_from(gpu, x, t * 4), *dh = dev_from(gpu, h, t * 4);
+    float *dg = dev_from(gpu, gm, (size_t)n * 4), *dy = y_is_h ? dh : dev_nan(gpu, t);
+    gpu->ops->add_rmsnorm(gpu, dy, dx, dh, dg, m, n, 1e-5f);
+    float *got = fetch(gpu, dy, t), *gotx = fetch(gpu, dx, t);
+    char name[96];
+    snprintf(name, sizeof name, "add_rmsnorm_m%lld_n%lld%s", (long long)m, (long long)n,
+             y_is_h ? "_y_is_h" : "");
+    check(gpu, name, got, want, t, 1e-5);
+    strcat(name, "_x");
+    check(gpu, name, gotx, xw, t, 1e-6);
+    gpu->ops->release(gpu, dx), gpu->ops->release(gpu, dh), gpu->ops->release(gpu, dg);
+    if (!y_is_h) gpu->ops->release(gpu, dy);
+    free(x), free(h), free(gm), free(want), free(xw), free(got), free(gotx);
+}
+
+/* rope_qk on q [t x qs] and k [t x ks] buffers against two CPU ropes. */
+static void fused_rope_qk(int64_t t, int nq, int nk, int hd, int max_pos)
+{
+    seed((uint64_t)(t * 23 + nq + hd));
+    const int64_t qs = (int64_t)nq * hd + 3, ks = (int64_t)nk * hd; /* q rows padded */
+    float *q = rand_vec((size_t)(t * qs), 1.0f, 0.0f), *k = rand_vec((size_t)(t * ks), 1.0f, 0.0f);
+    float *inv = xmalloc((size_t)hd / 2 * 4);
+    int32_t *pos = xmalloc((size_t)t * 4);
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / (float)hd);
+    for (int64_t i = 0; i < t; i++) pos[i] = (int32_t)((frand() + 1.0f) * 0.5f * (float)max_pos);
+    float *dq = dev_from(gpu, q, (size_t)(t * qs) * 4), *dk = dev_from(gpu, k, (size_t)(t * ks) * 4);
+    gpu->ops->rope_qk(gpu, dq, qs, nq, dk, ks, nk, t, hd, pos, inv);
+    cpu->ops->rope(cpu, q, t, qs, nq, hd, pos, inv);
+    cpu->ops->rope(cpu, k, t, ks, nk, hd, pos, inv);
+    for (int64_t i = 0; i < t; i++) pos[i] = -1; /* staged already */
+    float *gq = fetch(gpu, dq, (size_t)(t * qs)), *gk = fetch(gpu, dk, (size_t)(t * ks));
+    char name[96];
+    snprintf(name, sizeof name, "rope_qk_t%lld_q%d_k%d_hd%d_q", (long long)t, nq, nk, hd);
+    check(gpu, name, gq, q, (size_t)(t * qs), 1e-5);
+    name[strlen(name) - 1] = 'k';
+    check(gpu, name, gk, k, (size_t)(t * ks), 1e-5);
+    gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dk);
+    free(q), free(k), free(inv), free(pos), free(gq), free(gk);
+}
+
+/* A chain of dependent GEMVs (each reads the previous one's output, in place, with norms and
+ * ropes between) on one stream: with programmatic dependent launch, a GEMV that read x before
+ * the op writing it had finished would show here. Compared with the CPU and with a backend made
+ * under PLM_CUDA_PDL=0 (bitwise: the kernels are deterministic). */
+static void fused_chain(void)
+{
+    enum { D = 1024, F = 2816, Q = 1024, KV = 256, HD = 64, STEPS = 12 };
+    seed(4242);
+    void *h[6], *d[6];
+    const plm_weight wq = fused_weight(PLM_BF16, Q, D, 0, &h[0], &d[0]);
+    const plm_weight wk = fused_weight(PLM_BF16, KV, D, 0, &h[1], &d[1]);
+    const plm_weight wo = fused_weight(PLM_BF16, D, Q, 0, &h[2], &d[2]);
+    const plm_weight wgt = fused_weight(PLM_BF16, F, D, 0, &h[3], &d[3]);
+    const plm_weight wup = fused_weight(PLM_BF16, F, D, 0, &h[4], &d[4]);
+    const plm_weight wdn = fused_weight(PLM_BF16, D, F, 0, &h[5], &d[5]);
+    const plm_weight cq = {PLM_BF16, Q, D, h[0]}, ck = {PLM_BF16, KV, D, h[1]};
+    const plm_weight co = {PLM_BF16, D, Q, h[2]}, cg = {PLM_BF16, F, D, h[3]};
+    const plm_weight cu = {PLM_BF16, F, D, h[4]}, cd = {PLM_BF16, D, F, h[5]};
+    float *x0 = rand_vec(D, 1.0f, 0.0f), *gm = rand_vec(D, 0.5f, 1.0f);
+    float inv[HD / 2];
+    for (int j = 0; j < HD / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / HD);
+    /* CPU: unfused ops */
+    float *x = xmalloc(D * 4), *hb = xmalloc(D * 4), *q = xmalloc(Q * 4), *kk = xmalloc(KV * 4);
+    float *g = xmalloc(F * 4), *u = xmalloc(F * 4);
+    memcpy(x, x0, D * 4);
+    memset(hb, 0, D * 4);
+    for (int s = 0; s < STEPS; s++) {
+        const int32_t p = 7 * s + 3;
+        cpu->ops->add(cpu, x, x, hb, D);
+        cpu->ops->rmsnorm(cpu, hb, x, gm, 1, D, 1e-5f);
+        cpu->ops->matmul(cpu, q, hb, &cq, NULL, 1);
+        cpu->ops->matmul(cpu, kk, hb, &ck, NULL, 1);
+        cpu->ops->rope(cpu, q, 1, Q, Q / HD, HD, &p, inv);
+        cpu->ops->rope(cpu, kk, 1, KV, KV / HD, HD, &p, inv);
+        cpu->ops->matmul(cpu, hb, q, &co, NULL, 1);
+        cpu->ops->add(cpu, x, x, hb, D);
+        cpu->ops->rmsnorm(cpu, hb, x, gm, 1, D, 1e-5f);
+        cpu->ops->matmul(cpu, g, hb, &cg, NULL, 1);
+        cpu->ops->matmul(cpu, u, hb, &cu, NULL, 1);
+        cpu->ops->silu_mul(cpu, g, g, u, F);
+        cpu->ops->matmul(cpu, hb, g, &cd, NULL, 1);
+    }
+    cpu->ops->add(cpu, x, x, hb, D);
+    float *got[2] = {NULL, NULL};
+    for (int pass = 0; pass < 2; pass++) {
+        plm_backend *g2 = gpu;
+        if (pass == 1) {
+            setenv("PLM_CUDA_PDL", "0", 1);
+            plm_error err;
+            plm_status st = plm_backend_cuda_new(0, &g2, &err);
+            unsetenv("PLM_CUDA_PDL");
+            if (st != PLM_OK) {
+                result(0, "fused_chain_pdl_off_backend_new", 0, 0, err.msg);
+                break;
+            }
+        }
+        const plm_backend_ops *o = g2->ops;
+        float *dx = dev_from(g2, x0, D * 4), *dh = dev_from(g2, hb, D * 4);
+        float *dg = dev_from(g2, gm, D * 4), *dq = dev_nan(g2, Q), *dk = dev_nan(g2, KV);
+        float *dgt = dev_nan(g2, F), *dup = dev_nan(g2, F);
+        o->upload(g2, dh, (float[D]){0}, D * 4);
+        for (int s = 0; s < STEPS; s++) {
+            const int32_t p = 7 * s + 3;
+            o->add_rmsnorm(g2, dh, dx, dh, dg, 1, D, 1e-5f);
+            float *ys[2] = {dq, dk};
+            const plm_weight *ws[2] = {&wq, &wk};
+            const float *bs[2] = {NULL, NULL};
+            o->matmul_multi(g2, 2, ys, dh, ws, bs, 1);
+            o->rope_qk(g2, dq, Q, Q / HD, dk, KV, KV / HD, 1, HD, &p, inv);
+            o->matmul(g2, dh, dq, &wo, NULL, 1);
+            o->add_rmsnorm(g2, dh, dx, dh, dg, 1, D, 1e-5f);
+            o->matmul_glu(g2, dgt, dup, dh, &wgt, NULL, &wup, NULL, 1);
+            o->matmul(g2, dh, dgt, &wdn, NULL, 1);
+        }
+        o->add(g2, dx, dx, dh, D);
+        got[pass] = fetch(g2, dx, D);
+        check(g2, pass ? "fused_chain_pdl_off" : "fused_chain", got[pass], x, D, 1e-4);
+        g2->ops->release(g2, dx), g2->ops->release(g2, dh), g2->ops->release(g2, dg);
+        g2->ops->release(g2, dq), g2->ops->release(g2, dk), g2->ops->release(g2, dgt);
+        g2->ops->release(g2, dup);
+        if (pass == 1) plm_backend_free(g2);
+    }
+    if (got[0] && got[1]) {
+        const double e = max_abs_diff(got[0], got[1], D);
+        result(e == 0.0, "fused_chain_pdl_on_equals_off", e, 0, "PDL changed the result");
+    }
+    for (int i = 0; i < 6; i++) gpu->ops->release(gpu, d[i]), free(h[i]);
+    free(x0), free(gm), free(x), free(hb), free(q), free(kk), free(g), free(u);
+    free(got[0]), free(got[1]);
+}
+
+static void fused_ops(void)
+{
+    if (!gpu->ops->matmul_multi || !gpu->ops->matmul_glu || !gpu->ops->add_rmsnorm ||
+        !gpu->ops->rope_qk) {
+        result(0, "fused_ops_present", 0, 0, "the CUDA backend lacks a fused op");
+        return;
+    }
+    static const int64_t ms[] = {1, 2, 3, 8};
+    const int64_t qkv[3] = {4096, 1024, 1024}, odd[3] = {33, 7, 100}, one[1] = {4096};
+    for (size_t i = 0; i < 4; i++) {
+        fused_multi(PLM_BF16, ms[i], 3, qkv, 4096, (int)(i % 2), 0);
+        fused_multi(PLM_F16, ms[i], 3, odd, 1000, 1, 0);
+        fused_multi(PLM_BF16, ms[i], 2, odd, 64, 0, 0);
+        fused_multi(PLM_BF16, ms[i], 1, one, 11008, 0, 0); /* x tiled from m = 2 */
+        fused_glu(PLM_BF16, ms[i], 1000, 4096, (int)(i % 2));
+        fused_glu(PLM_F16, ms[i], 7, 11008, 1);
+        fused_glu(PLM_BF16, ms[i], 4096, 64, 0);
+    }
+    fused_multi(PLM_BF16, 1, 3, odd, 16384, 1, 0); /* m = 1 tiled */
+    fused_glu(PLM_BF16, 1, 33, 16384, 1);
+    /* the fallbacks: f32 weights (cuBLASLt), k % 8 != 0 and an unaligned weight (per-weight
+     * scalar GEMV) */
+    fused_multi(PLM_F32, 1, 3, odd, 64, 1, 0);
+    fused_multi(PLM_BF16, 1, 3, odd, 13, 1, 0);
+    fused_multi(PLM_BF16, 2, 3, odd, 1000, 0, 1);
+    fused_glu(PLM_F32, 3, 100, 64, 1);
+    fused_glu(PLM_BF16, 1, 100, 13, 1);
+    fused_add_rmsnorm(1, 4096, 1);
+    fused_add_rmsnorm(1, 33, 0);
+    fused_add_rmsnorm(7, 5000, 0);
+    fused_add_rmsnorm(577, 1024, 1);
+    fused_rope_qk(1, 32, 8, 128, 4096);
+    fused_rope_qk(7, 32, 32, 128, 4096);
+    fused_rope_qk(33, 8, 4, 80, 100000);
+    fused_chain();
+
+    /* PLM_CUDA_FUSED=0: a backend without them, so lm/llama.c composes the plain ops */
+    setenv("PLM_CUDA_FUSED", "0", 1);
+    plm_backend *g2 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g2, &err);
+    unsetenv("PLM_CUDA_FUSED");
+    if (st != PLM_OK) {
+        result(0, "fused_off_backend_new", 0, 0, err.msg);
+        return;
+    }
+    result(!g2->ops->matmul_multi && !g2->ops->matmul_glu && !g2->ops->add_rmsnorm &&
+               !g2->ops->rope_qk && g2->ops->matmul,
+           "fused_env_off_leaves_ops_null", 0, 0, "PLM_CUDA_FUSED=0 ignored");
+    plm_backend_free(g2);
+}
+
 static int cmp_i32(const void *a, const void *b)
 {
     const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -825,6 +1119,7 @@ int main(void)
         result(0, "attn_probs_present", 0, 0, "the CUDA backend has no attn_probs");
     }
     if (!getenv("PLM_TEST_SKIP_MATMUL")) gemvs(); /* run.sh's racecheck/initcheck skip matmuls */
+    fused_ops();
     attn_decodes();
     test_embed(PLM_F32, 1000, 4096, 7);
     test_embed(PLM_BF16, 32000, 256, 577);
