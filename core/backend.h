@@ -41,7 +41,24 @@ typedef struct plm_attn_args {
     const int32_t *rows;
     int64_t n_rows;
     const float *bias;
+    /* A recorded decode step (graph_begin; NULL otherwise): q_pos0 read from this device int
+     * when the step runs, with tk = that + tq; q_pos0 and tk then only bound it. Dense, causal
+     * and tq <= 8 only. Backends without graph ops never see it. */
+    const int32_t *q_pos0_dev;
 } plm_attn_args;
+
+/* A decode step's RoPE and KV append with the values that change from step to step in device
+ * memory, so that a recorded step replays unchanged (rope_append): rope_qk() on q [n_q heads]
+ * and k_new [n_k heads] at position *pos with inv_freq (hd / 2), then the rotated k_new and
+ * v_new stored as row *row of k_cache and v_cache (rows of n_k * hd floats). */
+typedef struct plm_rope_step {
+    float *q;
+    const float *k_new, *v_new;
+    float *k_cache, *v_cache;
+    int n_q, n_k, hd;
+    const int32_t *pos, *row;
+    const float *inv_freq;
+} plm_rope_step;
 
 /* Mustafar's bitmap-compressed KV rows (prune/kv_bitmap.h: the layout, its sizes and how to
  * drive it). For kv head h and row r, K's kept channels are a head_dim-bit bitmap (`words`
@@ -172,6 +189,18 @@ typedef struct plm_backend_ops {
     void (*rope_qk)(plm_backend *be, float *q, int64_t q_stride, int n_q, float *k,
                     int64_t k_stride, int n_k, int64_t t, int hd, const int32_t *pos,
                     const float *inv_freq);
+    /* Decode steps recorded once and replayed (CUDA graphs), all five or none. graph_begin
+     * starts recording the ops then called on be instead of running them (0: it cannot, nothing
+     * changed). graph_end stops and returns the recording, or NULL when some op could not be
+     * recorded: then none of the ops since graph_begin ran. graph_launch copies bytes from host
+     * (reusable on return) to dev, then runs the recording, in stream order; 0 (nothing done)
+     * when buffers the backend owns have moved since it was recorded: record it again.
+     * rope_append is rope_qk for a recorded step (plm_rope_step). */
+    int (*graph_begin)(plm_backend *be);
+    void *(*graph_end)(plm_backend *be);
+    int (*graph_launch)(plm_backend *be, void *graph, void *dev, const void *host, size_t bytes);
+    void (*graph_free)(plm_backend *be, void *graph);
+    void (*rope_append)(plm_backend *be, const plm_rope_step *a);
     /* ---- end of the fused decoder ops ---- */
     /* Block-sparse causal prefill (FlexPrefill, prune/kv_blocks.h): attention() computing only
      * the (query block, key block) tiles whose byte in mask (device, [n_heads x ceil(tq/block) x

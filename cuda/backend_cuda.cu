@@ -18,6 +18,10 @@
 
 void cu_fail(cu_backend *b, const char *fmt, ...)
 {
+    if (b->capturing) { /* nothing ran: the step runs again unrecorded and fails there */
+        b->capture_bad = 1;
+        return;
+    }
     if (b->failed) return;
     b->failed = 1;
     va_list ap;
@@ -29,6 +33,11 @@ void cu_fail(cu_backend *b, const char *fmt, ...)
 int cu_check_rt(cu_backend *b, cudaError_t e, const char *expr, const char *file, int line)
 {
     if (e == cudaSuccess) return 1;
+    if (b->capturing) { /* e.g. a launch the capture cannot take: not the backend's failure */
+        (void)cudaGetLastError();
+        b->capture_bad = 1;
+        return 0;
+    }
     const char *f = strrchr(file, '/');
     cu_fail(b, "CUDA error on GPU %d at %s:%d (%s): %s (%s)", b->device, f ? f + 1 : file, line,
             expr, cudaGetErrorString(e), cudaGetErrorName(e));
@@ -47,6 +56,11 @@ int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char 
 int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
 {
     if (bytes <= buf->cap) return 1;
+    if (b->capturing) { /* it would synchronise the stream; the step runs again unrecorded */
+        b->capture_bad = 1;
+        return 0;
+    }
+    b->buf_epoch++;
     size_t cap = buf->cap ? buf->cap : 4096;
     while (cap < bytes) cap *= 2;
     /* The old buffer may still be read by queued work. */
@@ -107,6 +121,10 @@ static size_t align256(size_t n)
 static int stage2(cu_backend *b, const void *h1, size_t n1, const void *h2, size_t n2, void **d1,
                   void **d2)
 {
+    if (b->capturing) { /* a recording would copy whatever the slot holds when replayed */
+        b->capture_bad = 1;
+        return 0;
+    }
     size_t off2 = align256(n1), total = off2 + n2;
     if (total > b->stage_cap && !stage_grow(b, total)) return 0;
     if (!cu_buf_reserve(b, &b->stage_dev, total, "staging")) return 0;
@@ -122,6 +140,18 @@ static int stage2(cu_backend *b, const void *h1, size_t n1, const void *h2, size
     *d1 = b->stage_dev.p;
     if (d2) *d2 = (char *)b->stage_dev.p + off2;
     return 1;
+}
+
+int cu_upload_async(cu_backend *b, void *dst, const void *host, size_t bytes)
+{
+    if (!bytes) return 1;
+    if (bytes > b->stage_cap && !stage_grow(b, bytes)) return 0;
+    unsigned s = b->stage_next++ % CU_STAGE_SLOTS;
+    if (!CU_OK(b, cudaEventSynchronize(b->stage_done[s]))) return 0;
+    memcpy(b->stage_host[s], host, bytes);
+    return CU_OK(b, cudaMemcpyAsync(dst, b->stage_host[s], bytes, cudaMemcpyHostToDevice,
+                                    b->stream)) &&
+           CU_OK(b, cudaEventRecord(b->stage_done[s], b->stream));
 }
 
 void *cu_stage(cu_backend *b, const void *host, size_t bytes)
@@ -371,6 +401,12 @@ static void op_rope_qk(plm_backend *be, float *q, int64_t q_stride, int n_q, flo
     if (b) cu_rope_qk(b, q, q_stride, n_q, k, k_stride, n_k, t, hd, pos, inv_freq);
 }
 
+static void op_rope_append(plm_backend *be, const plm_rope_step *a)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_rope_append(b, a);
+}
+
 static void op_set_precision(plm_backend *be, int mixed)
 {
     ((cu_backend *)be)->mixed = mixed;
@@ -401,8 +437,9 @@ static void op_destroy(plm_backend *be)
 
 /* Filled by name, not position: the table grows as ops are added to core/backend.h, and an op
  * this backend lacks stays NULL rather than shifting the others. fused = 0 leaves out the fused
- * decoder ops, so lm/llama.c composes them (PLM_CUDA_FUSED=0: comparisons, benchmarks). */
-static plm_backend_ops make_ops(int fused)
+ * decoder ops, so lm/llama.c composes them (PLM_CUDA_FUSED=0: comparisons, benchmarks); graph = 0
+ * the recorded decode steps (PLM_CUDA_GRAPH=0). */
+static plm_backend_ops make_ops(int fused, int graph)
 {
     plm_backend_ops o;
     memset(&o, 0, sizeof o);
@@ -441,11 +478,19 @@ static plm_backend_ops make_ops(int fused)
         o.add_rmsnorm = op_add_rmsnorm;
         o.rope_qk = op_rope_qk;
     }
+    if (graph) {
+        o.graph_begin = cu_op_graph_begin;
+        o.graph_end = cu_op_graph_end;
+        o.graph_launch = cu_op_graph_launch;
+        o.graph_free = cu_op_graph_free;
+        o.rope_append = op_rope_append;
+    }
     return o;
 }
 
-static const plm_backend_ops cuda_ops = make_ops(1);
-static const plm_backend_ops cuda_ops_unfused = make_ops(0);
+/* [fused][graph] */
+static const plm_backend_ops cuda_ops[2][2] = {{make_ops(0, 0), make_ops(0, 1)},
+                                               {make_ops(1, 0), make_ops(1, 1)}};
 
 extern "C" int plm_cuda_available(char *why, size_t why_len)
 {
@@ -527,8 +572,8 @@ extern "C" plm_status plm_backend_cuda_new(int device, plm_backend **out, plm_er
                         prop.major, prop.minor);
     cu_backend *b = (cu_backend *)calloc(1, sizeof *b);
     if (!b) return plm_fail(err, PLM_E_NOMEM, "cuda backend: out of memory");
-    const char *fu = getenv("PLM_CUDA_FUSED");
-    b->base.ops = fu && strcmp(fu, "0") == 0 ? &cuda_ops_unfused : &cuda_ops;
+    const char *fu = getenv("PLM_CUDA_FUSED"), *gr = getenv("PLM_CUDA_GRAPH");
+    b->base.ops = &cuda_ops[!(fu && strcmp(fu, "0") == 0)][!(gr && strcmp(gr, "0") == 0)];
     b->device = device;
     b->sm_major = prop.major;
     b->sm_minor = prop.minor;

@@ -131,6 +131,11 @@ void cu_attention(cu_backend *b, const plm_attn_args *a)
     }
     if (a->tq == 0) return;
     if (a->tq <= 8 && b->attn_decode && cu_attn_decode(b, a)) return; /* split-K decode */
+    if (a->q_pos0_dev) { /* a recorded decode step: only the decode kernel reads it */
+        cu_fail(b, "attention: a device-side q_pos0 needs the decode kernel (tq <= 8, dense, "
+                "causal, head_dim <= 256, PLM_CUDA_ATTN_DECODE not 0)");
+        return;
+    }
     if (cu_attention_tc(b, a)) return; /* 16-bit checkpoint: bf16 tensor cores */
     const size_t smem = sizeof(float) * ((size_t)ATT_BQ * hd + (size_t)ATT_BK * (hd + 1) +
                                          (size_t)ATT_BK * hd);

@@ -35,7 +35,7 @@
 #define AD_ROW_ROUND 32    /* chunks are multiples of this (AD_WARPS * ROWS for ROWS = 4) */
 
 typedef struct ad_params {
-    plm_attn_args a;
+    plm_attn_args a; /* a.q_pos0_dev: the kernels read q_pos0 (and so tk, the splits) there */
     int group;    /* query heads per kv head */
     int pairs;    /* query rows per kv head: tq * group */
     int qblocks;  /* blocks per kv head along y: ceil(pairs / QB) */
@@ -44,7 +44,24 @@ typedef struct ad_params {
     int nk_max;   /* keys the last query sees (all of them with rows) */
     int vec;      /* K and V rows 16-byte aligned and P >= 4: float4 loads */
     float *work;  /* [tq x n_heads x n_splits x (hd + 2)] when n_splits > 1 */
+    int cap;      /* most splits: the grid's x size with q_pos0_dev */
 } ad_params;
+
+/* Keys per split and splits for nk keys and at most cap splits: AD_MIN_ROWS keys or more per
+ * split, chunks a multiple of AD_ROW_ROUND. On the host, or on the device when the key count is
+ * only known there (a recorded decode step). */
+__host__ __device__ static inline void ad_split(int64_t nk, int64_t cap, int *chunk, int *n_splits)
+{
+    int64_t splits = (nk + AD_MIN_ROWS - 1) / AD_MIN_ROWS;
+    if (splits > cap) splits = cap;
+    if (splits < 1) splits = 1;
+    int64_t c = (nk + splits - 1) / splits;
+    c = (c + AD_ROW_ROUND - 1) / AD_ROW_ROUND * AD_ROW_ROUND;
+    if (c < AD_ROW_ROUND) c = AD_ROW_ROUND;
+    *chunk = (int)c;
+    *n_splits = (int)((nk + c - 1) / c); /* <= splits <= cap */
+    if (*n_splits < 1) *n_splits = 1;
+}
 
 __device__ static inline float ad_warp_sum(float v)
 {
@@ -82,8 +99,17 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
     const int hd = a.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kh = blockIdx.y / p.qblocks, u0 = (blockIdx.y % p.qblocks) * QB;
     const int split = blockIdx.x, d0 = lane * P;
+    int64_t q_pos0 = a.q_pos0, tk = a.tk;
+    int chunk = p.chunk, nk_max = p.nk_max, n_splits = p.n_splits;
+    if (a.q_pos0_dev) { /* dense and causal: the last query sees every key */
+        q_pos0 = *a.q_pos0_dev;
+        tk = q_pos0 + a.tq;
+        nk_max = (int)tk;
+        ad_split(nk_max, p.cap, &chunk, &n_splits);
+        if (split >= n_splits) return; /* the grid has room for cap splits */
+    }
     /* keys [r0, r1) of the list (list position j is key row rows[j] with rows, else j) */
-    const int r0 = split * p.chunk, r1 = min(r0 + p.chunk, p.nk_max);
+    const int r0 = split * chunk, r1 = min(r0 + chunk, nk_max);
     const int32_t *rows = a.rows ? a.rows + (int64_t)kh * a.n_rows : NULL;
     const int64_t kv_off = (int64_t)kh * hd; /* the kv head's columns in a K/V row */
 
@@ -107,8 +133,8 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
 #pragma unroll
     for (int g = 0; g < QB; g++) {
         const int u = u0 + g, i = u / p.group;
-        int64_t n = a.causal ? a.q_pos0 + i + 1 : a.tk;
-        if (n > a.tk) n = a.tk;
+        int64_t n = a.causal ? q_pos0 + i + 1 : tk;
+        if (n > tk) n = tk;
         if (rows) n = a.n_rows;
         nk[g] = u < p.pairs ? (int)n : 0;
         m[g] = -INFINITY;
@@ -200,11 +226,11 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
             float o = 0.0f;
 #pragma unroll
             for (int w = 0; w < AD_WARPS; w++) o += wt[w] * sm_acc[w * wid + d];
-            if (p.n_splits == 1) {
+            if (n_splits == 1) {
                 a.out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
             } else {
                 /* partial (qh, split): [M, L, acc[0 .. hd)] */
-                float *wk = p.work + (qh * p.n_splits + split) * (hd + 2);
+                float *wk = p.work + (qh * n_splits + split) * (hd + 2);
                 wk[2 + d] = o;
                 if (d == 0) {
                     wk[0] = M;
@@ -218,9 +244,15 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
 /* out[qh] = sum_s acc_s e^(M_s - M) / sum_s L_s e^(M_s - M), over the splits that saw a key
  * (L_s > 0; the others were never scored and hold M_s = -inf). Block (head, query). */
 __global__ void k_attn_decode_combine(const float *__restrict__ work, float *__restrict__ out,
-                                      int n_heads, int hd, int n_splits)
+                                      int n_heads, int hd, int n_splits,
+                                      const int32_t *q_pos0_dev, int tq, int cap)
 {
     cu_pdl_trigger();
+    if (q_pos0_dev) { /* as k_attn_decode counted them; one split wrote out itself */
+        int chunk;
+        ad_split((int64_t)*q_pos0_dev + tq, cap, &chunk, &n_splits);
+        if (n_splits == 1) return;
+    }
     const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x;
     const float *w = work + qh * n_splits * (hd + 2);
     float M = -INFINITY;
@@ -247,7 +279,8 @@ template <int P, int QB> static void ad_launch(cu_backend *b, const ad_params &p
     k_attn_decode<P, QB><<<grid, AD_WARPS * 32, smem, b->stream>>>(p);
     if (!CU_LAUNCHED(b, "k_attn_decode") || p.n_splits == 1) return;
     k_attn_decode_combine<<<dim3((unsigned)p.a.n_heads, (unsigned)p.a.tq), 128, 0, b->stream>>>(
-        p.work, p.a.out, p.a.n_heads, p.a.head_dim, p.n_splits);
+        p.work, p.a.out, p.a.n_heads, p.a.head_dim, p.n_splits, p.a.q_pos0_dev, (int)p.a.tq,
+        p.cap);
     CU_LAUNCHED(b, "k_attn_decode_combine");
 }
 
@@ -270,7 +303,8 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
     if (a->tq < 1 || a->tq > 8 || hd < 1 || hd > AD_MAX_HD || a->n_heads < 1 || a->n_kv < 1 ||
         a->n_heads % a->n_kv != 0 || a->tk < 0 || a->tk > INT_MAX / 2 ||
         a->q_stride < (int64_t)a->n_heads * hd || a->kv_stride < (int64_t)a->n_kv * hd ||
-        (a->rows && (a->n_rows < 0 || a->n_rows > INT_MAX / 2)))
+        (a->rows && (a->n_rows < 0 || a->n_rows > INT_MAX / 2)) ||
+        (a->q_pos0_dev && (a->rows || a->bias || !a->causal)))
         return 0;
     const int P = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8;
     const int qb_max = P >= 8 ? 4 : 8;
@@ -298,15 +332,11 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
     int64_t cap = ((int64_t)AD_WAVES * AD_BLOCKS_PER_SM * n_sm + units - 1) / units;
     if (cap > AD_MAX_SPLITS) cap = AD_MAX_SPLITS;
     if (cap < 1) cap = 1;
-    int64_t splits = (nk + AD_MIN_ROWS - 1) / AD_MIN_ROWS;
-    if (splits > cap) splits = cap;
-    if (splits < 1) splits = 1;
-    int64_t chunk = (nk + splits - 1) / splits;
-    chunk = (chunk + AD_ROW_ROUND - 1) / AD_ROW_ROUND * AD_ROW_ROUND;
-    if (chunk < AD_ROW_ROUND) chunk = AD_ROW_ROUND;
-    p.chunk = (int)chunk;
-    p.n_splits = (int)((nk + chunk - 1) / chunk); /* <= splits <= cap */
-    if (p.n_splits < 1) p.n_splits = 1;
+    p.cap = (int)cap;
+    ad_split(nk, cap, &p.chunk, &p.n_splits);
+    /* q_pos0 known on the device only: a grid of cap splits, those past the key count idle, and
+     * the combine always launched (it returns when one split did all) */
+    if (a->q_pos0_dev) p.n_splits = (int)cap;
     p.work = NULL;
     if (cap > 1) { /* reserve for cap splits even when this call needs fewer (see above) */
         const size_t floats = (size_t)a->tq * (size_t)a->n_heads * (size_t)cap * (size_t)(hd + 2);

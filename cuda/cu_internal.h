@@ -54,6 +54,13 @@ typedef struct cu_backend {
     int n_sm;        /* streaming multiprocessors: sizes the GEMV's persistent grid */
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
 
+    /* Recording a decode step (cu_graph.cu): while capturing, a failure marks the recording
+     * bad instead of the backend failed (nothing ran; the caller runs the ops again), and
+     * nothing may synchronise or stage. buf_epoch counts reallocations of the device buffers
+     * above, which a recording holds pointers into. */
+    int capturing, capture_bad;
+    unsigned buf_epoch;
+
     int mixed; /* set_precision: 16-bit weights, attention may run in bf16 on tensor cores */
     int attn_fp32; /* PLM_CUDA_ATTN=fp32: never the tensor-core attention (comparisons) */
     int failed;
@@ -78,6 +85,9 @@ int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char 
 /* After every kernel launch: catches bad configurations at once (and earlier async faults). */
 #define CU_LAUNCHED(b, name) cu_check_rt((b), cudaGetLastError(), "launch of " name, __FILE__, __LINE__)
 
+/* Copies host bytes to dst (device) through pinned staging, in stream order; host may be reused
+ * on return. Returns 1, or 0 with the failure recorded. */
+int cu_upload_async(cu_backend *b, void *dst, const void *host, size_t bytes);
 /* Grows buf to at least bytes (synchronising the stream before freeing the old one). */
 int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what);
 void cu_buf_free(cu_buf *buf);
@@ -178,6 +188,12 @@ void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const flo
                     int64_t m, int64_t n, float eps);
 void cu_rope_qk(cu_backend *b, float *q, int64_t q_stride, int n_q, float *k, int64_t k_stride,
                 int n_k, int64_t t, int hd, const int32_t *pos, const float *inv_freq);
+void cu_rope_append(cu_backend *b, const plm_rope_step *a);
+/* The graph ops of the ops table (cu_graph.cu). */
+int cu_op_graph_begin(plm_backend *be);
+void *cu_op_graph_end(plm_backend *be);
+int cu_op_graph_launch(plm_backend *be, void *graph, void *dev, const void *host, size_t bytes);
+void cu_op_graph_free(plm_backend *be, void *graph);
 /* The bf16 tensor-core attention (cu_attention_tc.cu): runs a and returns 1 when b->mixed and
  * the call suits it (dense, tq >= 16, head_dim 64 or 128, 16-byte aligned rows); else 0. */
 int cu_attention_tc(cu_backend *b, const plm_attn_args *a);

@@ -3,7 +3,9 @@
  * float32 like the reference, then accurate cosf/sinf (positions reach thousands of radians, where
  * the fast intrinsics lose digits). pos and inv_freq arrive as host arrays: staged together.
  * rope_qk rotates the queries and the keys of a step in one launch (one staging copy, one
- * kernel): the heads of x2 follow those of x in the work numbering. */
+ * kernel): the heads of x2 follow those of x in the work numbering. rope_append does the same
+ * for a recorded decode step, with the position, the cache row and the frequencies read from
+ * device memory, and stores the new key and value rows into the cache. */
 #include "cuda/cu_internal.h"
 
 #define ROPE_THREADS 256
@@ -70,4 +72,46 @@ void cu_rope_qk(cu_backend *b, float *q, int64_t q_stride, int n_q, float *k, in
 {
     if (rope_shape_ok(b, t, q_stride, n_q, hd) && rope_shape_ok(b, t, k_stride, n_k, hd))
         rope_launch(b, q, q_stride, n_q, k, k_stride, n_k, t, hd, pos, inv_freq);
+}
+
+/* One decode step: q's heads rotated in place, k_new's rotated into row *row of kc, v_new
+ * copied to row *row of vc. Work items: the rotated pairs of all heads, then v's floats. An
+ * odd head_dim's last channel is not rotated (as rope()); the pair j = 0 carries it over. */
+__global__ void k_rope_append(plm_rope_step a)
+{
+    cu_pdl_trigger();
+    const int half = a.hd / 2, nh = a.n_q + a.n_k;
+    const int64_t kvd = (int64_t)a.n_k * a.hd, row = *a.row;
+    const float p = (float)*a.pos;
+    float *kd = a.k_cache + row * kvd, *vd = a.v_cache + row * kvd;
+    const int64_t n_rot = (int64_t)nh * half;
+    for (int64_t w = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; w < n_rot + kvd;
+         w += (int64_t)gridDim.x * blockDim.x) {
+        if (w >= n_rot) {
+            vd[w - n_rot] = a.v_new[w - n_rot];
+            continue;
+        }
+        const int j = (int)(w % half), h = (int)(w / half);
+        const float *src = h < a.n_q ? a.q + (int64_t)h * a.hd
+                                     : a.k_new + (int64_t)(h - a.n_q) * a.hd;
+        float *dst = h < a.n_q ? a.q + (int64_t)h * a.hd : kd + (int64_t)(h - a.n_q) * a.hd;
+        const float f = p * a.inv_freq[j];
+        const float c = cosf(f), s = sinf(f);
+        const float x0 = src[j], x1 = src[j + half];
+        dst[j] = x0 * c - x1 * s;
+        dst[j + half] = x1 * c + x0 * s;
+        if (j == 0 && (a.hd & 1)) dst[a.hd - 1] = src[a.hd - 1];
+    }
+}
+
+void cu_rope_append(cu_backend *b, const plm_rope_step *a)
+{
+    if (a->n_q < 0 || a->n_k < 0 || a->hd < 2) {
+        cu_fail(b, "rope_append: bad shape n_q=%d n_k=%d hd=%d", a->n_q, a->n_k, a->hd);
+        return;
+    }
+    const int64_t n = (int64_t)(a->n_q + a->n_k) * (a->hd / 2) + (int64_t)a->n_k * a->hd;
+    if (n == 0) return;
+    k_rope_append<<<cu_grid(n, ROPE_THREADS), ROPE_THREADS, 0, b->stream>>>(*a);
+    CU_LAUNCHED(b, "k_rope_append");
 }

@@ -26,6 +26,10 @@ void plm_cuda_copy_d2d(plm_backend *be, void *dst, const void *src, size_t bytes
  * ms[i] receives call i's milliseconds. Returns 0, or -1 when the backend failed (error()). */
 int plm_cuda_time_attention(plm_backend *be, const plm_attn_args *a, int n, float *ms);
 
+/* As if be had reallocated its scratch buffers: recordings made before (graph_begin) are
+ * refused by graph_launch from now on. */
+void plm_cuda_buffers_moved(plm_backend *be);
+
 #ifdef __cplusplus
 }
 #endif

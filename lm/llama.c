@@ -87,6 +87,9 @@ plm_status llama_kv_init(llama_kv *kv, const llama_config *c, plm_backend *be, i
 
 void llama_kv_free(llama_kv *kv, plm_backend *be)
 {
+    if (kv->graph) be->ops->graph_free(be, kv->graph);
+    if (kv->step_dev) be->ops->release(be, kv->step_dev);
+    free(kv->step_host);
     for (int l = 0; l < kv->n_layers; l++) {
         if (kv->k && kv->k[l]) be->ops->release(be, kv->k[l]);
         if (kv->v && kv->v[l]) be->ops->release(be, kv->v[l]);
@@ -164,10 +167,141 @@ static void add_norm(const plm_backend_ops *op, plm_backend *be, float *h, float
     op->rmsnorm(be, h, x, g, t, D, eps);
 }
 
+/* ---- a decode step recorded once and replayed (the backend's graph ops) ---- */
+
+static size_t step_bytes(const llama_config *c)
+{
+    return (size_t)(2 * c->n_layers) * sizeof(int32_t) + (size_t)(c->head_dim / 2) * sizeof(float);
+}
+
+/* Enqueues one t = 1 step without a hook, reading each layer's position and cached rows from
+ * kv->step_dev: the same ops as llama_forward's fused path in the same order, but no argument
+ * changes from step to step. The new K/V row goes through the up slab (free until the MLP),
+ * and rope_append moves it into the cache. */
+static void step_ops(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
+                     float *logits, float *scratch)
+{
+    const plm_backend_ops *op = be->ops;
+    const llama_config *c = &m->cfg;
+    const int64_t D = c->hidden, I = c->intermediate, hd = c->head_dim;
+    const int64_t qd = (int64_t)c->n_heads * hd, kvd = (int64_t)c->n_kv * hd;
+    float *h = scratch, *q = h + D, *att = q + qd, *g = att + qd, *u = g + I;
+    float *kn = u, *vn = u + kvd;
+    const int32_t *dpos = kv->step_dev, *drow = dpos + c->n_layers;
+    const float *dfreq = (const float *)(drow + c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) {
+        const llama_layer *L = &m->layers[l];
+        if (l) add_norm(op, be, h, x, L->in_norm, 1, D, c->rms_eps);
+        else op->rmsnorm(be, h, x, L->in_norm, 1, D, c->rms_eps);
+        if (op->matmul_multi) {
+            float *const ys[3] = {q, kn, vn};
+            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+            op->matmul_multi(be, 3, ys, h, ws, bs, 1);
+        } else {
+            op->matmul(be, q, h, &L->q, L->q_b, 1);
+            op->matmul(be, kn, h, &L->k, L->k_b, 1);
+            op->matmul(be, vn, h, &L->v, L->v_b, 1);
+        }
+        const plm_rope_step rs = {q, kn, vn, kv->k[l], kv->v[l], c->n_heads, c->n_kv, (int)hd,
+                                  dpos + l, drow + l, dfreq};
+        op->rope_append(be, &rs);
+        /* tk and q_pos0 bound the step's; the attention reads them from drow */
+        plm_attn_args a = {.out = att, .q = q, .k = kv->k[l], .v = kv->v[l], .tq = 1,
+                           .tk = kv->cap, .q_stride = qd, .kv_stride = kvd,
+                           .q_pos0 = kv->cap - 1, .n_heads = c->n_heads, .n_kv = c->n_kv,
+                           .head_dim = (int)hd, .causal = 1, .scale = 1.0f / sqrtf((float)hd),
+                           .q_pos0_dev = drow + l};
+        op->attention(be, &a);
+        op->matmul(be, h, att, &L->o, L->o_b, 1);
+        add_norm(op, be, h, x, L->post_norm, 1, D, c->rms_eps);
+        if (op->matmul_glu) {
+            op->matmul_glu(be, g, u, h, &L->gate, L->gate_b, &L->up, L->up_b, 1);
+        } else {
+            op->matmul(be, g, h, &L->gate, L->gate_b, 1);
+            op->matmul(be, u, h, &L->up, L->up_b, 1);
+            op->silu_mul(be, g, g, u, I);
+        }
+        op->matmul(be, h, g, &L->down, L->down_b, 1);
+    }
+    add_norm(op, be, h, x, m->norm, 1, D, c->rms_eps);
+    op->matmul(be, logits, h, &m->lm_head, NULL, 1);
+}
+
+/* Runs a t = 1 step without a hook as a recorded graph: records it when there is none for
+ * these buffers (or the backend's moved), then replays it after copying the step's positions,
+ * cache rows and RoPE frequencies. Returns 1 when the step ran that way; 0: run it unrecorded
+ * (the first step, which warms the backend's buffers; no graph ops; a recording refused). */
+static int step_graph(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
+                      const int32_t *pos, float *logits, int64_t rope_len, float *scratch)
+{
+    const plm_backend_ops *op = be->ops;
+    const llama_config *c = &m->cfg;
+    const int64_t kvd = (int64_t)c->n_kv * c->head_dim;
+    if (!op->graph_begin || kv->graph_state < 0) return 0;
+    if (c->intermediate < 2 * kvd || c->head_dim > 1024) { /* the up slab, freq[] too small */
+        kv->graph_state = -1;
+        return 0;
+    }
+    if (kv->graph_state == 0) { /* the first step warms the buffers the recording will use */
+        kv->graph_state = 1;
+        return 0;
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        if (kv->len[l] >= kv->cap) return 0; /* no room: as the unrecorded step would */
+    const size_t bytes = step_bytes(c);
+    if (!kv->step_host) {
+        kv->step_host = malloc(bytes);
+        kv->step_dev = op->alloc(be, bytes);
+        if (!kv->step_host || !kv->step_dev) {
+            kv->graph_state = -1;
+            return 0;
+        }
+    }
+    int32_t *hp = kv->step_host, *hr = hp + c->n_layers;
+    for (int l = 0; l < c->n_layers; l++) {
+        hp[l] = pos[0] - kv->shift[l];
+        hr[l] = kv->len[l];
+    }
+    float freq[512];
+    llama_rope_inv_freq(c, rope_len, freq);
+    memcpy(hr + c->n_layers, freq, (size_t)(c->head_dim / 2) * sizeof(float));
+    const void *key[4] = {m, x, logits, scratch};
+    if (kv->graph && memcmp(kv->graph_key, key, sizeof key) != 0) {
+        op->graph_free(be, kv->graph);
+        kv->graph = NULL;
+    }
+    for (int tries = 0; tries < 2; tries++) {
+        if (!kv->graph) {
+            if (!op->graph_begin(be)) {
+                kv->graph_state = -1;
+                return 0;
+            }
+            step_ops(m, be, kv, x, logits, scratch);
+            kv->graph = op->graph_end(be);
+            if (!kv->graph) {
+                kv->graph_state = -1;
+                return 0;
+            }
+            memcpy(kv->graph_key, key, sizeof key);
+        }
+        if (op->graph_launch(be, kv->graph, kv->step_dev, kv->step_host, bytes)) {
+            for (int l = 0; l < c->n_layers; l++) kv->len[l]++;
+            return 1;
+        }
+        op->graph_free(be, kv->graph); /* the backend's buffers moved: record again */
+        kv->graph = NULL;
+    }
+    return 0;
+}
+
 int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
                       int32_t *pos, int64_t t, int64_t n_logits, float *logits,
                       int64_t rope_len, float *scratch, const llama_hook *hook)
 {
+    if (t == 1 && n_logits == 1 && !hook &&
+        step_graph(m, be, kv, x, pos, logits, rope_len, scratch))
+        return 1;
     const plm_backend_ops *op = be->ops;
     const llama_config *c = &m->cfg;
     const int64_t D = c->hidden, I = c->intermediate, hd = c->head_dim;

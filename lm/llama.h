@@ -43,6 +43,15 @@ typedef struct llama_kv {
     int32_t *shift;    /* per layer: subtracted from new tokens' positions (a pruning stage
                           that renumbers positions shifts the layers after it) */
     float **k, **v;
+    /* A decode step recorded once and replayed (backends with graph ops; llama_forward manages
+     * these): the step reads each layer's position and cached rows from step_dev, which a small
+     * copy of step_host refreshes before each replay. */
+    void *graph;
+    const void *graph_key[4]; /* what the recording baked in: model, x, logits, scratch */
+    void *step_dev;           /* [n_layers] positions, [n_layers] rows, then head_dim/2 freqs */
+    void *step_host;
+    int graph_state;          /* 0: the next step runs unrecorded (warming the backend's
+                                 buffers), 1: record or replay, -1: off (recording failed) */
 } llama_kv;
 
 /* Rows of keys and values held over all layers (for memory accounting). */

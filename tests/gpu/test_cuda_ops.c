@@ -856,6 +856,232 @@ static void fused_ops(void)
     plm_backend_free(g2);
 }
 
+/* ---- recorded decode steps: rope_append, attention with q_pos0_dev, graph_* ---- */
+
+/* rope_append run directly (the device values are plain device memory) against rope on q and
+ * k_new then the copy into the cache row, on the CPU. */
+static void rope_append_case(int nq, int nk, int hd, int row, int pos)
+{
+    seed((uint64_t)(nq * 3 + nk + hd * 7 + row));
+    const int64_t kvd = (int64_t)nk * hd, rows = row + 3;
+    float *q = rand_vec((size_t)nq * hd, 1.0f, 0.0f), *kn = rand_vec((size_t)kvd, 1.0f, 0.0f);
+    float *vn = rand_vec((size_t)kvd, 1.0f, 0.0f);
+    float *kc = rand_vec((size_t)(rows * kvd), 1.0f, 0.0f), *vc = rand_vec((size_t)(rows * kvd), 1.0f, 0.0f);
+    float *inv = xmalloc((size_t)hd / 2 * 4);
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(10000.0f, -2.0f * (float)j / (float)hd);
+    float *dq = dev_from(gpu, q, (size_t)nq * hd * 4), *dkn = dev_from(gpu, kn, (size_t)kvd * 4);
+    float *dvn = dev_from(gpu, vn, (size_t)kvd * 4), *dinv = dev_from(gpu, inv, (size_t)hd / 2 * 4);
+    float *dkc = dev_from(gpu, kc, (size_t)(rows * kvd) * 4);
+    float *dvc = dev_from(gpu, vc, (size_t)(rows * kvd) * 4);
+    int32_t pr[2] = {pos, row};
+    int32_t *dpr = dev_from(gpu, pr, sizeof pr);
+    const plm_rope_step rs = {dq, dkn, dvn, dkc, dvc, nq, nk, hd, dpr, dpr + 1, dinv};
+    gpu->ops->rope_append(gpu, &rs);
+    cpu->ops->rope(cpu, q, 1, (int64_t)nq * hd, nq, hd, &pos, inv);
+    cpu->ops->rope(cpu, kn, 1, kvd, nk, hd, &pos, inv);
+    memcpy(kc + row * kvd, kn, (size_t)kvd * 4);
+    memcpy(vc + row * kvd, vn, (size_t)kvd * 4);
+    float *gq = fetch(gpu, dq, (size_t)nq * hd), *gk = fetch(gpu, dkc, (size_t)(rows * kvd));
+    float *gv = fetch(gpu, dvc, (size_t)(rows * kvd));
+    char name[96];
+    snprintf(name, sizeof name, "rope_append_q%d_k%d_hd%d_row%d_q", nq, nk, hd, row);
+    check(gpu, name, gq, q, (size_t)nq * hd, 1e-5);
+    name[strlen(name) - 1] = 'k';
+    check(gpu, name, gk, kc, (size_t)(rows * kvd), 1e-5);
+    name[strlen(name) - 1] = 'v';
+    check(gpu, name, gv, vc, (size_t)(rows * kvd), 0.0);
+    gpu->ops->release(gpu, dq), gpu->ops->release(gpu, dkn), gpu->ops->release(gpu, dvn);
+    gpu->ops->release(gpu, dinv), gpu->ops->release(gpu, dkc), gpu->ops->release(gpu, dvc);
+    gpu->ops->release(gpu, dpr);
+    free(q), free(kn), free(vn), free(kc), free(vc), free(inv), free(gq), free(gk), free(gv);
+}
+
+/* Decode attention whose q_pos0 the kernel reads from device memory (tk = it + tq; the args'
+ * tk and q_pos0 only bound it), run directly, against the CPU with host values. */
+static void attn_pos_dev_case(int64_t tq, int64_t n0, int64_t cap, int nh, int nkv, int hd)
+{
+    seed((uint64_t)(tq * 13 + n0 * 7 + nh + hd));
+    const int64_t qs = (int64_t)nh * hd, kvs = (int64_t)nkv * hd;
+    const size_t nq = (size_t)(tq * qs), nkv_ = (size_t)(cap * kvs), no = (size_t)(tq * qs);
+    float *qb = rand_vec(nq, 2.0f, 0.0f), *kb = rand_vec(nkv_, 2.0f, 0.0f);
+    float *vb = rand_vec(nkv_, 1.0f, 0.0f), *want = xmalloc(no * 4);
+    plm_attn_args a = {.out = want, .q = qb, .k = kb, .v = vb, .tq = tq, .tk = n0 + tq,
+                       .q_stride = qs, .kv_stride = kvs, .q_pos0 = n0, .n_heads = nh,
+                       .n_kv = nkv, .head_dim = hd, .causal = 1,
+                       .scale = 1.0f / sqrtf((float)hd)};
+    cpu->ops->attention(cpu, &a);
+    const int32_t n0i = (int32_t)n0;
+    plm_attn_args ag = a;
+    ag.tk = cap, ag.q_pos0 = cap - tq; /* bounds only */
+    ag.q = dev_from(gpu, qb, nq * 4), ag.k = dev_from(gpu, kb, nkv_ * 4);
+    ag.v = dev_from(gpu, vb, nkv_ * 4), ag.out = dev_nan(gpu, no);
+    ag.q_pos0_dev = dev_from(gpu, &n0i, sizeof n0i);
+    gpu->ops->attention(gpu, &ag);
+    float *got = fetch(gpu, ag.out, no);
+    char name[128];
+    snprintf(name, sizeof name, "attn_q_pos0_dev_tq%lld_n0_%lld_cap%lld_h%d_kv%d_hd%d",
+             (long long)tq, (long long)n0, (long long)cap, nh, nkv, hd);
+    check(gpu, name, got, want, no, 1e-5);
+    gpu->ops->release(gpu, (void *)ag.q), gpu->ops->release(gpu, (void *)ag.k);
+    gpu->ops->release(gpu, (void *)ag.v), gpu->ops->release(gpu, ag.out);
+    gpu->ops->release(gpu, (void *)ag.q_pos0_dev);
+    free(qb), free(kb), free(vb), free(want), free(got);
+}
+
+/* One decoder layer's step as lm/llama.c records it (norm, q/k/v, rope_append, attention at
+ * the device-side row, o, add+norm, gate/up, down), recorded once and replayed with new step
+ * values uploaded by graph_launch, against the CPU's plain ops with host values, at cache
+ * lengths that give one split and several. Then graph_launch must refuse the recording once
+ * the backend's decode scratch has been reallocated. */
+static void graph_steps(void)
+{
+    enum { D = 512, NH = 8, NKV = 2, HD = 64, QD = NH * HD, KVD = NKV * HD, F = 1024, CAP = 1200 };
+    enum { NB = 2 + HD / 2 + D }; /* the step block: pos, row, inv_freq, x */
+    seed(777);
+    void *h[7], *d[7];
+    const int64_t wr[7] = {QD, KVD, KVD, D, F, F, D}, wc[7] = {D, D, D, QD, D, D, F};
+    plm_weight wg[7], wcpu[7];
+    for (int i = 0; i < 7; i++) {
+        wg[i] = fused_weight(PLM_BF16, wr[i], wc[i], 0, &h[i], &d[i]);
+        wcpu[i] = (plm_weight){PLM_BF16, wr[i], wc[i], h[i]};
+    }
+    float *gm = rand_vec(D, 0.3f, 1.0f), *kc = rand_vec((size_t)CAP * KVD, 1.0f, 0.0f);
+    float *vc = rand_vec((size_t)CAP * KVD, 1.0f, 0.0f);
+    float *dgm = dev_from(gpu, gm, D * 4), *dkc = dev_from(gpu, kc, (size_t)CAP * KVD * 4);
+    float *dvc = dev_from(gpu, vc, (size_t)CAP * KVD * 4);
+    float *blk = dev_nan(gpu, NB), *dh = dev_nan(gpu, D), *dq = dev_nan(gpu, QD);
+    float *dkn = dev_nan(gpu, KVD), *dvn = dev_nan(gpu, KVD), *datt = dev_nan(gpu, QD);
+    float *dg = dev_nan(gpu, F), *du = dev_nan(gpu, F), *dout = dev_nan(gpu, D);
+    const int32_t *dpos = (const int32_t *)blk, *drow = dpos + 1;
+    const float *dinv = blk + 2;
+    float *dx = blk + 2 + HD / 2;
+    const plm_backend_ops *o = gpu->ops;
+
+    /* warm-up, unrecorded: the buffers a recording needs must exist before it */
+    float *hb = xmalloc(NB * 4);
+    int32_t *hi = (int32_t *)hb;
+    hi[0] = 3, hi[1] = 2;
+    for (int j = 0; j < HD / 2; j++) hb[2 + j] = powf(10000.0f, -2.0f * (float)j / HD);
+    for (int j = 0; j < D; j++) hb[2 + HD / 2 + j] = frand();
+    void *graph = NULL;
+    o->upload(gpu, blk, hb, NB * 4);
+    for (int rec = 0; rec < 2; rec++) {
+        if (rec && !o->graph_begin(gpu)) {
+            result(0, "graph_begin", 0, 0, "graph_begin refused");
+            break;
+        }
+        o->rmsnorm(gpu, dh, dx, dgm, 1, D, 1e-5f);
+        float *const ys[3] = {dq, dkn, dvn};
+        const plm_weight *const ws[3] = {&wg[0], &wg[1], &wg[2]};
+        const float *const bs[3] = {NULL, NULL, NULL};
+        o->matmul_multi(gpu, 3, ys, dh, ws, bs, 1);
+        const plm_rope_step rs = {dq, dkn, dvn, dkc, dvc, NH, NKV, HD, dpos, drow, dinv};
+        o->rope_append(gpu, &rs);
+        plm_attn_args a = {.out = datt, .q = dq, .k = dkc, .v = dvc, .tq = 1, .tk = CAP,
+                           .q_stride = QD, .kv_stride = KVD, .q_pos0 = CAP - 1, .n_heads = NH,
+                           .n_kv = NKV, .head_dim = HD, .causal = 1,
+                           .scale = 1.0f / sqrtf((float)HD), .q_pos0_dev = drow};
+        o->attention(gpu, &a);
+        o->matmul(gpu, dh, datt, &wg[3], NULL, 1);
+        o->add_rmsnorm(gpu, dh, dx, dh, dgm, 1, D, 1e-5f);
+        o->matmul_glu(gpu, dg, du, dh, &wg[4], NULL, &wg[5], NULL, 1);
+        o->matmul(gpu, dout, dg, &wg[6], NULL, 1);
+        if (!rec) {
+            o->upload(gpu, dkc, kc, (size_t)CAP * KVD * 4); /* undo the warm-up's row */
+            o->upload(gpu, dvc, vc, (size_t)CAP * KVD * 4);
+        } else {
+            graph = o->graph_end(gpu);
+        }
+    }
+    result(graph != NULL && !o->error(gpu), "graph_records_a_decode_step", 0, 0,
+           o->error(gpu) ? o->error(gpu) : "graph_end refused the recording");
+    static const int rows[] = {100, 101, 102, 5, 0, 700, 1199, 64};
+    float *q = xmalloc(QD * 4), *kn = xmalloc(KVD * 4), *vn = xmalloc(KVD * 4);
+    float *att = xmalloc(QD * 4), *hh = xmalloc(D * 4), *g = xmalloc(F * 4), *u = xmalloc(F * 4);
+    float *want = xmalloc(D * 4), *x = xmalloc(D * 4);
+    for (size_t s = 0; graph && s < sizeof rows / sizeof rows[0]; s++) {
+        const int32_t row = rows[s], pos = row + 7;
+        hi[0] = pos, hi[1] = row;
+        for (int j = 0; j < D; j++) hb[2 + HD / 2 + j] = frand();
+        memcpy(x, hb + 2 + HD / 2, D * 4);
+        const float *inv = hb + 2;
+        /* the CPU, plain ops and host values */
+        cpu->ops->rmsnorm(cpu, hh, x, gm, 1, D, 1e-5f);
+        cpu->ops->matmul(cpu, q, hh, &wcpu[0], NULL, 1);
+        cpu->ops->matmul(cpu, kn, hh, &wcpu[1], NULL, 1);
+        cpu->ops->matmul(cpu, vn, hh, &wcpu[2], NULL, 1);
+        cpu->ops->rope(cpu, q, 1, QD, NH, HD, &pos, inv);
+        cpu->ops->rope(cpu, kn, 1, KVD, NKV, HD, &pos, inv);
+        memcpy(kc + (size_t)row * KVD, kn, KVD * 4);
+        memcpy(vc + (size_t)row * KVD, vn, KVD * 4);
+        plm_attn_args a = {.out = att, .q = q, .k = kc, .v = vc, .tq = 1, .tk = row + 1,
+                           .q_stride = QD, .kv_stride = KVD, .q_pos0 = row, .n_heads = NH,
+                           .n_kv = NKV, .head_dim = HD, .causal = 1,
+                           .scale = 1.0f / sqrtf((float)HD)};
+        cpu->ops->attention(cpu, &a);
+        cpu->ops->matmul(cpu, hh, att, &wcpu[3], NULL, 1);
+        cpu->ops->add(cpu, x, x, hh, D);
+        cpu->ops->rmsnorm(cpu, hh, x, gm, 1, D, 1e-5f);
+        cpu->ops->matmul(cpu, g, hh, &wcpu[4], NULL, 1);
+        cpu->ops->matmul(cpu, u, hh, &wcpu[5], NULL, 1);
+        cpu->ops->silu_mul(cpu, g, g, u, F);
+        cpu->ops->matmul(cpu, want, g, &wcpu[6], NULL, 1);
+        /* the GPU: the recording, replayed */
+        const int ran = o->graph_launch(gpu, graph, blk, hb, NB * 4);
+        float *got = fetch(gpu, dout, D), *gk = fetch(gpu, dkc, (size_t)CAP * KVD);
+        char name[96];
+        snprintf(name, sizeof name, "graph_step_row%d", row);
+        if (!ran) result(0, name, 0, 0, "graph_launch refused the recording");
+        else check(gpu, name, got, want, D, 1e-4);
+        strcat(name, "_kcache");
+        check(gpu, name, gk, kc, (size_t)CAP * KVD, 1e-5);
+        free(got), free(gk);
+    }
+    if (graph) { /* the recording's pointers into the backend's scratch are now stale */
+        plm_cuda_buffers_moved(gpu);
+        const int ran = o->graph_launch(gpu, graph, blk, hb, NB * 4);
+        result(!ran && !o->error(gpu), "graph_refused_after_scratch_moved", ran, 0,
+               "graph_launch replayed a recording whose scratch was reallocated");
+        o->graph_free(gpu, graph);
+    }
+    for (int i = 0; i < 7; i++) gpu->ops->release(gpu, d[i]), free(h[i]);
+    float *bufs[] = {dgm, dkc, dvc, blk, dh, dq, dkn, dvn, datt, dg, du, dout};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->ops->release(gpu, bufs[i]);
+    free(gm), free(kc), free(vc), free(hb), free(q), free(kn), free(vn), free(att), free(hh);
+    free(g), free(u), free(want), free(x);
+}
+
+static void graph_ops(void)
+{
+    if (!gpu->ops->graph_begin || !gpu->ops->graph_end || !gpu->ops->graph_launch ||
+        !gpu->ops->graph_free || !gpu->ops->rope_append) {
+        result(0, "graph_ops_present", 0, 0, "the CUDA backend lacks a graph op");
+        return;
+    }
+    rope_append_case(32, 8, 128, 0, 5);
+    rope_append_case(32, 32, 128, 577, 4000);
+    rope_append_case(4, 2, 65, 9, 123); /* odd head_dim: the last channel is carried over */
+    attn_pos_dev_case(1, 0, 64, 32, 8, 128);
+    attn_pos_dev_case(1, 31, 700, 32, 8, 128);
+    attn_pos_dev_case(1, 628, 4200, 32, 32, 128);
+    attn_pos_dev_case(1, 4099, 4200, 8, 2, 64);
+    attn_pos_dev_case(3, 577, 1000, 8, 2, 80);
+    graph_steps();
+
+    setenv("PLM_CUDA_GRAPH", "0", 1);
+    plm_backend *g2 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g2, &err);
+    unsetenv("PLM_CUDA_GRAPH");
+    if (st != PLM_OK) {
+        result(0, "graph_off_backend_new", 0, 0, err.msg);
+        return;
+    }
+    result(!g2->ops->graph_begin && !g2->ops->rope_append && g2->ops->matmul_multi,
+           "graph_env_off_leaves_ops_null", 0, 0, "PLM_CUDA_GRAPH=0 ignored");
+    plm_backend_free(g2);
+}
+
 static int cmp_i32(const void *a, const void *b)
 {
     const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -1120,6 +1346,7 @@ int main(void)
     }
     if (!getenv("PLM_TEST_SKIP_MATMUL")) gemvs(); /* run.sh's racecheck/initcheck skip matmuls */
     fused_ops();
+    graph_ops();
     attn_decodes();
     test_embed(PLM_F32, 1000, 4096, 7);
     test_embed(PLM_BF16, 32000, 256, 577);
