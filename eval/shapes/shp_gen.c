@@ -178,6 +178,32 @@ static plm_status make_image(const shp_params *p, shp_task task, uint64_t seed, 
     return st;
 }
 
+/* The scene as JSON ("objects": [...], "glyph": {...} | null): the ground truth behind the
+ * answers, for per-patch supervision in training and for checking what pruning kept. */
+static int scene_json(shp_buf *b, const shp_scene *sc)
+{
+    int ok = shp_buf_puts(b, ", \"objects\": [") == PLM_OK;
+    for (int i = 0; ok && i < sc->n_objects; i++) {
+        const shp_object *o = &sc->obj[i];
+        ok = shp_buf_printf(b,
+                            "%s{\"shape\": \"%s\", \"colour\": \"%s\", \"size\": \"%s\", "
+                            "\"box\": [%d, %d, %d, %d]}",
+                            i ? ", " : "", shp_shape_name(o->shape), shp_colour_name(o->colour),
+                            shp_size_name(o->size), o->x0, o->y0, o->side, o->side) == PLM_OK;
+    }
+    ok = ok && shp_buf_puts(b, "], \"glyph\": ") == PLM_OK;
+    const shp_glyph *g = &sc->glyph;
+    if (ok && g->present)
+        ok = shp_buf_printf(b,
+                            "{\"char\": \"%c\", \"colour\": \"%s\", \"size\": \"%s\", "
+                            "\"box\": [%d, %d, %d, %d]}",
+                            g->ch, shp_colour_name(g->colour), shp_size_name(g->size), g->x0,
+                            g->y0, g->w, g->h) == PLM_OK;
+    else if (ok)
+        ok = shp_buf_puts(b, "null") == PLM_OK;
+    return ok;
+}
+
 static plm_status vqa_item(const shp_params *p, uint64_t index, uint64_t seed, shp_buf *line,
                            shp_stats *stats, int write_png, plm_error *err)
 {
@@ -201,10 +227,11 @@ static plm_status vqa_item(const shp_params *p, uint64_t index, uint64_t seed, s
                  shp_buf_printf(line,
                                 ", \"type\": \"%s\", \"split\": \"%s\", \"seed\": %llu, "
                                 "\"n_objects\": %d, \"target_size\": \"%s\", "
-                                "\"background\": \"%s\"}\n",
+                                "\"background\": \"%s\"",
                                 shp_qtype_name(q[i].type), split, (unsigned long long)seed,
                                 sc.n_objects, q[i].target_size,
-                                shp_bg_name(sc.background)) == PLM_OK;
+                                shp_bg_name(sc.background)) == PLM_OK &&
+                 scene_json(line, &sc) && shp_buf_puts(line, "}\n") == PLM_OK;
         if (!ok) return shp_fail(err, PLM_E_NOMEM, "out of memory formatting item %llu",
                                  (unsigned long long)index);
         if (stats) shp_stats_add(stats, shp_qtype_name(q[i].type), q[i].answer, q[i].target_size);

@@ -24,29 +24,41 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor)
+                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from llama_bpe import train_llama_bpe  # noqa: E402
+import targets  # noqa: E402
 
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
 TEMPLATE = "USER: <image>\n{q} ASSISTANT:"
+TEXT_TEMPLATE = "USER: {q} ASSISTANT:"  # prunelm's template without an image
 
 
 def log(*a):
     print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
 
 
-def generate(shapes, work, split, count):
-    out = os.path.join(work, split)
-    if not os.path.exists(os.path.join(out, f"{split}.jsonl")):
-        subprocess.run([shapes, "--out", out, "--split", split, "--count", str(count),
-                        "--jobs", str(os.cpu_count() or 8), "-q"], check=True)
-    items = [json.loads(l) for l in open(os.path.join(out, f"{split}.jsonl"))]
+def generate(shapes, work, split, count, task="vqa", tokens=0, seed_base=0):
+    name = split if task == "vqa" else f"{split}-{task}-{tokens}"
+    out = os.path.join(work, name)
+    jsonl = os.path.join(out, f"{split}.jsonl" if task == "vqa" else f"{split}-{task}.jsonl")
+    if not os.path.exists(jsonl):
+        cmd = [shapes, "--out", out, "--split", split, "--count", str(count), "--task", task,
+               "--seed-base", str(seed_base), "--jobs", str(os.cpu_count() or 8), "-q"]
+        subprocess.run(cmd + (["--tokens", str(tokens)] if tokens else []), check=True)
+    items = [json.loads(l) for l in open(jsonl)]
     for it in items:
-        it["image"] = os.path.join(out, it["image"])
+        if "image" in it:
+            it["image"] = os.path.join(out, it["image"])
     return items
+
+
+def prompt_of(it):
+    """The prompt prunelm eval builds for an item: context and question on two lines."""
+    q = it["question"] if "context" not in it else it["context"] + "\n" + it["question"]
+    return (TEMPLATE if "image" in it else TEXT_TEMPLATE).format(q=q)
 
 
 def load_png(path):
@@ -61,11 +73,18 @@ def load_images(items):
     return np.stack(arrays), index
 
 
-def train_tokenizer(items, vocab_size):
+def train_tokenizer(items, captions, long_items, vocab_size):
     # questions, answers and the template words as separate lines, so no merge spans the
-    # "ASSISTANT:" / answer boundary and the prompt stays a token prefix of prompt + answer
+    # "ASSISTANT:" / answer boundary and the prompt stays a token prefix of prompt + answer.
+    # The long contexts teach it the filler's words, digits removed: a digit is then always
+    # its own token, so a pass key reads the same in the context and in the answer.
     lines = [it["question"] for it in items[:50000]] + [it["answer"] for it in items[:50000]]
-    lines += ["USER:", "ASSISTANT:"] * 100
+    lines += ["USER:", "ASSISTANT:"] * 100 + [it["question"] for it in captions[:1]]
+    lines += [it["answer"] for it in captions[:20000]]
+    nodigit = str.maketrans("", "", "0123456789")
+    for it in long_items[:600]:
+        lines += [l.translate(nodigit) for l in it["context"].split("\n") if l]
+        lines.append(it["question"])
     return train_llama_bpe(lines, vocab_size)
 
 
@@ -73,15 +92,17 @@ def encode(tok, items, n_img, image_id):
     """input ids with <image> expanded like LlavaProcessor, and the answer span for the loss."""
     seqs = []
     for it in items:
-        prompt = TEMPLATE.format(q=it["question"])
-        full = prompt + " " + it["answer"]
-        p_ids = tok(prompt)["input_ids"]
-        f_ids = tok(full)["input_ids"] + [tok.eos_token_id]
-        if f_ids[:len(p_ids)] != p_ids:
-            raise SystemExit(f"prompt is not a token prefix of prompt+answer: {full!r}")
-        k = p_ids.index(image_id)
-        ids = f_ids[:k] + [image_id] * n_img + f_ids[k + 1:]
-        seqs.append((ids, len(p_ids) - 1 + n_img))
+        # prompt and answer tokenized apart: the model learns to continue the prompt's tokens
+        # with the answer's own tokens, which is what generation produces, whatever merges the
+        # BPE learned across ": " in the long contexts' dialogue lines
+        p_ids = tok(prompt_of(it))["input_ids"]
+        a_ids = tok(it["answer"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if tok.decode(a_ids, skip_special_tokens=True).strip() != it["answer"]:
+            raise SystemExit(f"answer does not round-trip through the tokenizer: {it['answer']!r}")
+        if "image" in it:
+            k = p_ids.index(image_id)
+            p_ids = p_ids[:k] + [image_id] * n_img + p_ids[k + 1:]
+        seqs.append((p_ids + a_ids, len(p_ids)))
     return seqs
 
 
@@ -162,36 +183,109 @@ def image_gap(model, ids, att, lab, pv):
 
 
 @torch.no_grad()
-def evaluate(model, tok, items, images_u8, index, mean, std, n_img, image_id, device, bs=64):
+def evaluate(model, tok, items, images_u8, index, mean, std, n_img, image_id, device, bs=64,
+             max_new=4, preds=None):
+    """Greedy answers, exact match after lower-casing and dropping a final period (as prunelm
+    eval scores them); items with a context are long-context tasks, with or without an image.
+    float32 compute (no autocast) on the weights as saved, like prunelm on the CPU, so the two
+    engines' answers can be compared item by item (preds collects them)."""
     model.eval()
     correct, per = 0, {}
     for s in range(0, len(items), bs):
         chunk = items[s:s + bs]
         prompts = []
         for it in chunk:
-            p = tok(TEMPLATE.format(q=it["question"]))["input_ids"]
-            k = p.index(image_id)
-            prompts.append(p[:k] + [image_id] * n_img + p[k + 1:])
+            p = tok(prompt_of(it))["input_ids"]
+            if "image" in it:
+                k = p.index(image_id)
+                p = p[:k] + [image_id] * n_img + p[k + 1:]
+            prompts.append(p)
         n = max(len(p) for p in prompts)
         ids = torch.full((len(chunk), n), tok.pad_token_id, dtype=torch.long)
         att = torch.zeros_like(ids)
         for r, p in enumerate(prompts):  # left padding for generation
             ids[r, n - len(p):] = torch.tensor(p)
             att[r, n - len(p):] = 1
-        pv = pixels(images_u8, torch.tensor([index[it["image"]] for it in chunk], device=device),
-                    mean, std)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
-                                 pixel_values=pv, max_new_tokens=4, do_sample=False)
+        pv = None
+        if "image" in chunk[0]:
+            pv = pixels(images_u8, torch.tensor([index[it["image"]] for it in chunk],
+                                                device=device), mean, std)
+        out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device),
+                             pixel_values=pv, max_new_tokens=max_new, do_sample=False)
         for it, o in zip(chunk, out[:, n:]):
             pred = tok.decode(o, skip_special_tokens=True).strip().lower().rstrip(".")
             ok = pred == it["answer"]
+            if preds is not None:
+                preds.append(dict(id=it["id"], type=it["type"], answer=it["answer"],
+                                  prediction=pred, correct=bool(ok)))
             correct += ok
             t = per.setdefault(it["type"], [0, 0])
             t[0] += ok
             t[1] += 1
     model.train()
     return correct / max(1, len(items)), {k: v[0] / v[1] for k, v in per.items()}
+
+
+def aux_loss(heads, feats, labels):
+    """Cross-entropy of the per-patch heads (targets.py) on the projected image features;
+    patches that hold an object weigh 4x, since most patches are background."""
+    logits = heads(feats.float())
+    ns, nc = targets.N_SHAPE, targets.N_COLOUR
+    lab = labels.long()
+    w = 1.0 + 3.0 * (lab[:, 0] > 0).float()
+    total = 0.0
+    for lo, hi, k in ((0, ns, 0), (ns, ns + nc, 1), (ns + nc, logits.shape[-1], 2)):
+        ce = torch.nn.functional.cross_entropy(logits[..., lo:hi].flatten(0, 1),
+                                               lab[:, k].flatten(), reduction="none")
+        total = total + (ce * w.flatten()).sum() / w.sum()
+    return total
+
+
+def long_losses(logits, ids, att, lab, image_id):
+    """Mean cross-entropy over the answer tokens, and over the context's text tokens (image
+    tokens and padding excluded), each normalised on its own so thousands of context tokens do
+    not drown the few answer tokens."""
+    tgt, ans = ids[:, 1:], lab[:, 1:] != -100
+    ctx = (att[:, 1:] == 1) & ~ans & (tgt != image_id)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), tgt.flatten(),
+                                           reduction="none").view_as(tgt)
+    return (ce * ans).sum() / ans.sum().clamp(min=1), (ce * ctx).sum() / ctx.sum().clamp(min=1)
+
+
+def patch_accuracy(heads, feats, labels):
+    """Share of object patches whose shape and colour the heads get right."""
+    with torch.no_grad():
+        logits = heads(feats.float())
+        ns, nc = targets.N_SHAPE, targets.N_COLOUR
+        obj = labels[:, 0] > 0
+        ok = (logits[..., :ns].argmax(-1) == labels[:, 0]) & \
+             (logits[..., ns:ns + nc].argmax(-1) == labels[:, 1])
+        return float(ok[obj].float().mean()) if obj.any() else float("nan")
+
+
+def image_features(out, n_img):
+    """The projected image features of a forward (what the decoder reads), [B, n_img, D]."""
+    f = getattr(out, "image_hidden_states", None)
+    f = getattr(f, "pooler_output", f)
+    if f is None:
+        raise SystemExit("the model output has no image_hidden_states: this transformers "
+                         "version is not supported by --aux-weight (use --aux-weight 0)")
+    f = torch.cat(list(f)) if isinstance(f, (list, tuple)) else f
+    return f.reshape(-1, n_img, f.shape[-1])
+
+
+def long_tasks(args, split, counts, lengths):
+    """Pass-key, multi-key and image-then-dialogue items (counts: per task, split evenly over
+    the context lengths; each length draws its own seed range)."""
+    items = []
+    for task, count in counts.items():
+        for k, tokens in enumerate(lengths):
+            n = max(1, count // len(lengths))
+            got = generate(args.shapes, args.work, split, n, task, tokens, 100000 * k)
+            for it in got:
+                it["type"], it["tokens"] = task, tokens
+            items += got
+    return items
 
 
 def main():
@@ -205,13 +299,36 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--vision-lr-mult", type=float, default=1.0,
                     help="learning-rate factor for the vision tower and projector")
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="weight of the per-patch shape/colour/character loss on the projected "
+                         "image features (targets.py; 0: off)")
+    ap.add_argument("--caption-frac", type=float, default=0.25,
+                    help="share of each image batch that asks for a caption of the whole scene")
+    ap.add_argument("--long-every", type=int, default=4,
+                    help="every N-th step trains on long-context text tasks (0: never)")
+    ap.add_argument("--long-batch", type=int, default=16)
+    ap.add_argument("--context-lm", type=float, default=0.3,
+                    help="weight of a language-model loss on the long contexts' own text (the "
+                         "answer's loss has weight 1): a dense signal that grows the induction "
+                         "heads retrieval needs")
+    ap.add_argument("--long-train", type=int, default=6000,
+                    help="long-context training items (pass key, multi-key, dialogue)")
+    ap.add_argument("--long-lengths", default="1024,2048,4096",
+                    help="context lengths (prunelm-shapes --tokens) of the long training items")
+    ap.add_argument("--long-test", type=int, default=100,
+                    help="test items per long task, at 4096 tokens (0: skip)")
+    ap.add_argument("--init", default="",
+                    help="start from this saved checkpoint (its weights and tokenizer) instead "
+                         "of from scratch: a second run continues a first")
     ap.add_argument("--easy-frac", type=float, default=0.0,
                     help="share of the steps (from the start) drawn only from images with at "
                          "most 3 objects: a curriculum so the image pathway learns on clear "
                          "scenes before cluttered ones")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the image steps (the long steps run eagerly)")
     ap.add_argument("--warm-types", default="",
                     help="comma-separated question types the --easy-frac warm-up draws from "
                          "(e.g. colour,existence: a warm-up ordered by question type)")
@@ -233,45 +350,98 @@ def main():
     t0 = time.time()
     train = generate(args.shapes, args.work, "train", args.train_images)
     test = generate(args.shapes, args.work, "test", args.test_images)
-    assert all(it["split"] == "train" for it in train), "test data in the training set"
-    log(f"data: {len(train)} train / {len(test)} test questions in {time.time() - t0:.0f}s")
+    lengths = [int(x) for x in args.long_lengths.split(",") if x]
+    n = args.long_train
+    long_train = long_tasks(args, "train", dict(passkey=n // 2, multikey=n // 4, dialogue=n // 4),
+                            lengths) if args.long_every else []
+    n = args.long_test
+    long_test = long_tasks(args, "test", dict(passkey=n, multikey=n, dialogue=n),
+                           [4096]) if n else []
+    assert all(it["split"] == "train" for it in train + long_train), "test data in training"
+    log(f"data: {len(train)} train / {len(test)} test questions, {len(long_train)} / "
+        f"{len(long_test)} long-context items in {time.time() - t0:.0f}s")
+    # every image once, with its scene: captions and per-patch labels
+    scenes = {}
+    for it in train:
+        scenes.setdefault(it["image"], it)
+    if args.aux_weight > 0 or args.caption_frac > 0:
+        missing = [p for p, it in scenes.items() if "objects" not in it]
+        if missing:
+            raise SystemExit(f"{missing[0]}: no 'objects' in the JSONL (an old prunelm-shapes?); "
+                             "--aux-weight and --caption-frac need them")
+    captions = [dict(image=p, question=targets.CAPTION_QUESTION, type="caption",
+                     answer=targets.caption(it["objects"], it.get("glyph")))
+                for p, it in scenes.items()] if args.caption_frac > 0 else []
     imgs, index = load_images(train)
     timgs, tindex = load_images(test)
+    dial = [it for it in long_train + long_test if "image" in it]
+    dimgs, dindex = load_images(dial) if dial else (np.zeros((1, 336, 336, 3), np.uint8), {})
     images_u8 = torch.from_numpy(imgs).to(device)
     test_u8 = torch.from_numpy(timgs).to(device)
-    log(f"images on the GPU: {images_u8.shape} {test_u8.shape} at {time.time() - t0:.0f}s")
+    dial_u8 = torch.from_numpy(dimgs).to(device)
+    labels_u8 = None
+    if args.aux_weight > 0:
+        lab = np.zeros((len(index), 3, targets.GRID * targets.GRID), np.uint8)
+        for p, it in scenes.items():
+            lab[index[p]] = targets.patch_labels(it["objects"], it.get("glyph"))
+        labels_u8 = torch.from_numpy(lab).to(device)
+    log(f"images on the GPU: {images_u8.shape} {test_u8.shape} {dial_u8.shape} at "
+        f"{time.time() - t0:.0f}s")
 
-    tok = train_tokenizer(train, 1024)
-    image_id = tok.convert_tokens_to_ids("<image>")
-    vcfg = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
-                            num_attention_heads=4, image_size=336, patch_size=14,
-                            hidden_act="quick_gelu", projection_dim=256)
     n_img = (336 // 14) ** 2
-    tcfg = LlamaConfig(vocab_size=len(tok), hidden_size=512, intermediate_size=1408,
-                       num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
-                       max_position_embeddings=8192, rms_norm_eps=1e-6, bos_token_id=1,
-                       eos_token_id=2, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    cfg = LlavaConfig(vision_config=vcfg, text_config=tcfg, image_token_id=image_id,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default",
-                      projector_hidden_act="gelu")
-    model = LlavaForConditionalGeneration(cfg).to(device)
+    if args.init:
+        tok = PreTrainedTokenizerFast.from_pretrained(args.init)
+        model = LlavaForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        model = model.to(device)
+        image_id = model.config.image_token_id
+        log(f"continuing from {args.init}")
+    else:
+        tok = train_tokenizer(train, captions, long_train, args.vocab)
+        image_id = tok.convert_tokens_to_ids("<image>")
+        vcfg = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
+                                num_attention_heads=4, image_size=336, patch_size=14,
+                                hidden_act="quick_gelu", projection_dim=256)
+        tcfg = LlamaConfig(vocab_size=len(tok), hidden_size=512, intermediate_size=1408,
+                           num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+                           max_position_embeddings=8192, rms_norm_eps=1e-6, bos_token_id=1,
+                           eos_token_id=2, pad_token_id=tok.pad_token_id,
+                           tie_word_embeddings=False)
+        cfg = LlavaConfig(vision_config=vcfg, text_config=tcfg, image_token_id=image_id,
+                          vision_feature_layer=-2, vision_feature_select_strategy="default",
+                          projector_hidden_act="gelu")
+        model = LlavaForConditionalGeneration(cfg).to(device)
+    d_text = model.config.text_config.hidden_size
+    heads = torch.nn.Linear(d_text, targets.N_SHAPE + targets.N_COLOUR + targets.N_CHAR).to(device)
+    heads_path = os.path.join(args.work, "aux_heads.pt")
+    if args.init and os.path.exists(heads_path):
+        heads.load_state_dict(torch.load(heads_path))
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
         f"vocab {len(tok)}")
 
     seqs = encode(tok, train, n_img, image_id)
+    cap_seqs = encode(tok, captions, n_img, image_id)
+    long_seqs = encode(tok, long_train, n_img, image_id)
+    if long_seqs:
+        lens = [len(q[0]) for q in long_seqs]
+        log(f"long items: {len(long_seqs)}, tokens mean {np.mean(lens):.0f} max {max(lens)}")
     rows = torch.tensor([index[it["image"]] for it in train], device=device)
+    cap_rows = torch.tensor([index[it["image"]] for it in captions], device=device)
+    long_rows = torch.tensor([dindex.get(it.get("image"), 0) for it in long_train], device=device)
+    long_text = np.array([i for i, it in enumerate(long_train) if "image" not in it])
+    long_dial = np.array([i for i, it in enumerate(long_train) if "image" in it])
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     core = getattr(model, "model", model)
     vis_params = list(core.vision_tower.parameters()) + \
-        list(core.multi_modal_projector.parameters())
+        list(core.multi_modal_projector.parameters()) + list(heads.parameters())
     vis_ids = {id(p) for p in vis_params}
     rest = [p for p in model.parameters() if id(p) not in vis_ids]
     groups = [dict(params=rest, mult=1.0), dict(params=vis_params, mult=args.vision_lr_mult)]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     fwd = torch.compile(model) if args.compile else model
+    n_cap = int(round(args.batch * args.caption_frac)) if cap_seqs else 0
     # one sequence length when compiled, so the graph is not rebuilt for every batch
-    fixed = max(len(q[0]) for q in seqs) if args.compile else 0
+    fixed = max(len(q[0]) for q in seqs + cap_seqs) if args.compile else 0
     warm = set(t for t in args.warm_types.split(",") if t)
     easy = np.array([i for i, it in enumerate(train)
                      if (not warm or it["type"] in warm) and
@@ -279,7 +449,7 @@ def main():
     log(f"curriculum: {len(easy)} easy questions for the first {args.easy_frac:.0%} of the steps")
     budget = args.minutes * 60
     planned, warm = 100000, 150
-    losses, step, t_train = [], 0, time.time()
+    losses, auxes, longs, step, t_train = [], [], [], 0, time.time()
     model.train()
     while True:
         el = time.time() - t_train
@@ -294,41 +464,77 @@ def main():
         lr = args.lr * min(1, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1, step / planned)))
         for g in opt.param_groups:
             g["lr"] = lr * g["mult"]
-        if step < args.easy_frac * planned and len(easy):
-            idx = easy[np.random.randint(0, len(easy), size=args.batch)]
+        long_step = args.long_every and step % args.long_every == args.long_every - 1 and \
+            len(long_seqs)
+        if long_step:
+            # a long-context step: pass key / multi-key (text only) or, every 4th, an image
+            # followed by a long dialogue; eager, since their lengths vary
+            dial_step = len(long_dial) and (step // args.long_every) % 4 == 3
+            pool = long_dial if dial_step else long_text
+            idx = pool[np.random.randint(0, len(pool), size=args.long_batch)]
+            ids, att, lab = batch(long_seqs, idx, tok.pad_token_id, device)
+            pv = pixels(dial_u8, long_rows[torch.from_numpy(idx).to(device)], mean, std) \
+                if dial_step else None
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(input_ids=ids, attention_mask=att, pixel_values=pv).logits
+            ans, ctx = long_losses(logits, ids, att, lab, image_id)
+            loss = ans + args.context_lm * ctx
+            longs.append(ans.detach())
         else:
-            idx = np.random.randint(0, len(seqs), size=args.batch)
-        ids, att, lab = batch(seqs, idx, tok.pad_token_id, device, fixed)
-        pv = pixels(images_u8, rows[torch.from_numpy(idx).to(device)], mean, std)
-        if step == 0 and args.check:
-            pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id, n_img)
-        if args.gap_every and step % args.gap_every == 0 and step:
-            own, rolled = image_gap(model, ids, att, lab, pv)
-            log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            try:
-                loss = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss
-            except Exception as e:  # compilation trouble must not cost the run
-                if fwd is model:
-                    raise
-                log(f"torch.compile failed ({type(e).__name__}: {e}); continuing eagerly")
-                fwd = model
-                loss = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab).loss
+            if step < args.easy_frac * planned and len(easy):
+                idx = easy[np.random.randint(0, len(easy), size=args.batch - n_cap)]
+            else:
+                idx = np.random.randint(0, len(seqs), size=args.batch - n_cap)
+            cidx = np.random.randint(0, len(cap_seqs), size=n_cap) if n_cap else idx[:0]
+            pairs = [(seqs, i) for i in idx] + [(cap_seqs, i) for i in cidx]
+            ids, att, lab = batch([src[i] for src, i in pairs], list(range(len(pairs))),
+                                  tok.pad_token_id, device, fixed)
+            img_rows = torch.cat([rows[torch.from_numpy(idx).to(device)],
+                                  cap_rows[torch.from_numpy(cidx).to(device)]])
+            pv = pixels(images_u8, img_rows, mean, std)
+            if step == 0 and args.check:
+                pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id,
+                               n_img)
+            if args.gap_every and step % args.gap_every == 0 and step:
+                own, rolled = image_gap(model, ids, att, lab, pv)
+                log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                try:
+                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
+                except Exception as e:  # compilation trouble must not cost the run
+                    if fwd is model:
+                        raise
+                    log(f"torch.compile failed ({type(e).__name__}: {e}); continuing eagerly")
+                    fwd = model
+                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
+                loss = out.loss
+                if labels_u8 is not None:
+                    feats = image_features(out, n_img)
+                    plab = labels_u8[img_rows]
+                    aux = aux_loss(heads, feats, plab)
+                    loss = loss + args.aux_weight * aux
+                    auxes.append(aux.detach())
+                    if step % 500 == 0:
+                        log(f"step {step} patch accuracy {patch_accuracy(heads, feats, plab):.3f}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(heads.parameters()), 1.0)
         opt.step()
-        losses.append(loss.detach())  # no host sync per step
+        if not long_step:
+            losses.append(out.loss.detach())  # no host sync per step
         if step % 100 == 0:
             losses = [float(x) for x in losses]
-            log(f"step {step} loss {np.mean(losses[-100:]):.4f} lr {lr:.2e}")
+            msg = f"step {step} loss {np.mean(losses[-75:]):.4f}"
+            if auxes:
+                msg += f" aux {float(torch.stack(auxes[-75:]).mean()):.4f}"
+            if longs:
+                msg += f" long {float(torch.stack(longs[-25:]).mean()):.4f}"
+            log(msg + f" lr {lr:.2e}")
         step += 1
     losses = [float(x) for x in losses]
     log(f"trained {step} steps in {time.time() - t_train:.0f}s")
 
-    acc, per = evaluate(model, tok, test, test_u8, tindex, mean, std, n_img, image_id, device)
-    log(f"test accuracy {acc:.3f}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items())))
-
+    # save before evaluating, so a failure there does not lose the training
     os.makedirs(args.out, exist_ok=True)
     ip = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
                             resample=3, do_center_crop=True, do_convert_rgb=True,
@@ -337,16 +543,39 @@ def main():
                           vision_feature_select_strategy="default",
                           num_additional_image_tokens=1)
     model.to(torch.bfloat16).save_pretrained(args.out, max_shard_size="15MB")
+    model.float()
     proc.save_pretrained(args.out)
+    torch.save(heads.state_dict(), heads_path)
+    log(f"saved to {args.out}: {sorted(os.listdir(args.out))}")
+
+    preds = []
+    acc, per = evaluate(model, tok, test, test_u8, tindex, mean, std, n_img, image_id, device,
+                        preds=preds)
+    log(f"test accuracy {acc:.3f}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items())))
+    long_acc = {}
+    for task in ("passkey", "multikey", "dialogue"):
+        its = [it for it in long_test if it["type"] == task]
+        if its:
+            a, _ = evaluate(model, tok, its, dial_u8, dindex, mean, std, n_img, image_id, device,
+                            bs=16, max_new=8, preds=preds)
+            long_acc[task] = a
+            log(f"{task} at 4096 tokens: {a:.3f} ({len(its)} items)")
     report = dict(steps=step, batch=args.batch, lr=args.lr, minutes=args.minutes,
                   vision_lr_mult=args.vision_lr_mult, easy_frac=args.easy_frac,
+                  aux_weight=args.aux_weight, caption_frac=args.caption_frac,
+                  long_every=args.long_every, long_lengths=lengths, init=args.init,
+                  context_lm=args.context_lm,
                   compile=args.compile, check=args.check,
                   train_questions=len(train), test_questions=len(test),
-                  test_accuracy=acc, per_type=per, loss_every_100=[float(np.mean(losses[i:i + 100]))
-                                                                    for i in range(0, len(losses), 100)],
+                  test_accuracy=acc, per_type=per, long_accuracy_4096=long_acc,
+                  loss_every_100=[float(np.mean(losses[i:i + 75]))
+                                  for i in range(0, len(losses), 75)],
                   torch=torch.__version__, seconds=time.time() - t0)
     json.dump(report, open(os.path.join(args.out, "train_report.json"), "w"), indent=1)
-    log(f"saved to {args.out}: {sorted(os.listdir(args.out))}")
+    with open(os.path.join(args.work, "predictions.jsonl"), "w") as f:
+        for p in preds:
+            f.write(json.dumps(p) + "\n")
+    log("report written")
 
 
 if __name__ == "__main__":
