@@ -316,8 +316,12 @@ def main():
                          "heads retrieval needs")
     ap.add_argument("--long-train", type=int, default=6000,
                     help="long-context training items (pass key, multi-key, dialogue)")
-    ap.add_argument("--long-lengths", default="1024,2048,4096",
+    ap.add_argument("--long-lengths", default="128,256,512,1024,2048,4096",
                     help="context lengths (prunelm-shapes --tokens) of the long training items")
+    ap.add_argument("--long-ramp", type=float, default=0.5,
+                    help="length curriculum: the longest context allowed grows from the "
+                         "shortest length to the longest over this share of the steps (0: all "
+                         "lengths from the start); retrieval is found on short contexts first")
     ap.add_argument("--long-test", type=int, default=100,
                     help="test items per long task, at 4096 tokens (0: skip)")
     ap.add_argument("--init", default="",
@@ -429,6 +433,7 @@ def main():
     long_rows = torch.tensor([dindex.get(it.get("image"), 0) for it in long_train], device=device)
     long_text = np.array([i for i, it in enumerate(long_train) if "image" not in it])
     long_dial = np.array([i for i, it in enumerate(long_train) if "image" in it])
+    long_tokens = np.array([it["tokens"] for it in long_train])
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     core = getattr(model, "model", model)
@@ -471,6 +476,11 @@ def main():
             # followed by a long dialogue; eager, since their lengths vary
             dial_step = len(long_dial) and (step // args.long_every) % 4 == 3
             pool = long_dial if dial_step else long_text
+            if args.long_ramp > 0:  # the length curriculum
+                k = int(len(lengths) * min(1.0, step / (args.long_ramp * planned)))
+                cap = lengths[min(k, len(lengths) - 1)]
+                short = pool[long_tokens[pool] <= cap]
+                pool = short if len(short) else pool
             idx = pool[np.random.randint(0, len(pool), size=args.long_batch)]
             ids, att, lab = batch(long_seqs, idx, tok.pad_token_id, device)
             pv = pixels(dial_u8, long_rows[torch.from_numpy(idx).to(device)], mean, std) \
@@ -564,7 +574,7 @@ def main():
                   vision_lr_mult=args.vision_lr_mult, easy_frac=args.easy_frac,
                   aux_weight=args.aux_weight, caption_frac=args.caption_frac,
                   long_every=args.long_every, long_lengths=lengths, init=args.init,
-                  context_lm=args.context_lm,
+                  context_lm=args.context_lm, long_ramp=args.long_ramp,
                   compile=args.compile, check=args.check,
                   train_questions=len(train), test_questions=len(test),
                   test_accuracy=acc, per_type=per, long_accuracy_4096=long_acc,
