@@ -52,11 +52,12 @@ __device__ static inline float gv_warp_sum(float v)
     return v;
 }
 
-/* 16 bytes of weights, not kept in L1: every byte is read once per call. */
+/* 16 bytes of weights, not kept in L1: every byte is read once per call. volatile keeps the
+ * first batch's loads ahead of cu_pdl_wait (also volatile), where they overlap the op before. */
 __device__ static inline uint4 gv_load16(const uint16_t *p)
 {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
@@ -152,8 +153,9 @@ __device__ static inline void gv_stage(float4 *xs4, const float *x, int k, int k
         const int i = e / per_row, q = e - i * per_row;
         const int hi = q >= tn, cl = hi ? q - tn : q;
         const float *src = x + (int64_t)i * k + 8 * (int64_t)(t0 + cl) + 4 * hi;
-        const float4 v = xvec ? __ldg((const float4 *)src)
-                              : make_float4(src[0], src[1], src[2], src[3]);
+        /* coherent loads, not the read-only path: x was written by the kernel this one may
+         * have overlapped (cu_pdl_wait makes those writes visible) */
+        const float4 v = xvec ? *(const float4 *)src : make_float4(src[0], src[1], src[2], src[3]);
         xs4[i * (kt >> 2) + hi * (kt >> 3) + cl] = v;
     }
 }
