@@ -558,6 +558,10 @@ def main():
     torch.save(heads.state_dict(), heads_path)
     log(f"saved to {args.out}: {sorted(os.listdir(args.out))}")
 
+    # true float32 for the comparison with prunelm: TF32 matmuls keep 10 mantissa bits and
+    # flip close answers (98% agreement with them on, run of 2026-11-23)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     preds = []
     acc, per = evaluate(model, tok, test, test_u8, tindex, mean, std, n_img, image_id, device,
                         preds=preds)
