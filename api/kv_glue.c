@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/kv_store_glue.h"
 #include "api/session_internal.h"
 #include "prune/kv.h"
 #include "prune/kv_bitmap.h"
@@ -41,6 +42,8 @@ struct kv_glue {
     float **dl_state;
     float *dl_qref;
     float dl_theta;
+    /* ThinK's thin keys and KIVI's int4 rows, per layer (api/kv_store_glue.c) */
+    kv_stores st;
 };
 
 static void glue_release(plm_session *s, kv_glue *g)
@@ -71,6 +74,7 @@ static void glue_release(plm_session *s, kv_glue *g)
         if (g->dl_state[l]) op->release(s->be, g->dl_state[l]);
     free(g->dl_state);
     if (g->dl_qref) op->release(s->be, g->dl_qref);
+    kv_stores_release(s, &g->st);
     kv_policy *pol = g->pol;
     memset(g, 0, sizeof *g);
     g->pol = pol;
@@ -158,6 +162,7 @@ plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64
     g->step = 0;
     g->bm = calloc((size_t)c->n_layers, sizeof *g->bm);
     if (!g->bm) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    PLM_TRY(kv_stores_begin(s, &g->st));
     for (kv_policy *p = g->pol; p; p = p->next)
         if (p->ops == &kv_deltallm_ops) PLM_TRY(deltallm_begin(s, g, cap));
     return kv_policy_begin(g->pol, &g->shape, &s->err);
@@ -169,9 +174,10 @@ void session_kv_phase(plm_session *s, int prefill, int64_t step)
     s->kvg->step = step;
 }
 
-/* attention summed over queries q[0..tq) (query i at absolute row q_pos0 + i) into dst */
-static void attn_sum(plm_session *s, int layer, const float *q, int64_t tq, int64_t q_pos0,
-                     int64_t len, float *dst)
+/* attention summed over queries q[0..tq) (query i at absolute row q_pos0 + i) into dst; over
+ * the keys as the layer's store holds them when it holds some */
+static plm_status attn_sum(plm_session *s, int layer, const float *q, int64_t tq, int64_t q_pos0,
+                           int64_t len, float *dst)
 {
     kv_glue *g = s->kvg;
     const llama_config *c = &s->m->cfg.text;
@@ -180,9 +186,11 @@ static void attn_sum(plm_session *s, int layer, const float *q, int64_t tq, int6
                        .tq = tq, .tk = len, .q_stride = qd, .kv_stride = kvd, .q_pos0 = q_pos0,
                        .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = c->head_dim,
                        .causal = 1, .scale = 1.0f / sqrtf((float)c->head_dim)};
-    s->be->ops->attn_probs(s->be, &a, 1);
+    if (kv_stores_rows(&g->st, layer) > 0) PLM_TRY(kv_stores_probs(s, &g->st, layer, &a));
+    else s->be->ops->attn_probs(s->be, &a, 1);
     s->be->ops->download(s->be, dst, g->d_probs, (size_t)(c->n_heads * len) * sizeof(float));
     for (int64_t i = 0; i < c->n_heads * len; i++) dst[i] *= (float)tq; /* means -> sums */
+    return PLM_OK;
 }
 
 static plm_status grow_merges(plm_session *s, int64_t n)
@@ -211,10 +219,12 @@ static plm_status apply(plm_session *s, int layer, const kv_plan *pl, const char
     const plm_backend_ops *op = s->be->ops;
     const int64_t kvd = (int64_t)c->n_kv * c->head_dim, cap = g->shape.cap;
     int64_t len = s->kv.len[layer];
-    if (pl->n_chan > 0)
-        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: channel pruning is not wired "
-                        "into the cache yet", who);
     plm_kv_bitmap *kb = &g->bm[layer];
+    const int stored = kv_stores_has(&g->st, layer);
+    if ((pl->compress_upto > 0 && stored) ||
+        ((pl->n_chan > 0 || pl->quant_group > 0) && kb->n_rows > 0))
+        return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: mustafar's bitmap store and "
+                        "the think / int4 stores cannot share layer %d", who, layer);
     if (pl->compress_upto > kb->n_rows) {
         if (!op->kv_bitmap)
             return plm_fail(&s->err, PLM_E_UNSUPPORTED, "kv policy %s: the %s backend has no "
@@ -253,12 +263,17 @@ static plm_status apply(plm_session *s, int layer, const kv_plan *pl, const char
             g->ma[m] = e->a;
             g->mb[m] = e->b;
         }
-        op->mix_rows(s->be, s->kv.k[layer], kvd, c->head_dim, g->mh, g->md, g->ms, g->ma, g->mb,
-                     pl->n_merge);
-        op->mix_rows(s->be, s->kv.v[layer], kvd, c->head_dim, g->mh, g->md, g->ms, g->ma, g->mb,
-                     pl->n_merge);
+        if (stored) {
+            PLM_TRY(kv_stores_mix(s, &g->st, layer, g->mh, g->md, g->ms, g->ma, g->mb,
+                                  pl->n_merge));
+        } else {
+            op->mix_rows(s->be, s->kv.k[layer], kvd, c->head_dim, g->mh, g->md, g->ms, g->ma,
+                         g->mb, pl->n_merge);
+            op->mix_rows(s->be, s->kv.v[layer], kvd, c->head_dim, g->mh, g->md, g->ms, g->ma,
+                         g->mb, pl->n_merge);
+        }
     }
-    if (pl->n_keep < 0) return PLM_OK;
+    if (pl->n_keep < 0) return kv_stores_plan(s, &g->st, layer, pl, who);
     if (pl->n_keep > len)
         return plm_fail(&s->err, PLM_E_ARG, "kv policy %s keeps %lld rows of %lld", who,
                         (long long)pl->n_keep, (long long)len);
@@ -272,10 +287,11 @@ static plm_status apply(plm_session *s, int layer, const kv_plan *pl, const char
         }
     op->gather_heads(s->be, s->kv.k[layer], kvd, c->n_kv, c->head_dim, pl->keep, pl->n_keep);
     op->gather_heads(s->be, s->kv.v[layer], kvd, c->n_kv, c->head_dim, pl->keep, pl->n_keep);
+    if (stored) PLM_TRY(kv_stores_compact(s, &g->st, layer, pl->keep, pl->n_keep));
     int32_t *pos = g->pos + (int64_t)layer * c->n_kv * cap;
     kv_compact_i32(pos, cap, c->n_kv, pl->keep, pl->n_keep);
     s->kv.len[layer] = (int)pl->n_keep;
-    return PLM_OK;
+    return kv_stores_plan(s, &g->st, layer, pl, who);
 }
 
 int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v)
@@ -295,22 +311,26 @@ int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v)
         const int64_t len = s->kv.len[l];
         const int need = p->ops->needs ? p->ops->needs(p, l, g->prefill, g->step) : 0;
         kv_view kv = {.layer = l, .prefill = g->prefill, .step = g->step, .len = len,
-                      .n_new = v->t, .pos = pos};
+                      .n_new = v->t, .pos = pos, .n_q = v->t};
         /* a policy earlier in the chain may have dropped rows: the new ones are still last */
         if (kv.n_new > len) kv.n_new = len;
         if (need & KV_NEED_ATTN) {
-            attn_sum(s, l, v->q, v->t, len - v->t, len, g->attn);
+            st = attn_sum(s, l, v->q, v->t, len - v->t, len, g->attn);
+            if (st != PLM_OK) break;
             kv.attn = g->attn;
         }
         if ((need & KV_NEED_WIN) && g->prefill) {
             int64_t w = kv_window(p) < v->t ? kv_window(p) : v->t;
-            attn_sum(s, l, v->q + (v->t - w) * qd, w, len - w, len, g->attn_win);
+            st = attn_sum(s, l, v->q + (v->t - w) * qd, w, len - w, len, g->attn_win);
+            if (st != PLM_OK) break;
             kv.attn_win = g->attn_win;
             kv.n_win = w;
         }
         if (need & KV_NEED_KV) {
             op->download(s->be, g->hk, s->kv.k[l], (size_t)(len * kvd) * sizeof(float));
             op->download(s->be, g->hv, s->kv.v[l], (size_t)(len * kvd) * sizeof(float));
+            st = kv_stores_download(s, &g->st, l, g->hk, g->hv, kvd);
+            if (st != PLM_OK) break;
             kv.k = g->hk;
             kv.v = g->hv;
         }
@@ -453,6 +473,22 @@ int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a)
         }
     }
     const int sparse = a->rows || a->bias;
+    if (kv_stores_rows(&g->st, layer) > 0) {
+        plm_status st = PLM_OK;
+        if (sparse)
+            st = plm_fail(&s->err, PLM_E_ARG, "the think / int4 stores cannot combine with "
+                          "sparse rows or steering");
+        for (kv_policy *p = g->pol; p && st == PLM_OK; p = p->next)
+            if (p->ops == &kv_deltallm_ops || (p->ops == &kv_flexprefill_ops && a->tq > 1))
+                st = plm_fail(&s->err, PLM_E_ARG, "%s cannot attend over the think / int4 "
+                              "stores", p->ops->name);
+        if (st == PLM_OK) st = kv_stores_attend(s, &g->st, layer, a);
+        if (st != PLM_OK) {
+            s->hook_status = st;
+            return -1;
+        }
+        return 1;
+    }
     for (kv_policy *p = g->pol; p; p = p->next) {
         plm_status st = PLM_OK;
         int done = 0;
@@ -490,6 +526,10 @@ uint64_t session_kv_bytes(const plm_session *s)
     const uint64_t row = 2u * (uint64_t)c->n_kv * (uint64_t)c->head_dim * sizeof(float);
     uint64_t n = 0;
     for (int l = 0; l < c->n_layers; l++) {
+        if (s->kvg && kv_stores_has(&s->kvg->st, l)) {
+            n += kv_stores_bytes(s, &s->kvg->st, l, s->kv.len[l]);
+            continue;
+        }
         const plm_kv_bitmap *kb = s->kvg && s->kvg->bm ? &s->kvg->bm[l] : NULL;
         int64_t dense = s->kv.len[l] - (kb ? kb->n_rows : 0);
         n += (uint64_t)dense * row;

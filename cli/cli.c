@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "prunelm.h"
 #include "cli.h"
@@ -42,6 +43,27 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i)
         return NULL;
     }
     return argv[++*i];
+}
+
+const char *cli_kv_quant(const char *cmd, const char *kv, const char *quant, char *buf,
+                         size_t n, int *bad)
+{
+    *bad = 0;
+    if (!quant || !strcmp(quant, "none")) return kv;
+    if (strncmp(quant, "int4", 4) || (quant[4] && quant[4] != ':')) {
+        fprintf(stderr, "prunelm %s: --kv-quant takes none or int4[:group=G,residual=R], got "
+                "'%s'\n", cmd, quant);
+        *bad = 1;
+        return NULL;
+    }
+    if (!kv || !strcmp(kv, "none")) return quant;
+    if ((size_t)snprintf(buf, n, "%s+%s", kv, quant) >= n) {
+        fprintf(stderr, "prunelm %s: --kv and --kv-quant together are over %zu characters\n",
+                cmd, n - 1);
+        *bad = 1;
+        return NULL;
+    }
+    return buf;
 }
 
 static const char *assets(void)

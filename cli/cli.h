@@ -24,6 +24,13 @@ int cli_float(const char *cmd, const char *opt, const char *s, double lo, double
 /* The value after an option, or a usage error when it is missing. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 
+/* --kv-quant Q joined to --kv SPEC: "int4[:group=G,residual=R]" is the `int4` KV policy, run
+ * after SPEC's ("SPEC+int4..." into buf, or Q alone when SPEC is NULL or "none"); "none" or NULL
+ * leaves SPEC as it is. Returns the spec to use (NULL: none), or NULL with *bad set after
+ * printing a usage error. */
+const char *cli_kv_quant(const char *cmd, const char *kv, const char *quant, char *buf,
+                         size_t n, int *bad);
+
 /* The bundled default model and image, under PRUNELM_ASSETS or the source tree's assets/. */
 void cli_default_model(char *buf, size_t n);
 void cli_default_image(char *buf, size_t n);

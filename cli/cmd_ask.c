@@ -30,6 +30,8 @@ static const char *HELP =
     "                        recycle=R[,layers=..,ratio=..], or @FILE (see the README)\n"
     "  --kv SPEC             KV-cache policy: none, streaming, h2o, snapkv, ... with\n"
     "                        budget=N or ratio=R; several joined by '+' (see the README)\n"
+    "  --kv-quant Q          KV storage: none (float32, default) or int4[:group=G,residual=R]\n"
+    "                        (KIVI 4-bit keys and values, after any --kv policy)\n"
     "  --json                print {answer, tokens, timings} as JSON instead of streaming text\n"
     "  --dump-logits F.npy   write float32 logits of every prompt position [positions, vocab]\n"
     "  --dump-features F.npy write the projected image features [image tokens, hidden]\n"
@@ -40,8 +42,9 @@ static const char *HELP =
 
 typedef struct ask_opts {
     const char *model, *image, *question, *dump_logits, *dump_features, *dump_pixels, *prune, *kv;
-    const char *save_mask;
+    const char *save_mask, *kv_quant;
     int json, raw, verbose;
+    char kv_buf[2048];   /* --kv joined with --kv-quant */
     plm_model_params mp;
     plm_session_params sp;
 } ask_opts;
@@ -63,6 +66,7 @@ static int parse(int argc, char **argv, ask_opts *o)
         } else if (!strcmp(a, "--image")) { VALUE(); o->image = v;
         } else if (!strcmp(a, "--prune")) { VALUE(); o->prune = v;
         } else if (!strcmp(a, "--kv")) { VALUE(); o->kv = v;
+        } else if (!strcmp(a, "--kv-quant")) { VALUE(); o->kv_quant = v;
         } else if (!strcmp(a, "--dump-logits")) { VALUE(); o->dump_logits = v;
         } else if (!strcmp(a, "--dump-features")) { VALUE(); o->dump_features = v;
         } else if (!strcmp(a, "--dump-pixels")) { VALUE(); o->dump_pixels = v;
@@ -111,7 +115,9 @@ static int parse(int argc, char **argv, ask_opts *o)
         fprintf(stderr, "prunelm ask: no question given (see prunelm ask --help)\n");
         return 0;
     }
-    return 1;
+    int bad;
+    o->kv = cli_kv_quant(C, o->kv, o->kv_quant, o->kv_buf, sizeof o->kv_buf, &bad);
+    return !bad;
 }
 
 static int stream_piece(const char *piece, int32_t token, void *user)

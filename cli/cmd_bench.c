@@ -24,6 +24,7 @@ static const char *HELP =
     "  --prune SPEC         a pruning policy (see prunelm ask --help); several --prune run\n"
     "                       one after the other on the loaded model, one table row each\n"
     "  --kv SPEC            a KV-cache policy (see prunelm ask --help)\n"
+    "  --kv-quant Q         KV storage: none or int4[:group=G,residual=R] (see prunelm ask)\n"
     "  --device cpu|cuda|auto, --threads N\n"
     "  --json FILE          write the results as JSON (atomically)\n";
 
@@ -121,6 +122,8 @@ static cJSON *row_json(const bench_row *r, const char *model, const char *dev, c
 int cmd_bench(int argc, char **argv)
 {
     const char *C = "bench", *model = NULL, *image = NULL, *json = NULL, *kv = NULL;
+    const char *kv_quant = NULL;
+    char kv_buf[2048];
     const char *prune[BENCH_MAX_SPECS];
     int n_prune = 0;
     int prompt_tokens = 40, gen = 256, repeat = 5;
@@ -142,6 +145,7 @@ int cmd_bench(int argc, char **argv)
             }
             prune[n_prune++] = v;
         } else if (!strcmp(a, "--kv")) { VALUE(); kv = v;
+        } else if (!strcmp(a, "--kv-quant")) { VALUE(); kv_quant = v;
         } else if (!strcmp(a, "--json")) { VALUE(); json = v;
         } else if (!strcmp(a, "--prompt-tokens")) {
             VALUE(); if (!cli_int(C, a, v, 1, 100000, &n)) return CLI_USAGE; prompt_tokens = (int)n;
@@ -162,6 +166,9 @@ int cmd_bench(int argc, char **argv)
 #undef VALUE
     }
     if (!n_prune) prune[n_prune++] = NULL;
+    int bad;
+    kv = cli_kv_quant(C, kv, kv_quant, kv_buf, sizeof kv_buf, &bad);
+    if (bad) return CLI_USAGE;
     char dm[4096], di[4096];
     if (!model) {
         cli_default_model(dm, sizeof dm);

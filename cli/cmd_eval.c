@@ -23,7 +23,9 @@ static const char *HELP =
     "  --kv SPEC         KV-cache policy (see prunelm ask --help); give several to sweep: the\n"
     "                    grid of every --prune with every --kv runs, each setting in its own\n"
     "                    folder, with report.md, accuracy.png and accuracy_kv.png (accuracy\n"
-    "                    against KV MiB, one line per KV policy)\n"
+    "                    against KV MiB, one line per KV policy); `int4` is one too, alone or\n"
+    "                    joined: --kv none --kv int4 --kv scissorhands:ratio=0.3+int4\n"
+    "  --kv-quant Q      none or int4[:group=G,residual=R]: joined to every --kv setting\n"
     "  --prune SPEC      visual-token pruning for every item (see prunelm ask --help); give\n"
     "                    it several times for a sweep: each setting runs (resumably) into\n"
     "                    DIR/<setting>/, then DIR/report.md (a table of accuracy per question\n"
@@ -50,6 +52,8 @@ typedef struct eval_opts {
     const char *data, *out, *model;
     const char *prune[EVAL_MAX_SETTINGS], *kv[EVAL_MAX_SETTINGS];
     int n_prune, n_kv;
+    const char *kv_quant;
+    char kv_buf[EVAL_MAX_SETTINGS][2048]; /* the --kv settings joined with --kv-quant */
     int resume, quiet, threads, max_tokens;
     long limit;
 } eval_opts;
@@ -83,6 +87,7 @@ static int parse(int argc, char **argv, eval_opts *o)
                 return 0;
             }
             o->kv[o->n_kv++] = v;
+        } else if (!strcmp(a, "--kv-quant")) { VALUE(); o->kv_quant = v;
         } else if (!strcmp(a, "--resume")) { o->resume = 1;
         } else if (!strcmp(a, "-q")) { o->quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -96,6 +101,13 @@ static int parse(int argc, char **argv, eval_opts *o)
             return 0;
         }
 #undef VALUE
+    }
+    if (o->kv_quant && strcmp(o->kv_quant, "none") && !o->n_kv) o->kv[o->n_kv++] = "none";
+    for (int i = 0; i < o->n_kv; i++) {
+        int bad;
+        o->kv[i] = cli_kv_quant(C, o->kv[i], o->kv_quant, o->kv_buf[i], sizeof o->kv_buf[i],
+                                &bad);
+        if (bad) return 0;
     }
     if ((o->n_prune ? o->n_prune : 1) * (o->n_kv ? o->n_kv : 1) > EVAL_MAX_SETTINGS) {
         fprintf(stderr, "prunelm eval: %d --prune x %d --kv settings make over %d runs\n",

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/backend_kvstore.h"
 #include "core/pool.h"
 #include "core/backend_cpu_sparse.h"
 
@@ -394,6 +395,8 @@ static const plm_backend_ops cpu_ops = {
     .copy2d = cpu_copy2d,
     .patchify = cpu_patchify,
     .kv_bitmap = &plm_cpu_kv_bitmap_ops,
+    .kv_thin = &plm_cpu_kv_thin_ops,
+    .kv_int4 = &plm_cpu_kv_int4_ops,
 };
 
 plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cuda/cu_internal.h"
+#include "cuda/cu_kvstore.h"
 #include "cuda/cu_sparse.h"
 
 /* cuBLASLt's advice for Hopper: 32 MiB lets it pick its fastest kernels. */
@@ -470,6 +471,8 @@ static plm_backend_ops make_ops(int fused, int graph)
     o.mem_info = op_mem_info;
     o.set_precision = op_set_precision;
     o.kv_bitmap = &cu_kv_bitmap_ops;
+    o.kv_thin = &cu_kv_thin_ops;
+    o.kv_int4 = &cu_kv_int4_ops;
     o.attention_blocks = cu_op_attention_blocks;
     o.attention_delta = cu_op_attention_delta;
     if (fused) {

@@ -38,6 +38,8 @@ set(PLM_CUDA_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_blocks.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_delta.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_bitmap.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_think.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_int4.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_kv_rows.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_gemv.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_decode.cu
@@ -83,6 +85,15 @@ set_target_properties(test_cuda_model PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_
 
 # Mustafar's bitmap KV store: CUDA ops against the CPU ones, and the decode benchmark.
 foreach(plm_gpu_exe test_cuda_bitmap bench_kv_bitmap)
+  add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
+  target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
+  set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+endforeach()
+
+# ThinK's thin-key and KIVI's int4 KV stores: CUDA ops against the CPU ones, and the decode
+# benchmark against dense attention (bench_kv_store OUT.txt).
+foreach(plm_gpu_exe test_cuda_kvstore bench_kv_store)
   add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
   target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)

@@ -42,8 +42,12 @@ typedef struct kv_view {
     const float *attn;
     const float *attn_win; /* [n_heads x len], the last n_win prompt queries only */
     int64_t n_win;
-    const float *k, *v;   /* [len x n_kv*head_dim] (keys after RoPE) */
-    const float *q;       /* [n_new x n_heads*head_dim] (after RoPE) */
+    const float *k, *v;   /* [len x n_kv*head_dim] (keys after RoPE); rows a store holds
+                             compressed read as the attention reads them (prune/kv_thin.h,
+                             prune/kv_int4.h) */
+    const float *q;       /* [n_q x n_heads*head_dim] (after RoPE): the pass's queries, the
+                             newest last */
+    int64_t n_q;
 } kv_view;
 
 /* row dst of head `head` = a * row dst + b * row src, for K and V alike. Applied in order and
@@ -59,10 +63,16 @@ typedef struct kv_plan {
     const int32_t *keep;/* [n_kv x n_keep], ascending per head */
     int64_t n_merge;
     const kv_merge *merge;
-    /* ThinK: from now on this layer stores only these key channels per kv head ([n_kv x
-     * n_chan], ascending; given once, at the prefill); queries are gathered to them. */
+    /* ThinK (prune/kv_think.c): rows [0, chan_upto) of every kv head keep only these key
+     * channels ([n_kv x n_chan], ascending; given once, at the prefill) in the thin-key store
+     * (prune/kv_thin.h), and queries score them over those channels only. */
     int64_t n_chan;
     const int32_t *chan;
+    int64_t chan_upto;
+    /* KIVI int4 (prune/kv_kivi.c): > 0: every kv head keeps its newest quant_recent rows in
+     * float32 and stores older ones 4-bit (prune/kv_int4.h), quant_group rows at a time. */
+    int quant_group;
+    int64_t quant_recent;
     /* Mustafar: rows [0, compress_upto) of every head move to the bitmap-compressed store,
      * each K row keeping its largest-magnitude (1 - sparsity_k) share of values, V likewise.
      * Rows already compressed stay so; 0: nothing new. */
@@ -118,7 +128,7 @@ struct kv_policy {
     kv_shape shape;
     char spec[1024];
     void *state;        /* the policy's own */
-    kv_policy *next;    /* composition: `--kv snapkv:ratio=0.2+think:keep=0.5` runs both, the
+    kv_policy *next;    /* composition: `--kv snapkv:ratio=0.2+think:ratio=0.5` runs both, the
                            first's plan applied before the next one plans */
 };
 
@@ -158,6 +168,6 @@ int64_t kv_rows_from_marks(uint8_t *mark, int n_kv, int64_t len, int32_t *rows);
 /* Registry: one ops table per policy file. */
 extern const kv_policy_ops kv_streaming_ops, kv_h2o_ops, kv_snapkv_ops, kv_scissorhands_ops,
     kv_think_ops, kv_mustafar_ops, kv_kvcrush_ops, kv_ems_ops, kv_d2o_ops, kv_delta_ops,
-    kv_recycled_ops, kv_flexprefill_ops, kv_deltallm_ops, kv_autopasta_ops;
+    kv_recycled_ops, kv_flexprefill_ops, kv_deltallm_ops, kv_autopasta_ops, kv_int4_ops;
 
 #endif

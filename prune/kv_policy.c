@@ -10,7 +10,7 @@
 static const kv_policy_ops *const registry[] = {
     &kv_streaming_ops, &kv_h2o_ops, &kv_snapkv_ops, &kv_scissorhands_ops, &kv_kvcrush_ops,
     &kv_ems_ops, &kv_d2o_ops, &kv_mustafar_ops, &kv_flexprefill_ops, &kv_deltallm_ops,
-    &kv_delta_ops, &kv_recycled_ops, &kv_autopasta_ops,
+    &kv_delta_ops, &kv_recycled_ops, &kv_autopasta_ops, &kv_think_ops, &kv_int4_ops,
 };
 
 static const kv_policy_ops *find(const char *name)
@@ -69,15 +69,38 @@ static plm_status parse_one(const char *text, kv_policy **out, plm_error *err)
     return PLM_OK;
 }
 
+/* The chain's text with every "@FILE" part replaced by the file's spec, so a policy file joins
+ * others (`@mine.spec+int4`, what `--kv-quant` builds). A file name may not contain '+'. */
+static plm_status expand(const char *spec, char *out, size_t n, plm_error *err)
+{
+    char raw[2048], part_text[2048];
+    if (!spec || !*spec) return plm_fail(err, PLM_E_ARG, "empty kv spec");
+    if (strlen(spec) >= sizeof raw)
+        return plm_fail(err, PLM_E_LIMIT, "kv spec over %zu characters", sizeof raw - 1);
+    strcpy(raw, spec);
+    out[0] = 0;
+    char *save = NULL;
+    for (char *part = strtok_r(raw, "+", &save); part; part = strtok_r(NULL, "+", &save)) {
+        PLM_TRY(prune_spec_text(part, part_text, sizeof part_text, err));
+        if (strlen(out) + strlen(part_text) + 2 > n)
+            return plm_fail(err, PLM_E_LIMIT, "kv spec '%s' over %zu characters", spec, n - 1);
+        if (out[0]) strcat(out, "+");
+        strcat(out, part_text);
+    }
+    return PLM_OK;
+}
+
 plm_status kv_policy_parse(const char *spec, kv_policy **out, plm_error *err)
 {
     *out = NULL;
     char text[2048];
-    PLM_TRY(prune_spec_text(spec, text, sizeof text, err));
-    if (!strcmp(text, "none")) return PLM_OK;
+    PLM_TRY(expand(spec, text, sizeof text, err));
     kv_policy *head = NULL, **tail = &head;
     char *save = NULL;
+    int parts = 0;
     for (char *part = strtok_r(text, "+", &save); part; part = strtok_r(NULL, "+", &save)) {
+        parts++;
+        if (!strcmp(part, "none")) continue; /* "none+int4": quantisation alone */
         kv_policy *p = NULL;
         plm_status st = parse_one(part, &p, err);
         if (st != PLM_OK) {
@@ -87,7 +110,7 @@ plm_status kv_policy_parse(const char *spec, kv_policy **out, plm_error *err)
         *tail = p;
         tail = &p->next;
     }
-    if (!head) return plm_fail(err, PLM_E_ARG, "empty kv spec");
+    if (!parts) return plm_fail(err, PLM_E_ARG, "empty kv spec");
     *out = head;
     return PLM_OK;
 }

@@ -226,3 +226,36 @@ Test(cli, bench_decodes_the_asked_tokens_and_writes_json)
     free(text);
     remove(path);
 }
+
+static double kv_bytes_of(const run_result *r)
+{
+    const char *p = strstr(r->out, "\"kv_bytes\":");
+    cr_assert(p, "%s", r->out);
+    return strtod(p + strlen("\"kv_bytes\":"), NULL);
+}
+
+Test(cli, kv_quant_int4_shrinks_the_cache_alone_and_after_a_policy)
+{
+    const char *q = "'The pass key is 7 4 1 9. Remember it, the pass key is 7 4 1 9. What is it?'";
+    char cmd[4096];
+    double bytes[4];
+    const char *flags[] = {"", "--kv-quant int4:group=8,residual=4", "--kv h2o:budget=20",
+                           "--kv h2o:budget=20 --kv-quant int4:group=8,residual=4"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%s ask --device cpu --json --max-tokens 6 --model "
+                 "%sgqa_bf16_sharded %s %s", PLM_CLI, FIX, flags[i], q);
+        run_result r = run(cmd);
+        cr_assert_eq(r.code, 0, "%s: %s", flags[i], r.out);
+        bytes[i] = kv_bytes_of(&r);
+    }
+    cr_assert_lt(bytes[1], 0.6 * bytes[0], "int4 alone: %g vs %g bytes", bytes[1], bytes[0]);
+    cr_assert_lt(bytes[3], bytes[2], "h2o + int4: %g vs %g bytes", bytes[3], bytes[2]);
+    run_result r = runf("%s ask --device cpu --model %sgqa_bf16_sharded --kv-quant int8 'q'",
+                        PLM_CLI, FIX);
+    cr_assert_eq(r.code, 2, "%s", r.out);
+    cr_assert(strstr(r.out, "--kv-quant takes none or int4"), "%s", r.out);
+    r = runf("%s ask --device cpu --model %sgqa_bf16_sharded --kv-quant int4:group=0 'q'",
+             PLM_CLI, FIX);
+    cr_assert_eq(r.code, 2, "%s", r.out);
+    cr_assert(strstr(r.out, "group"), "%s", r.out);
+}

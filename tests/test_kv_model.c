@@ -150,6 +150,189 @@ Test(kv_model, bitmap_store_at_zero_sparsity_answers_like_the_dense_cache)
     plm_model_free(m);
 }
 
+/* The decode step's logits (the last forward's), bit for bit. */
+static void expect_same_logits(plm_session *a, plm_session *b, const char *what)
+{
+    const size_t V = (size_t)a->m->cfg.text.vocab;
+    cr_assert_eq(memcmp(a->logits, b->logits, V * sizeof(float)), 0, "%s: decode logits differ",
+                 what);
+    size_t ra, va, rb, vb;
+    const float *la = plm_session_prompt_logits(a, &ra, &va);
+    const float *lb = plm_session_prompt_logits(b, &rb, &vb);
+    cr_assert_eq(ra, rb);
+    cr_assert_eq(memcmp(la, lb, ra * va * sizeof(float)), 0, "%s: prompt logits differ", what);
+    expect_same_tokens(a, b, what);
+}
+
+/* ThinK keeping every channel runs the whole thin-key path (store, thin attention, thin
+ * scores for H2O) and must not move a bit: its CPU ops run the dense loops over the kept
+ * channels. */
+Test(kv_model, think_at_ratio_0_reproduces_dense_logits_bit_for_bit)
+{
+    plm_model *m = load(GQA);
+    const llama_config *c = &m->cfg.text;
+    plm_session *base = run(m, NULL, "none", TEXT, 0, 8);
+    plm_session *s = run(m, NULL, "think:ratio=0,recent=4,window=8", TEXT, 0, 8);
+    expect_same_logits(base, s, "think:ratio=0");
+    /* the store held the rows: the channel lists are counted besides the same floats */
+    const uint64_t lists = (uint64_t)c->n_layers * c->n_kv * c->head_dim * sizeof(int32_t);
+    cr_assert_eq(plm_session_timings(s)->kv_bytes, plm_session_timings(base)->kv_bytes + lists);
+    plm_session *h = run(m, NULL, "h2o:budget=10", TEXT, 0, 8);
+    plm_session *ht = run(m, NULL, "h2o:budget=10+think:ratio=0,recent=2", TEXT, 0, 8);
+    expect_same_logits(h, ht, "h2o+think:ratio=0");
+    plm_session_free(ht);
+    plm_session_free(h);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model *mi = load(MODEL);
+    base = run(mi, NULL, "none", PROMPT, 1, 6);
+    s = run(mi, NULL, "think:ratio=0,recent=3", PROMPT, 1, 6);
+    expect_same_logits(base, s, "think:ratio=0 with an image");
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model_free(mi);
+    plm_model_free(m);
+}
+
+Test(kv_model, think_stores_thin_keys_and_composes_with_a_token_policy)
+{
+    plm_model *m = load(GQA);
+    const llama_config *c = &m->cfg.text;
+    plm_session *s = run(m, NULL, "think:ratio=0.5,recent=4", TEXT, 0, 8);
+    size_t np, ng;
+    plm_session_tokens(s, &np, &ng);
+    const uint64_t hd = (uint64_t)c->head_dim, nc = hd - hd / 2, nkv = (uint64_t)c->n_kv;
+    uint64_t want = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const uint64_t len = (uint64_t)s->kv.len[l], thin = np - 4; /* per kv head */
+        want += nkv * (len * hd * 4 + (len - thin) * hd * 4 + thin * nc * 4 + nc * 4);
+    }
+    cr_assert_eq(plm_session_timings(s)->kv_bytes, want, "%llu bytes, want %llu",
+                 (unsigned long long)plm_session_timings(s)->kv_bytes, (unsigned long long)want);
+    plm_session *h = run(m, NULL, "h2o:budget=10", TEXT, 0, 8);
+    plm_session *ht = run(m, NULL, "h2o:budget=10+think:ratio=0.5,recent=2", TEXT, 0, 8);
+    for (int l = 0; l < c->n_layers; l++) cr_assert_eq(ht->kv.len[l], 10);
+    cr_assert_lt(plm_session_timings(ht)->kv_bytes, plm_session_timings(h)->kv_bytes);
+    /* the order does not matter to what runs: think first, then h2o evicts thin rows */
+    plm_session *th = run(m, NULL, "think:ratio=0.5,recent=2+h2o:budget=10", TEXT, 0, 8);
+    for (int l = 0; l < c->n_layers; l++) cr_assert_eq(th->kv.len[l], 10);
+    /* policies that read the keys (d2o, ems) see the thin rows as the attention does */
+    const char *more[] = {"d2o:budget=10+think:ratio=0.5,recent=2",
+                          "ems:budget=10,window=4+think:ratio=0.25,recent=2"};
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        plm_session *x = run(m, NULL, more[i], TEXT, 0, 8);
+        for (int l = 0; l < c->n_layers; l++) cr_assert_leq(x->kv.len[l], 10 + 8, "%s", more[i]);
+        plm_session_free(x);
+    }
+    plm_session_free(th);
+    plm_session_free(ht);
+    plm_session_free(h);
+    plm_session_free(s);
+    plm_model_free(m);
+}
+
+/* How many generated tokens of b equal a's before the first that differs (same counts
+ * asserted). Greedy decoding follows a flipped token with a different continuation, so the
+ * first flip, not a position-wise count, measures how close two runs are. */
+static size_t agree_before_flip(plm_session *a, plm_session *b)
+{
+    size_t pa, na, pb, nb;
+    const int32_t *ta = plm_session_tokens(a, &pa, &na), *tb = plm_session_tokens(b, &pb, &nb);
+    cr_assert_eq(na, nb);
+    cr_assert_eq(pa, pb);
+    size_t n = 0;
+    while (pa + n < na && ta[pa + n] == tb[pa + n]) n++;
+    return n;
+}
+
+/* KIVI's 4-bit cache on the fixtures: the first token comes from the float prefill and later
+ * ones read int4 rows. The random fixtures' logits lie close together, so a token may flip;
+ * the first flip must come no earlier than half way (measured: after 10 of 16 tokens on the
+ * text fixture at group 8 / residual 4 and at group 16 / no residual, none in 8 with the
+ * image). The bytes follow the store's accounting exactly. */
+Test(kv_model, int4_keeps_the_greedy_tokens_close_and_the_bytes_small)
+{
+    plm_model *m = load(GQA);
+    const llama_config *c = &m->cfg.text;
+    plm_session *base = run(m, NULL, "none", TEXT, 0, 16);
+    const char *specs[] = {"int4:group=8,residual=4", "int4:group=16,residual=0"};
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        plm_session *s = run(m, NULL, specs[i], TEXT, 0, 16);
+        const size_t n = agree_before_flip(base, s);
+        cr_assert_geq(n, 8, "%s: the tokens part after %zu of 16", specs[i], n);
+        plm_session_free(s);
+    }
+    plm_session *s = run(m, NULL, "int4:group=8,residual=4", TEXT, 0, 16);
+    const uint64_t hd = (uint64_t)c->head_dim, G = 8, nvg = hd / 8;
+    uint64_t want = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const uint64_t len = (uint64_t)s->kv.len[l], nq = (len - 4) / G * G;
+        want += (uint64_t)c->n_kv * ((len - nq) * hd * 8 + nq * (hd + 4 + 8 * nvg) +
+                                     nq / G * hd * 8);
+    }
+    cr_assert_eq(plm_session_timings(s)->kv_bytes, want, "%llu bytes, want %llu",
+                 (unsigned long long)plm_session_timings(s)->kv_bytes, (unsigned long long)want);
+    cr_assert_lt(plm_session_timings(s)->kv_bytes, plm_session_timings(base)->kv_bytes / 2);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model *mi = load(MODEL);
+    base = run(mi, NULL, "none", PROMPT, 1, 8);
+    s = run(mi, NULL, "int4:group=8,residual=4", PROMPT, 1, 8);
+    cr_assert_geq(agree_before_flip(base, s), 4);
+    plm_session_free(s);
+    plm_session_free(base);
+    plm_model_free(mi);
+    plm_model_free(m);
+}
+
+Test(kv_model, int4_runs_under_token_policies)
+{
+    plm_model *m = load(GQA);
+    const llama_config *c = &m->cfg.text;
+    plm_session *sh = run(m, NULL, "scissorhands:budget=12,recent=2,drop=2", TEXT, 0, 8);
+    plm_session *q = run(m, NULL, "scissorhands:budget=12,recent=2,drop=2+int4:group=4,"
+                         "residual=2", TEXT, 0, 8);
+    for (int l = 0; l < c->n_layers; l++) cr_assert_leq(q->kv.len[l], 12);
+    cr_assert_lt(plm_session_timings(q)->kv_bytes, plm_session_timings(sh)->kv_bytes);
+    const char *more[] = {"int4:group=4,residual=2+h2o:budget=10", "d2o:budget=10+int4:group=4,"
+                          "residual=2", "kvcrush:budget=10+int4:group=8,residual=0",
+                          "ems:budget=10,window=4+int4:group=4,residual=2"};
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++) {
+        plm_session *x = run(m, NULL, more[i], TEXT, 0, 8);
+        for (int l = 0; l < c->n_layers; l++) cr_assert_leq(x->kv.len[l], 10 + 8, "%s", more[i]);
+        plm_session_free(x);
+    }
+    plm_session_free(q);
+    plm_session_free(sh);
+    plm_model_free(m);
+}
+
+/* Store combinations not built yet fail with the reason, at the first layer that meets them. */
+Test(kv_model, unbuilt_store_combinations_are_refused)
+{
+    plm_model *m = load(GQA);
+    const struct {
+        const char *spec, *msg;
+    } bad[] = {{"think:recent=2+int4:group=4,residual=2", "do not share a layer"},
+               {"int4:group=4,residual=2+think:recent=2", "do not share a layer"},
+               {"mustafar:window=4,batch=4+int4:group=4,residual=2", "cannot share layer"},
+               {"think:recent=2+deltallm:local=8", "cannot attend over the think / int4"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        plm_session_params sp = plm_session_default_params();
+        sp.max_tokens = 4;
+        plm_session *s;
+        plm_error err;
+        cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK);
+        cr_assert_eq(plm_session_set_kv(s, bad[i].spec), PLM_OK, "%s", plm_last_error(s));
+        cr_assert_neq(plm_session_generate(s, TEXT, NULL, NULL, NULL), PLM_OK, "%s ran",
+                      bad[i].spec);
+        cr_assert(strstr(plm_last_error(s), bad[i].msg), "%s: '%s'", bad[i].spec,
+                  plm_last_error(s));
+        plm_session_free(s);
+    }
+    plm_model_free(m);
+}
+
 Test(kv_model, bad_specs_are_refused_with_the_reason)
 {
     plm_model *m = load(GQA);
@@ -166,6 +349,8 @@ Test(kv_model, bad_specs_are_refused_with_the_reason)
         {"h2o:budget=3,colour=red", "no parameter 'colour'"},
         {"snapkv:budget=8,kernel=4", "kernel must be odd"},
         {"h2o:budget=2.5", "whole number"},
+        {"think:ratio=1", "think's ratio"},
+        {"int4:group=0", "group"},
         {"h2o:budget=8+", NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -83,6 +83,8 @@ fi
 [ -x "$dir/test_cuda_blocks" ] && run_one test_cuda_blocks "$dir/test_cuda_blocks"
 # Mustafar's bitmap KV store: device compression and decode attention against the CPU.
 [ -x "$dir/test_cuda_bitmap" ] && run_one test_cuda_bitmap "$dir/test_cuda_bitmap"
+# ThinK's thin-key and KIVI's int4 KV stores: device ops against the CPU.
+[ -x "$dir/test_cuda_kvstore" ] && run_one test_cuda_kvstore "$dir/test_cuda_kvstore"
 # The whole model on the GPU against the transformers fixtures and the CPU backend.
 [ -x "$dir/test_cuda_kv" ] && run_one test_cuda_kv "$dir/test_cuda_kv"
 [ -x "$dir/test_cuda_model" ] && run_one test_cuda_model "$dir/test_cuda_model"

@@ -1,8 +1,9 @@
 /* The KV-cache machinery on the GPU against the CPU: the row edits policies apply (per-head
  * compaction, ordered merges) on random caches, and whole generations under every policy on a
  * float32 fixture, where the CUDA backend must pick the same tokens and hold the same number of
- * KV bytes as the CPU one. Plain C; run from the repository root by tests/gpu/run.sh. Prints
- * one PASS/FAIL line per check and "N passed, M failed" last. */
+ * KV bytes as the CPU one (ThinK's thin keys and KIVI's int4 rows included). Plain C; run
+ * from the repository root by tests/gpu/run.sh. Prints one PASS/FAIL line per check and
+ * "N passed, M failed" last. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,11 +157,18 @@ int main(void)
                            "ems:budget=40,window=8", "kvcrush:budget=40",
                            "mustafar:window=8,batch=8", "delta:budget=16,full=1,layers=1",
                            "recycled:budget=16,stride=3", "autopasta:span=4",
-                           "h2o:budget=40+autopasta:span=4"};
+                           "h2o:budget=40+autopasta:span=4", "think:ratio=0.5,recent=8",
+                           "h2o:budget=40+think:ratio=0.5,recent=8", "int4:group=8,residual=8",
+                           "scissorhands:budget=40,recent=8,drop=4+int4:group=8,residual=8",
+                           "d2o:budget=40+int4:group=8,residual=4"};
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) same_generation(MODEL, specs[i], 1);
     same_generation(GQA, "h2o:budget=12", 0);
     same_generation(GQA, "flexprefill:block=8,min_budget=8", 0);
     same_generation(GQA, "deltallm:local=8", 0);
+    same_generation(GQA, "think:ratio=0.4,recent=4", 0);
+    same_generation(GQA, "h2o:budget=12+think:ratio=0.5,recent=2", 0);
+    same_generation(GQA, "int4:group=8,residual=4", 0);
+    same_generation(GQA, "scissorhands:budget=16,recent=2,drop=2+int4:group=4,residual=2", 0);
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

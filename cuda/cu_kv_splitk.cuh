@@ -1,0 +1,187 @@
+/* Split-K flash decoding pieces shared by the thin-key (cu_kv_think.cu) and int4
+ * (cu_kv_int4.cu) store kernels, the same scheme as the bitmap store's (cu_kv_bitmap.cu): a
+ * block takes one chunk of one kv head's rows for G of its query heads; KVS_WARPS warps walk
+ * the chunk KVS_ROWS rows at a time with a running max and normaliser per query head; the warps
+ * merge through shared memory; with several chunks each block writes its max, normaliser and
+ * unnormalised output to scratch and k_kvs_combine rescales them to their common max. A lane
+ * owns P consecutive channels (P = head_dim / 32 rounded up to a power of two). */
+#ifndef PLM_CUDA_CU_KV_SPLITK_CUH
+#define PLM_CUDA_CU_KV_SPLITK_CUH
+
+#include <math.h>
+
+#include "cuda/cu_internal.h"
+
+#define KVS_WARPS 8
+#define KVS_ROWS 4        /* rows per warp step (their loads in flight together) */
+#define KVS_MAX_HD 256    /* 32 lanes x 8 channels */
+#define KVS_MIN_ROWS 128  /* fewest rows per split worth a block */
+#define KVS_MAX_SPLITS 1024
+
+__device__ static inline float kvs_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static inline int kvs_lanes_p(int hd) { return hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8; }
+
+/* Query heads per block: the group rounded down to a power of two (1..8); the y blocks cover
+ * the rest. */
+static inline int kvs_heads_per_block(int group)
+{
+    return group >= 8 ? 8 : group >= 4 ? 4 : group >= 2 ? 2 : 1;
+}
+
+/* Splits nk keys so the grid is one full wave of resident blocks, no split under
+ * KVS_MIN_ROWS rows, no more splits than the scratch holds (none without scratch). Returns the
+ * split count; *chunk receives the rows per split (a multiple of KVS_WARPS * KVS_ROWS). */
+static inline int kvs_plan_splits(int64_t units, int64_t nk, int64_t resident, int64_t per_split,
+                                  const float *work, int64_t work_floats, int64_t *chunk)
+{
+    int64_t splits = resident / (units > 0 ? units : 1);
+    const int64_t by_rows = (nk + KVS_MIN_ROWS - 1) / KVS_MIN_ROWS;
+    if (splits > by_rows) splits = by_rows;
+    if (splits > KVS_MAX_SPLITS) splits = KVS_MAX_SPLITS;
+    const int64_t room = work ? work_floats / per_split : 0;
+    if (splits > room) splits = room;
+    if (splits < 1) splits = 1;
+    const int64_t step = (int64_t)KVS_WARPS * KVS_ROWS;
+    int64_t c = (nk + splits - 1) / splits;
+    c = (c + step - 1) / step * step;
+    if (c < step) c = step;
+    *chunk = c;
+    const int64_t n = (nk + c - 1) / c;
+    return n < 1 ? 1 : (int)n;
+}
+
+/* The block's end: merge the warps' states for each of its ng query heads (h0..) and write the
+ * output row (one split) or the split's state to work (several). Dynamic shared memory:
+ * KVS_WARPS * (32 * P + 2) floats. */
+template <int P, int G>
+__device__ static void kvs_finish(const plm_attn_args &a, float (&acc)[G][P], float (&m)[G],
+                                  float (&l)[G], int h0, int ng, int64_t i, int64_t split,
+                                  int n_splits, float *work)
+{
+    extern __shared__ float kvs_sm[];
+    const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32, d0 = lane * P;
+    const int wid = 32 * P;
+    float *sm_acc = kvs_sm;
+    float *sm_ml = kvs_sm + KVS_WARPS * wid;
+    for (int g = 0; g < ng; g++) {
+        __syncthreads(); /* the previous head's reads are done */
+#pragma unroll
+        for (int t = 0; t < P; t++) sm_acc[warp * wid + d0 + t] = acc[g][t];
+        if (lane == 0) {
+            sm_ml[warp * 2] = m[g];
+            sm_ml[warp * 2 + 1] = l[g];
+        }
+        __syncthreads();
+        float M = -INFINITY;
+        for (int w = 0; w < KVS_WARPS; w++) M = fmaxf(M, sm_ml[w * 2]);
+        float wt[KVS_WARPS], L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < KVS_WARPS; w++) {
+            wt[w] = M == -INFINITY ? 0.0f : __expf(sm_ml[w * 2] - M);
+            L += wt[w] * sm_ml[w * 2 + 1];
+        }
+        const int h = h0 + g;
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+            float o = 0.0f;
+#pragma unroll
+            for (int w = 0; w < KVS_WARPS; w++) o += wt[w] * sm_acc[w * wid + d];
+            if (n_splits == 1) {
+                a.out[(i * a.n_heads + h) * hd + d] = L > 0.0f ? o / L : 0.0f;
+            } else {
+                float *wk = work + ((i * a.n_heads + h) * n_splits + split) * (hd + 2);
+                wk[2 + d] = o;
+                if (d == 0) {
+                    wk[0] = M;
+                    wk[1] = L;
+                }
+            }
+        }
+    }
+}
+
+/* out = the splits' outputs rescaled to their common max; grid (n_heads, tq). */
+__global__ static void k_kvs_combine(const float *work, float *out, int n_heads, int hd,
+                                     int n_splits)
+{
+    const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x;
+    const float *w = work + qh * n_splits * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) M = fmaxf(M, w[s * (hd + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float *ws = w + s * (hd + 2);
+        if (ws[1] > 0.0f) L += ws[1] * __expf(ws[0] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_splits; s++) {
+            const float *ws = w + s * (hd + 2);
+            if (ws[1] > 0.0f) o += ws[2 + d] * __expf(ws[0] - M);
+        }
+        out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
+    }
+}
+
+/* One online-softmax step of KVS_ROWS rows for G query heads: s[g][r] scores (-inf past the
+ * end), vv[r] the lane's value channels. */
+template <int P, int G>
+__device__ static inline void kvs_softmax_step(float (&s)[G][KVS_ROWS],
+                                               const float (&vv)[KVS_ROWS][P],
+                                               float (&acc)[G][P], float (&m)[G], float (&l)[G])
+{
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = m[g];
+#pragma unroll
+        for (int r = 0; r < KVS_ROWS; r++) mx = fmaxf(mx, s[g][r]);
+        /* the step's first row is live, so mx is finite and exp(-inf - mx) = 0 */
+        const float corr = __expf(m[g] - mx);
+        float psum = 0.0f;
+#pragma unroll
+        for (int t = 0; t < P; t++) acc[g][t] *= corr;
+#pragma unroll
+        for (int r = 0; r < KVS_ROWS; r++) {
+            const float pr = __expf(s[g][r] - mx);
+            psum += pr;
+#pragma unroll
+            for (int t = 0; t < P; t++) acc[g][t] += pr * vv[r][t];
+        }
+        l[g] = l[g] * corr + psum;
+        m[g] = mx;
+    }
+}
+
+/* Shared launch checks of the store attention ops; 0 (failure recorded) when a does not fit. */
+static inline int kvs_check(cu_backend *b, const plm_attn_args *a, int n_kv, int hd,
+                            const char *what)
+{
+    if (a->n_heads <= 0 || a->n_kv <= 0 || a->n_heads % a->n_kv != 0) {
+        cu_fail(b, "%s: %d heads cannot share %d kv heads", what, a->n_heads, a->n_kv);
+        return 0;
+    }
+    if (a->head_dim <= 0 || a->head_dim > KVS_MAX_HD || a->head_dim != hd || a->n_kv != n_kv) {
+        cu_fail(b, "%s: head_dim %d (store %d, kernel 1..%d), %d kv heads (store %d)", what,
+                a->head_dim, hd, KVS_MAX_HD, a->n_kv, n_kv);
+        return 0;
+    }
+    if (a->tq < 0 || a->tk < 0 || a->tq > 65535 || a->q_stride < (int64_t)a->n_heads * hd ||
+        a->kv_stride < (int64_t)a->n_kv * hd) {
+        cu_fail(b, "%s: bad shape tq=%lld (CUDA 0..65535) tk=%lld q_stride=%lld kv_stride=%lld",
+                what, (long long)a->tq, (long long)a->tk, (long long)a->q_stride,
+                (long long)a->kv_stride);
+        return 0;
+    }
+    if (a->rows || a->bias || a->q_pos0_dev) {
+        cu_fail(b, "%s: sparse rows, steering bias and recorded steps are not supported", what);
+        return 0;
+    }
+    return 1;
+}
+
+#endif
