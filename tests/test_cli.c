@@ -259,3 +259,31 @@ Test(cli, kv_quant_int4_shrinks_the_cache_alone_and_after_a_policy)
     cr_assert_eq(r.code, 2, "%s", r.out);
     cr_assert(strstr(r.out, "group"), "%s", r.out);
 }
+
+/* An eval sweep joins --kv-quant to every --kv setting: each runs in its own folder and the
+ * report lists the joined specs. */
+Test(cli, eval_sweeps_join_kv_quant_to_every_kv_setting)
+{
+    char dir[512], cmd[4096];
+    snprintf(dir, sizeof dir, "%s/kvq_sweep", PLM_BINARY_DIR);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s && printf '%%s\\n' '{\"id\":\"a\","
+             "\"question\":\"The pass key is 7 4 1 9. What is it?\",\"answer\":\"7\"}' > "
+             "%s/data.jsonl", dir, dir, dir);
+    cr_assert_eq(run(cmd).code, 0);
+    snprintf(cmd, sizeof cmd, "%s eval --model %sgqa_bf16_sharded --data %s/data.jsonl --out "
+             "%s/out --kv none --kv h2o:budget=20 --kv-quant int4:group=8,residual=4 "
+             "--max-tokens 4 -q", PLM_CLI, FIX, dir, dir);
+    run_result r = run(cmd);
+    cr_assert_eq(r.code, 0, "%s", r.out);
+    char path[700];
+    snprintf(path, sizeof path, "%s/out/report.md", dir);
+    char *text;
+    size_t len;
+    plm_error err;
+    cr_assert_eq(plm_read_file(path, 1 << 20, &text, &len, &err), PLM_OK, "%s", err.msg);
+    cr_assert(strstr(text, "`int4:group=8,residual=4`"), "%s", text);
+    cr_assert(strstr(text, "`h2o:budget=20+int4:group=8,residual=4`"), "%s", text);
+    free(text);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    run(cmd);
+}
