@@ -231,7 +231,7 @@ static void step_ops(const llama_model *m, plm_backend *be, llama_kv *kv, float 
 /* Runs a t = 1 step without a hook as a recorded graph: records it when there is none for
  * these buffers (or the backend's moved), then replays it after copying the step's positions,
  * cache rows and RoPE frequencies. Returns 1 when the step ran that way; 0: run it unrecorded
- * (the first step, which warms the backend's buffers; no graph ops; a recording refused). */
+ * (new buffers, no graph ops, a recording refused). */
 static int step_graph(const llama_model *m, plm_backend *be, llama_kv *kv, float *x,
                       const int32_t *pos, float *logits, int64_t rope_len, float *scratch)
 {
@@ -243,8 +243,14 @@ static int step_graph(const llama_model *m, plm_backend *be, llama_kv *kv, float
         kv->graph_state = -1;
         return 0;
     }
-    if (kv->graph_state == 0) { /* the first step warms the buffers the recording will use */
-        kv->graph_state = 1;
+    /* Record only for buffers the step before used too: that step, run unrecorded, grew what
+     * the recording needs (a recording cannot), and a caller whose buffers change every step
+     * is never recorded for nothing. */
+    const void *key[4] = {m, x, logits, scratch};
+    if (memcmp(kv->graph_key, key, sizeof key) != 0) {
+        if (kv->graph) op->graph_free(be, kv->graph);
+        kv->graph = NULL;
+        memcpy(kv->graph_key, key, sizeof key);
         return 0;
     }
     for (int l = 0; l < c->n_layers; l++)
@@ -266,11 +272,6 @@ static int step_graph(const llama_model *m, plm_backend *be, llama_kv *kv, float
     float freq[512];
     llama_rope_inv_freq(c, rope_len, freq);
     memcpy(hr + c->n_layers, freq, (size_t)(c->head_dim / 2) * sizeof(float));
-    const void *key[4] = {m, x, logits, scratch};
-    if (kv->graph && memcmp(kv->graph_key, key, sizeof key) != 0) {
-        op->graph_free(be, kv->graph);
-        kv->graph = NULL;
-    }
     for (int tries = 0; tries < 2; tries++) {
         if (!kv->graph) {
             if (!op->graph_begin(be)) {
@@ -283,7 +284,6 @@ static int step_graph(const llama_model *m, plm_backend *be, llama_kv *kv, float
                 kv->graph_state = -1;
                 return 0;
             }
-            memcpy(kv->graph_key, key, sizeof key);
         }
         if (op->graph_launch(be, kv->graph, kv->step_dev, kv->step_host, bytes)) {
             for (int l = 0; l < c->n_layers; l++) kv->len[l]++;

@@ -47,11 +47,10 @@ typedef struct llama_kv {
      * these): the step reads each layer's position and cached rows from step_dev, which a small
      * copy of step_host refreshes before each replay. */
     void *graph;
-    const void *graph_key[4]; /* what the recording baked in: model, x, logits, scratch */
+    const void *graph_key[4]; /* the last step's model, x, logits, scratch: the recording's */
     void *step_dev;           /* [n_layers] positions, [n_layers] rows, then head_dim/2 freqs */
     void *step_host;
-    int graph_state;          /* 0: the next step runs unrecorded (warming the backend's
-                                 buffers), 1: record or replay, -1: off (recording failed) */
+    int graph_state;          /* -1: off (a recording failed, or the shapes do not suit) */
 } llama_kv;
 
 /* Rows of keys and values held over all layers (for memory accounting). */
