@@ -10,6 +10,15 @@
 
 #define ROPE_THREADS 256
 
+/* One rotated pair, products and difference rounded separately (no FMA contraction) as the
+ * CPU computes them, and the same in every kernel here: a recorded decode step (rope_append)
+ * then gives the same bits as the step run op by op (rope_qk). */
+__device__ static inline void rope_pair(float a, float b, float c, float s, float *y0, float *y1)
+{
+    *y0 = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    *y1 = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+}
+
 /* Heads [0, n_heads) of x, then heads [0, n2) of x2 (none when n2 = 0). */
 __global__ void k_rope(float *x, int64_t stride, int n_heads, float *x2, int64_t stride2, int n2,
                        int64_t t, int hd, const int32_t *pos, const float *inv_freq)
@@ -28,9 +37,7 @@ __global__ void k_rope(float *x, int64_t stride, int n_heads, float *x2, int64_t
         const float c = cosf(f), s = sinf(f);
         float *v = h < n_heads ? x + i * stride + (int64_t)h * hd
                                : x2 + i * stride2 + (int64_t)(h - n_heads) * hd;
-        const float a = v[j], b = v[j + half];
-        v[j] = a * c - b * s;
-        v[j + half] = b * c + a * s;
+        rope_pair(v[j], v[j + half], c, s, &v[j], &v[j + half]);
     }
 }
 
@@ -97,9 +104,10 @@ __global__ void k_rope_append(plm_rope_step a)
         float *dst = h < a.n_q ? a.q + (int64_t)h * a.hd : kd + (int64_t)(h - a.n_q) * a.hd;
         const float f = p * a.inv_freq[j];
         const float c = cosf(f), s = sinf(f);
-        const float x0 = src[j], x1 = src[j + half];
-        dst[j] = x0 * c - x1 * s;
-        dst[j + half] = x1 * c + x0 * s;
+        float y0, y1;
+        rope_pair(src[j], src[j + half], c, s, &y0, &y1);
+        dst[j] = y0;
+        dst[j + half] = y1;
         if (j == 0 && (a.hd & 1)) dst[a.hd - 1] = src[a.hd - 1];
     }
 }
