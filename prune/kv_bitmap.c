@@ -5,15 +5,12 @@
 #include <string.h>
 
 #include "prune/kv_bitmap.h"
+#include "prune/kv_store.h"
 
-#define KVB_ALIGN 256      /* each of the four arrays starts 256-byte aligned */
 #define KVB_MAX_HD 512
-#define KVB_WORK_SPLITS 128 /* key-range splits per query head the scratch allows */
 
-static size_t align_up(size_t n)
-{
-    return (n + KVB_ALIGN - 1) / KVB_ALIGN * KVB_ALIGN;
-}
+/* each of the four arrays starts aligned */
+static size_t align_up(size_t n) { return kv_store_align(n); }
 
 int kv_bitmap_keep(int head_dim, double sparsity)
 {
@@ -83,11 +80,7 @@ plm_status kv_bitmap_alloc(plm_backend *be, plm_kv_bitmap *kb, plm_error *err)
     sizes(kb, kb->cap, s);
     const size_t bytes = kv_bitmap_bytes(kb, kb->cap);
     char *p = be->ops->alloc(be, bytes);
-    if (!p) {
-        const char *why = be->ops->alloc_error ? be->ops->alloc_error(be) : NULL;
-        return plm_fail(err, PLM_E_NOMEM, "kv bitmap store: cannot allocate %zu bytes%s%s", bytes,
-                        why ? ": " : "", why ? why : "");
-    }
+    if (!p) return kv_store_alloc_failed(be, p, bytes, "kv bitmap store", err);
     /* k_bits first: kv_bitmap_release frees through it. */
     kb->k_bits = (uint64_t *)p;
     kb->v_bits = (uint64_t *)(p + align_up(s[0]));
@@ -107,16 +100,14 @@ void kv_bitmap_release(plm_backend *be, plm_kv_bitmap *kb)
 
 int64_t kv_bitmap_work_floats(int n_heads, int head_dim, int64_t tq)
 {
-    /* Per split and query head: the running max, the normaliser and head_dim sums. */
-    return (int64_t)KVB_WORK_SPLITS * tq * n_heads * (head_dim + 2);
+    return kv_store_work_floats(n_heads, head_dim, tq);
 }
 
 plm_status kv_bitmap_compress(plm_backend *be, plm_kv_bitmap *kb, const float *k,
                               const float *v, int64_t kv_stride, int64_t upto, plm_error *err)
 {
-    if (!be->ops->kv_bitmap || !be->ops->kv_bitmap->compress)
-        return plm_fail(err, PLM_E_UNSUPPORTED, "the %s backend has no bitmap KV store",
-                        be->ops->name);
+    PLM_TRY(kv_store_need_ops(be, be->ops->kv_bitmap && be->ops->kv_bitmap->compress,
+                              "bitmap KV store", err));
     if (!kb->k_bits)
         return plm_fail(err, PLM_E_ARG, "kv bitmap store: compress before kv_bitmap_alloc");
     if (upto > kb->cap)
@@ -134,20 +125,9 @@ plm_status kv_bitmap_compress(plm_backend *be, plm_kv_bitmap *kb, const float *k
 plm_status kv_bitmap_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_bitmap *kb,
                             plm_error *err)
 {
-    if (!be->ops->kv_bitmap || !be->ops->kv_bitmap->attend)
-        return plm_fail(err, PLM_E_UNSUPPORTED, "the %s backend has no bitmap KV store",
-                        be->ops->name);
-    if (a->n_kv != kb->n_kv || a->head_dim != kb->head_dim)
-        return plm_fail(err, PLM_E_ARG, "kv bitmap attention: the query side has %d kv heads of "
-                        "%d, the store %d of %d", a->n_kv, a->head_dim, kb->n_kv, kb->head_dim);
-    if (a->n_heads <= 0 || a->n_heads % a->n_kv)
-        return plm_fail(err, PLM_E_ARG, "kv bitmap attention: %d heads cannot share %d kv heads",
-                        a->n_heads, a->n_kv);
-    if (a->tq < 0 || a->tk < 0 || a->q_stride < (int64_t)a->n_heads * a->head_dim ||
-        a->kv_stride < (int64_t)a->n_kv * a->head_dim)
-        return plm_fail(err, PLM_E_ARG, "kv bitmap attention: bad shape tq=%lld tk=%lld "
-                        "q_stride=%lld kv_stride=%lld", (long long)a->tq, (long long)a->tk,
-                        (long long)a->q_stride, (long long)a->kv_stride);
+    PLM_TRY(kv_store_need_ops(be, be->ops->kv_bitmap && be->ops->kv_bitmap->attend,
+                              "bitmap KV store", err));
+    PLM_TRY(kv_store_check_attn(a, kb->n_kv, kb->head_dim, "kv bitmap", "attention", err));
     be->ops->kv_bitmap->attend(be, a, kb);
     return PLM_OK;
 }
@@ -228,60 +208,26 @@ void kv_bitmap_decompress_host(const plm_kv_bitmap *kb, int64_t r0, int64_t r1, 
         }
 }
 
+/* Row j of kv head kh as the bitmap attention reads it: pruned below n_rows, dense above. */
+static const float *bitmap_row(const void *store, const plm_attn_args *a, int v, int64_t j,
+                               int kh, float *buf)
+{
+    const plm_kv_bitmap *kb = store;
+    if (j < kb->n_rows) {
+        const int64_t row = (int64_t)kh * kb->cap + j;
+        if (v)
+            kv_bitmap_decompress_row(kb->v_bits + row * kb->words, kb->v_vals + row * kb->v_slots,
+                                     a->head_dim, buf);
+        else
+            kv_bitmap_decompress_row(kb->k_bits + row * kb->words, kb->k_vals + row * kb->k_slots,
+                                     a->head_dim, buf);
+        return buf;
+    }
+    return (v ? a->v : a->k) + j * a->kv_stride + (int64_t)kh * a->head_dim;
+}
+
 plm_status kv_bitmap_attention_ref(const plm_attn_args *a, const plm_kv_bitmap *kb,
                                    plm_error *err)
 {
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv, W = kb->words;
-    const int64_t tk = a->tk;
-    double *s = malloc((size_t)(tk > 0 ? tk : 1) * sizeof *s);
-    float *kr = malloc((size_t)hd * 2 * sizeof *kr), *vr = kr ? kr + hd : NULL;
-    double *acc = malloc((size_t)hd * sizeof *acc);
-    if (!s || !kr || !acc) {
-        free(s);
-        free(kr);
-        free(acc);
-        return plm_fail(err, PLM_E_NOMEM, "kv bitmap reference attention: out of memory for "
-                        "%lld keys", (long long)tk);
-    }
-    /* Row j of kv head kh, as the attention reads it: pruned below n_rows, dense above. */
-#define KVB_ROW(which, j, kh, dst)                                                               \
-    do {                                                                                         \
-        if ((j) < kb->n_rows) {                                                                  \
-            const int64_t row_ = (int64_t)(kh) * kb->cap + (j);                                  \
-            kv_bitmap_decompress_row(kb->which##_bits + row_ * W,                                \
-                                     kb->which##_vals + row_ * kb->which##_slots, hd, dst);      \
-        } else {                                                                                 \
-            memcpy(dst, a->which + (j) * a->kv_stride + (int64_t)(kh) * hd,                      \
-                   (size_t)hd * sizeof(float));                                                  \
-        }                                                                                        \
-    } while (0)
-    for (int64_t i = 0; i < a->tq; i++)
-        for (int h = 0; h < a->n_heads; h++) {
-            const int kh = h / group;
-            const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : tk;
-            if (nk > tk) nk = tk;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                KVB_ROW(k, j, kh, kr);
-                double d = 0;
-                for (int e = 0; e < hd; e++) d += (double)q[e] * kr[e];
-                s[j] = d * a->scale;
-                if (s[j] > mx) mx = s[j];
-            }
-            for (int e = 0; e < hd; e++) acc[e] = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                const double p = exp(s[j] - mx);
-                sum += p;
-                KVB_ROW(v, j, kh, vr);
-                for (int e = 0; e < hd; e++) acc[e] += p * vr[e];
-            }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int e = 0; e < hd; e++) o[e] = nk > 0 ? (float)(acc[e] / sum) : 0.0f;
-        }
-#undef KVB_ROW
-    free(s);
-    free(kr);
-    free(acc);
-    return PLM_OK;
+    return kv_store_attention_ref(a, kb, bitmap_row, "kv bitmap", err);
 }

@@ -1,18 +1,14 @@
 /* The int4 KV store: sizes, allocation, the host bookkeeping (which rows are stored, which key
  * groups are still used), the quantiser on the host and the reference attention
  * (prune/kv_int4.h says why the layout is what it is). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "prune/kv_int4.h"
+#include "prune/kv_store.h"
 
-#define KVQ_ALIGN 256
 #define KVQ_MAX_HD 512
 #define KVQ_MAX_GROUP 1024
-#define KVQ_WORK_SPLITS 128
-
-static size_t align_up(size_t n) { return (n + KVQ_ALIGN - 1) / KVQ_ALIGN * KVQ_ALIGN; }
 
 plm_status kv_int4_init(plm_kv_int4 *st, int n_kv, int head_dim, int group, int64_t cap,
                         plm_error *err)
@@ -66,7 +62,7 @@ plm_status kv_int4_alloc(plm_backend *be, plm_kv_int4 *st, plm_error *err)
     sizes(st, s);
     for (int i = 0; i < A_N; i++) {
         off[i] = bytes;
-        bytes += align_up(s[i]);
+        bytes += kv_store_align(s[i]);
     }
     char *p = be->ops->alloc(be, bytes);
     const size_t rows = (size_t)st->cap * (size_t)st->n_kv;
@@ -76,11 +72,8 @@ plm_status kv_int4_alloc(plm_backend *be, plm_kv_int4 *st, plm_error *err)
     st->h_next = calloc((size_t)st->n_kv, sizeof *st->h_next);
     st->h_idx = malloc((rows ? rows : 1) * sizeof *st->h_idx);
     if (!p || !st->h_n_q || !st->h_slot || !st->h_refs || !st->h_next || !st->h_idx) {
-        const char *why = !p && be->ops->alloc_error ? be->ops->alloc_error(be) : NULL;
-        if (p) be->ops->release(be, p);
-        kv_int4_release(be, st);
-        return plm_fail(err, PLM_E_NOMEM, "int4 KV store: cannot allocate %zu bytes%s%s", bytes,
-                        why ? ": " : "", why ? why : "");
+        kv_int4_release(be, st); /* the host arrays; st->k_codes is not set yet */
+        return kv_store_alloc_failed(be, p, bytes, "int4 KV store", err);
     }
     st->k_codes = (uint8_t *)p; /* first: kv_int4_release frees through it */
     st->v_codes = (uint8_t *)(p + off[A_VC]);
@@ -111,15 +104,12 @@ void kv_int4_release(plm_backend *be, plm_kv_int4 *st)
 
 int64_t kv_int4_work_floats(int n_heads, int head_dim, int64_t tq)
 {
-    return (int64_t)KVQ_WORK_SPLITS * tq * n_heads * (head_dim + 2);
+    return kv_store_work_floats(n_heads, head_dim, tq);
 }
 
 static plm_status need_ops(plm_backend *be, plm_error *err)
 {
-    if (!be->ops->kv_int4)
-        return plm_fail(err, PLM_E_UNSUPPORTED, "the %s backend has no int4 KV store",
-                        be->ops->name);
-    return PLM_OK;
+    return kv_store_need_ops(be, be->ops->kv_int4 != NULL, "int4 KV store", err);
 }
 
 plm_status kv_int4_advance(plm_backend *be, plm_kv_int4 *st, const float *k, const float *v,
@@ -178,17 +168,10 @@ plm_status kv_int4_compact(plm_backend *be, plm_kv_int4 *st, const int32_t *keep
         st->h_n_q[h] = m;
         if (m > most) most = m;
     }
-    /* the first `most` entries of every list are an ascending list themselves */
-    if (most > 0) {
-        const int32_t *idx = keep;
-        if (most < n_keep) {
-            for (int h = 0; h < st->n_kv; h++)
-                memcpy(st->h_idx + (int64_t)h * most, keep + (int64_t)h * n_keep,
-                       (size_t)most * sizeof *idx);
-            idx = st->h_idx;
-        }
-        be->ops->kv_int4->compact(be, st, idx, most);
-    }
+    if (most > 0)
+        be->ops->kv_int4->compact(be, st,
+                                  kv_store_keep_prefix(keep, n_keep, st->n_kv, most, st->h_idx),
+                                  most);
     be->ops->upload(be, st->n_q, st->h_n_q, (size_t)st->n_kv * sizeof(int32_t));
     return PLM_OK;
 }
@@ -199,12 +182,7 @@ plm_status kv_int4_mix(plm_backend *be, const plm_kv_int4 *st, float *k, float *
                        plm_error *err)
 {
     PLM_TRY(need_ops(be, err));
-    for (int64_t m = 0; m < n; m++)
-        if (head[m] < 0 || head[m] >= st->n_kv || dst[m] < 0 || dst[m] >= len || src[m] < 0 ||
-            src[m] >= len)
-            return plm_fail(err, PLM_E_ARG, "int4 KV store: merge %lld names row %d/%d of head "
-                            "%d, outside %lld rows", (long long)m, dst[m], src[m], head[m],
-                            (long long)len);
+    PLM_TRY(kv_store_check_merges(st->n_kv, len, head, dst, src, n, "int4 KV store", err));
     if (n > 0) be->ops->kv_int4->mix(be, st, k, v, kv_stride, head, dst, src, a, b, n);
     return PLM_OK;
 }
@@ -212,17 +190,7 @@ plm_status kv_int4_mix(plm_backend *be, const plm_kv_int4 *st, float *k, float *
 static plm_status check_args(const plm_attn_args *a, const plm_kv_int4 *st, const char *what,
                              plm_error *err)
 {
-    if (a->n_kv != st->n_kv || a->head_dim != st->head_dim)
-        return plm_fail(err, PLM_E_ARG, "int4 %s: the query side has %d kv heads of %d, the "
-                        "store %d of %d", what, a->n_kv, a->head_dim, st->n_kv, st->head_dim);
-    if (a->n_heads <= 0 || a->n_heads % a->n_kv)
-        return plm_fail(err, PLM_E_ARG, "int4 %s: %d heads cannot share %d kv heads", what,
-                        a->n_heads, a->n_kv);
-    if (a->tq < 0 || a->tk < 0 || a->q_stride < (int64_t)a->n_heads * a->head_dim ||
-        a->kv_stride < (int64_t)a->n_kv * a->head_dim)
-        return plm_fail(err, PLM_E_ARG, "int4 %s: bad shape tq=%lld tk=%lld q_stride=%lld "
-                        "kv_stride=%lld", what, (long long)a->tq, (long long)a->tk,
-                        (long long)a->q_stride, (long long)a->kv_stride);
+    PLM_TRY(kv_store_check_attn(a, st->n_kv, st->head_dim, "int4", what, err));
     if (a->rows || a->bias || a->q_pos0_dev)
         return plm_fail(err, PLM_E_UNSUPPORTED, "int4 %s: sparse rows, steering bias and "
                         "recorded steps do not combine with the int4 store", what);
@@ -250,9 +218,7 @@ plm_status kv_int4_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_i
 plm_status kv_int4_download(plm_backend *be, const plm_kv_int4 *st, float *k, float *v,
                             int64_t kv_stride, plm_error *err)
 {
-    int64_t most = 0;
-    for (int h = 0; h < st->n_kv; h++)
-        if (st->h_n_q[h] > most) most = st->h_n_q[h];
+    const int64_t most = kv_store_most(st->h_n_q, st->n_kv);
     if (most == 0) return PLM_OK;
     /* a host twin of the store's first `most` rows and every key group */
     plm_kv_int4 t = *st;
@@ -295,9 +261,7 @@ plm_status kv_int4_download(plm_backend *be, const plm_kv_int4 *st, float *k, fl
 
 int64_t kv_int4_rows(const plm_kv_int4 *st)
 {
-    int64_t n = 0;
-    for (int h = 0; st->h_n_q && h < st->n_kv; h++) n += st->h_n_q[h];
-    return n;
+    return kv_store_total(st->h_n_q, st->n_kv);
 }
 
 size_t kv_int4_bytes(const plm_kv_int4 *st)
@@ -404,48 +368,19 @@ void kv_int4_encode_row_host(const plm_kv_int4 *st, int64_t r, int h, const floa
              st->v_sc + row * st->n_vg);
 }
 
+/* Row j of kv head kh as the int4 attention reads it: dequantised when stored. */
+static const float *int4_row(const void *store, const plm_attn_args *a, int v, int64_t j, int kh,
+                             float *buf)
+{
+    const plm_kv_int4 *st = store;
+    if (j < st->h_n_q[kh]) {
+        kv_int4_row_host(st, j, kh, v ? NULL : buf, v ? buf : NULL);
+        return buf;
+    }
+    return (v ? a->v : a->k) + j * a->kv_stride + (int64_t)kh * a->head_dim;
+}
+
 plm_status kv_int4_attention_ref(const plm_attn_args *a, const plm_kv_int4 *st, plm_error *err)
 {
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
-    const int64_t tk = a->tk;
-    double *s = malloc((size_t)(tk > 0 ? tk : 1) * sizeof *s);
-    float *kr = malloc((size_t)hd * 2 * sizeof *kr), *vr = kr ? kr + hd : NULL;
-    double *acc = malloc((size_t)hd * sizeof *acc);
-    if (!s || !kr || !acc) {
-        free(s);
-        free(kr);
-        free(acc);
-        return plm_fail(err, PLM_E_NOMEM, "int4 reference attention: out of memory for %lld "
-                        "keys", (long long)tk);
-    }
-    for (int64_t i = 0; i < a->tq; i++)
-        for (int h = 0; h < a->n_heads; h++) {
-            const int kh = h / group;
-            const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : tk;
-            if (nk > tk) nk = tk;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                if (j < st->h_n_q[kh]) kv_int4_row_host(st, j, kh, kr, NULL);
-                else memcpy(kr, a->k + j * a->kv_stride + (int64_t)kh * hd, (size_t)hd * 4);
-                double d = 0;
-                for (int e = 0; e < hd; e++) d += (double)q[e] * kr[e];
-                s[j] = d * a->scale;
-                if (s[j] > mx) mx = s[j];
-            }
-            for (int e = 0; e < hd; e++) acc[e] = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                const double p = exp(s[j] - mx);
-                if (j < st->h_n_q[kh]) kv_int4_row_host(st, j, kh, NULL, vr);
-                else memcpy(vr, a->v + j * a->kv_stride + (int64_t)kh * hd, (size_t)hd * 4);
-                sum += p;
-                for (int e = 0; e < hd; e++) acc[e] += p * vr[e];
-            }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int e = 0; e < hd; e++) o[e] = nk > 0 ? (float)(acc[e] / sum) : 0.0f;
-        }
-    free(s);
-    free(kr);
-    free(acc);
-    return PLM_OK;
+    return kv_store_attention_ref(a, st, int4_row, "int4", err);
 }

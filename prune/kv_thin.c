@@ -1,16 +1,12 @@
 /* ThinK's thin-key store: sizes, allocation, the host bookkeeping of which rows are thin, and
  * the reference attention (prune/kv_thin.h says why the layout is what it is). */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "prune/kv_store.h"
 #include "prune/kv_thin.h"
 
-#define KVT_ALIGN 256
 #define KVT_MAX_HD 512
-#define KVT_WORK_SPLITS 128
-
-static size_t align_up(size_t n) { return (n + KVT_ALIGN - 1) / KVT_ALIGN * KVT_ALIGN; }
 
 plm_status kv_thin_init(plm_kv_thin *st, int n_kv, int head_dim, int n_chan, int64_t cap,
                         plm_error *err)
@@ -49,22 +45,19 @@ plm_status kv_thin_alloc(plm_backend *be, plm_kv_thin *st, const int32_t *chan, 
                 return plm_fail(err, PLM_E_ARG, "thin key store: channel list of kv head %d is "
                                 "not ascending within 0..%d", h, st->head_dim - 1);
         }
-    const size_t kb = align_up(k_bytes(st)), cb = align_up(nc * sizeof(int32_t));
-    const size_t bytes = kb + cb + align_up((size_t)st->n_kv * sizeof(int32_t));
+    const size_t kb = kv_store_align(k_bytes(st)), cb = kv_store_align(nc * sizeof(int32_t));
+    const size_t bytes = kb + cb + kv_store_align((size_t)st->n_kv * sizeof(int32_t));
     char *p = be->ops->alloc(be, bytes);
     st->h_chan = malloc(nc * sizeof *st->h_chan);
     st->h_n_thin = calloc((size_t)st->n_kv, sizeof *st->h_n_thin);
     st->h_idx = malloc((size_t)st->n_kv * (size_t)(st->cap > 0 ? st->cap : 1) *
                        sizeof *st->h_idx);
     if (!p || !st->h_chan || !st->h_n_thin || !st->h_idx) {
-        const char *why = !p && be->ops->alloc_error ? be->ops->alloc_error(be) : NULL;
-        if (p) be->ops->release(be, p);
         free(st->h_chan);
         free(st->h_n_thin);
         free(st->h_idx);
         st->h_chan = st->h_n_thin = st->h_idx = NULL;
-        return plm_fail(err, PLM_E_NOMEM, "thin key store: cannot allocate %zu bytes%s%s", bytes,
-                        why ? ": " : "", why ? why : "");
+        return kv_store_alloc_failed(be, p, bytes, "thin key store", err);
     }
     st->k = (float *)p; /* first: kv_thin_release frees through it */
     st->chan = (int32_t *)(p + kb);
@@ -88,16 +81,12 @@ void kv_thin_release(plm_backend *be, plm_kv_thin *st)
 
 int64_t kv_thin_work_floats(int n_heads, int head_dim, int64_t tq)
 {
-    /* per split and query head: the running max, the normaliser and head_dim sums */
-    return (int64_t)KVT_WORK_SPLITS * tq * n_heads * (head_dim + 2);
+    return kv_store_work_floats(n_heads, head_dim, tq);
 }
 
 static plm_status need_ops(plm_backend *be, plm_error *err)
 {
-    if (!be->ops->kv_thin)
-        return plm_fail(err, PLM_E_UNSUPPORTED, "the %s backend has no thin key store",
-                        be->ops->name);
-    return PLM_OK;
+    return kv_store_need_ops(be, be->ops->kv_thin != NULL, "thin key store", err);
 }
 
 plm_status kv_thin_compress(plm_backend *be, plm_kv_thin *st, const float *k, int64_t kv_stride,
@@ -137,16 +126,10 @@ plm_status kv_thin_compact(plm_backend *be, plm_kv_thin *st, const int32_t *keep
     /* Only the longest thin prefix moves: a head's entries past its own prefix name dense rows,
      * whose thin slots are dead, but the first `most` entries of every list are still a valid
      * ascending list, so one gather serves all heads. */
-    const int32_t *idx = keep;
-    if (most > 0 && most < n_keep) {
-        for (int h = 0; h < st->n_kv; h++)
-            memcpy(st->h_idx + (int64_t)h * most, keep + (int64_t)h * n_keep,
-                   (size_t)most * sizeof *idx);
-        idx = st->h_idx;
-    }
     if (most > 0)
         be->ops->gather_heads(be, st->k, (int64_t)st->n_kv * st->n_chan, st->n_kv, st->n_chan,
-                              idx, most);
+                              kv_store_keep_prefix(keep, n_keep, st->n_kv, most, st->h_idx),
+                              most);
     be->ops->upload(be, st->n_thin, st->h_n_thin, (size_t)st->n_kv * sizeof(int32_t));
     return PLM_OK;
 }
@@ -156,12 +139,7 @@ plm_status kv_thin_mix(plm_backend *be, const plm_kv_thin *st, float *k, int64_t
                        const float *a, const float *b, int64_t n, plm_error *err)
 {
     PLM_TRY(need_ops(be, err));
-    for (int64_t m = 0; m < n; m++)
-        if (head[m] < 0 || head[m] >= st->n_kv || dst[m] < 0 || dst[m] >= len || src[m] < 0 ||
-            src[m] >= len)
-            return plm_fail(err, PLM_E_ARG, "thin key store: merge %lld names row %d/%d of head "
-                            "%d, outside %lld rows", (long long)m, dst[m], src[m], head[m],
-                            (long long)len);
+    PLM_TRY(kv_store_check_merges(st->n_kv, len, head, dst, src, n, "thin key store", err));
     if (n > 0) be->ops->kv_thin->mix(be, st, k, kv_stride, head, dst, src, a, b, n);
     return PLM_OK;
 }
@@ -169,17 +147,7 @@ plm_status kv_thin_mix(plm_backend *be, const plm_kv_thin *st, float *k, int64_t
 static plm_status check_args(const plm_attn_args *a, const plm_kv_thin *st, const char *what,
                              plm_error *err)
 {
-    if (a->n_kv != st->n_kv || a->head_dim != st->head_dim)
-        return plm_fail(err, PLM_E_ARG, "thin key %s: the query side has %d kv heads of %d, the "
-                        "store %d of %d", what, a->n_kv, a->head_dim, st->n_kv, st->head_dim);
-    if (a->n_heads <= 0 || a->n_heads % a->n_kv)
-        return plm_fail(err, PLM_E_ARG, "thin key %s: %d heads cannot share %d kv heads", what,
-                        a->n_heads, a->n_kv);
-    if (a->tq < 0 || a->tk < 0 || a->q_stride < (int64_t)a->n_heads * a->head_dim ||
-        a->kv_stride < (int64_t)a->n_kv * a->head_dim)
-        return plm_fail(err, PLM_E_ARG, "thin key %s: bad shape tq=%lld tk=%lld q_stride=%lld "
-                        "kv_stride=%lld", what, (long long)a->tq, (long long)a->tk,
-                        (long long)a->q_stride, (long long)a->kv_stride);
+    PLM_TRY(kv_store_check_attn(a, st->n_kv, st->head_dim, "thin key", what, err));
     if (a->rows || a->bias || a->q_pos0_dev)
         return plm_fail(err, PLM_E_UNSUPPORTED, "thin key %s: sparse rows, steering bias and "
                         "recorded steps do not combine with the thin store", what);
@@ -207,9 +175,7 @@ plm_status kv_thin_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_t
 plm_status kv_thin_download(plm_backend *be, const plm_kv_thin *st, float *k_host,
                             int64_t kv_stride, plm_error *err)
 {
-    int64_t most = 0;
-    for (int h = 0; h < st->n_kv; h++)
-        if (st->h_n_thin[h] > most) most = st->h_n_thin[h];
+    const int64_t most = kv_store_most(st->h_n_thin, st->n_kv);
     if (most == 0) return PLM_OK;
     const int64_t w = (int64_t)st->n_kv * st->n_chan;
     float *t = malloc((size_t)(most * w) * sizeof *t);
@@ -234,9 +200,7 @@ size_t kv_thin_bytes(const plm_kv_thin *st)
 
 int64_t kv_thin_rows(const plm_kv_thin *st)
 {
-    int64_t n = 0;
-    for (int h = 0; st->h_n_thin && h < st->n_kv; h++) n += st->h_n_thin[h];
-    return n;
+    return kv_store_total(st->h_n_thin, st->n_kv);
 }
 
 /* ---- host side ------------------------------------------------------------------------------ */
@@ -260,51 +224,20 @@ void kv_thin_expand_row(const float *t, const int32_t *chan, int n_chan, int hd,
     for (int c = 0; c < n_chan; c++) x[chan[c]] = t[c];
 }
 
+/* Row j of kv head kh as the thin-key attention reads it: a thin key expanded, else dense. */
+static const float *thin_row(const void *store, const plm_attn_args *a, int v, int64_t j, int kh,
+                             float *buf)
+{
+    const plm_kv_thin *st = store;
+    if (!v && j < st->h_n_thin[kh]) {
+        kv_thin_expand_row(st->k + j * st->n_kv * st->n_chan + (int64_t)kh * st->n_chan,
+                           st->h_chan + (int64_t)kh * st->n_chan, st->n_chan, a->head_dim, buf);
+        return buf;
+    }
+    return (v ? a->v : a->k) + j * a->kv_stride + (int64_t)kh * a->head_dim;
+}
+
 plm_status kv_thin_attention_ref(const plm_attn_args *a, const plm_kv_thin *st, plm_error *err)
 {
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
-    const int64_t tk = a->tk, w = (int64_t)st->n_kv * st->n_chan;
-    double *s = malloc((size_t)(tk > 0 ? tk : 1) * sizeof *s);
-    float *kr = malloc((size_t)hd * sizeof *kr);
-    double *acc = malloc((size_t)hd * sizeof *acc);
-    if (!s || !kr || !acc) {
-        free(s);
-        free(kr);
-        free(acc);
-        return plm_fail(err, PLM_E_NOMEM, "thin key reference attention: out of memory for %lld "
-                        "keys", (long long)tk);
-    }
-    for (int64_t i = 0; i < a->tq; i++)
-        for (int h = 0; h < a->n_heads; h++) {
-            const int kh = h / group;
-            const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : tk;
-            if (nk > tk) nk = tk;
-            double mx = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                if (j < st->h_n_thin[kh])
-                    kv_thin_expand_row(st->k + j * w + (int64_t)kh * st->n_chan,
-                                       st->h_chan + (int64_t)kh * st->n_chan, st->n_chan, hd, kr);
-                else
-                    memcpy(kr, a->k + j * a->kv_stride + (int64_t)kh * hd,
-                           (size_t)hd * sizeof *kr);
-                double d = 0;
-                for (int e = 0; e < hd; e++) d += (double)q[e] * kr[e];
-                s[j] = d * a->scale;
-                if (s[j] > mx) mx = s[j];
-            }
-            for (int e = 0; e < hd; e++) acc[e] = 0;
-            for (int64_t j = 0; j < nk; j++) {
-                const double p = exp(s[j] - mx);
-                const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
-                sum += p;
-                for (int e = 0; e < hd; e++) acc[e] += p * v[e];
-            }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int e = 0; e < hd; e++) o[e] = nk > 0 ? (float)(acc[e] / sum) : 0.0f;
-        }
-    free(s);
-    free(kr);
-    free(acc);
-    return PLM_OK;
+    return kv_store_attention_ref(a, st, thin_row, "thin key", err);
 }
