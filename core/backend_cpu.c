@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/backend_cpu_attn.h"
 #include "core/backend_kvstore.h"
 #include "core/pool.h"
 #include "core/backend_cpu_sparse.h"
@@ -207,8 +208,7 @@ static void attn_rows(void *c, int64_t w0, int64_t w1)
         int64_t i = w / a->n_heads;
         int h = (int)(w % a->n_heads), kh = h / group;
         const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-        int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-        if (nk > a->tk) nk = a->tk;
+        int64_t nk = cpu_attn_nk(a, i);
         const int32_t *rows = a->rows ? a->rows + (int64_t)kh * a->n_rows : NULL;
         if (rows) nk = a->n_rows;
         /* Online softmax (running max and sum) so no score row is stored. */
@@ -222,62 +222,30 @@ static void attn_rows(void *c, int64_t w0, int64_t w1)
             s *= a->scale;
             if (a->bias) s += a->bias[(int64_t)h * a->tk + j];
             const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
-            if (s > mx) {
-                float r = expf(mx - s);
-                sum *= r;
-                for (int d = 0; d < hd; d++) acc[d] *= r;
-                mx = s;
-            }
-            float p = expf(s - mx);
-            sum += p;
-            for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+            cpu_acc_add(acc, cpu_softmax_step(s, &mx, &sum, acc, hd), v, hd);
         }
-        float *o = a->out + (i * a->n_heads + h) * hd;
-        for (int d = 0; d < hd; d++) o[d] = nk > 0 ? acc[d] / sum : 0.0f;
+        cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, nk > 0, hd);
     }
 }
 
-/* Two passes per (query, head): the row maximum and normaliser, then the probabilities. One
- * thread per head so the sums into out need no locks. */
-typedef struct probs_ctx {
-    const plm_attn_args *a;
-    float *acc; /* [n_heads x tk] */
-} probs_ctx;
+static float dense_dot(void *ctx, const plm_attn_args *a, int kh, int64_t j, const float *q)
+{
+    const float *k = a->k + j * a->kv_stride + (int64_t)kh * a->head_dim;
+    float s = 0;
+    for (int d = 0; d < a->head_dim; d++) s += q[d] * k[d];
+    return s;
+}
 
+/* Three passes per (query, head): the row maximum, the normaliser, then the probabilities.
+ * One thread per head so the sums into out need no locks. */
 static void probs_heads(void *c, int64_t h0, int64_t h1)
 {
-    const probs_ctx *pc = c;
-    const plm_attn_args *a = pc->a;
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
-    for (int64_t h = h0; h < h1; h++) {
-        float *acc = pc->acc + h * a->tk;
-        const int kh = (int)h / group;
-        for (int64_t j = 0; j < a->tk; j++) acc[j] = 0;
-        for (int64_t i = 0; i < a->tq; i++) {
-            const float *q = a->q + i * a->q_stride + h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
-            float mx = -INFINITY;
-            double sum = 0;
-            for (int pass = 0; pass < 3; pass++)
-                for (int64_t j = 0; j < nk; j++) {
-                    const float *k = a->k + j * a->kv_stride + (int64_t)kh * hd;
-                    float s = 0;
-                    for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                    s *= a->scale;
-                    if (pass == 0) mx = s > mx ? s : mx;
-                    else if (pass == 1) sum += expf(s - mx);
-                    else acc[j] += (float)(expf(s - mx) / sum);
-                }
-        }
-        for (int64_t j = 0; j < a->tk; j++) acc[j] /= (float)a->tq;
-    }
+    cpu_probs_heads(c, h0, h1, dense_dot, NULL, NULL);
 }
 
 static void cpu_attn_probs(plm_backend *be, const plm_attn_args *a, int per_head)
 {
-    probs_ctx pc = {a, a->out};
-    plm_pool_for(((cpu_backend *)be)->pool, a->n_heads, probs_heads, &pc);
+    plm_pool_for(((cpu_backend *)be)->pool, a->n_heads, probs_heads, (void *)a);
     if (!per_head) /* row j of head 0 is read before it is overwritten */
         for (int64_t j = 0; j < a->tk; j++) {
             float s = 0;

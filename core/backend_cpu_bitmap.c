@@ -4,7 +4,7 @@
  * Single-threaded: the backend's thread pool is private to backend_cpu.c. */
 #include <math.h>
 
-#include "core/backend.h"
+#include "core/backend_cpu_attn.h"
 #include "prune/kv_bitmap.h"
 
 #define CPU_KVB_MAX_HD 512
@@ -24,8 +24,7 @@ static void cpu_kvb_attend(plm_backend *be, const plm_attn_args *a, const plm_kv
         for (int h = 0; h < a->n_heads; h++) {
             const int kh = h / group;
             const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
+            const int64_t nk = cpu_attn_nk(a, i);
             float mx = -INFINITY, sum = 0;
             for (int d = 0; d < hd; d++) acc[d] = 0;
             for (int64_t j = 0; j < nk; j++) {
@@ -44,14 +43,7 @@ static void cpu_kvb_attend(plm_backend *be, const plm_attn_args *a, const plm_kv
                     for (int d = 0; d < hd; d++) s += q[d] * k[d];
                 }
                 s *= a->scale;
-                if (s > mx) {
-                    const float r = expf(mx - s);
-                    sum *= r;
-                    for (int d = 0; d < hd; d++) acc[d] *= r;
-                    mx = s;
-                }
-                const float p = expf(s - mx);
-                sum += p;
+                const float p = cpu_softmax_step(s, &mx, &sum, acc, hd);
                 if (compressed) {
                     const uint64_t *bits = kb->v_bits + row * W;
                     const float *vals = kb->v_vals + row * kb->v_slots;
@@ -59,11 +51,10 @@ static void cpu_kvb_attend(plm_backend *be, const plm_attn_args *a, const plm_kv
                         for (uint64_t b = bits[w]; b; b &= b - 1)
                             acc[w * 64 + __builtin_ctzll(b)] += p * vals[n++];
                 } else {
-                    for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+                    cpu_acc_add(acc, p, v, hd);
                 }
             }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] = nk > 0 ? acc[d] / sum : 0.0f;
+            cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, nk > 0, hd);
         }
 }
 

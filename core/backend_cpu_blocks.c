@@ -4,6 +4,7 @@
  * attention() bit for bit. One thread: the backend's pool is private to backend_cpu.c. */
 #include <math.h>
 
+#include "core/backend_cpu_attn.h"
 #include "core/backend_cpu_sparse.h"
 
 void cpu_attention_blocks(plm_backend *be, const plm_attn_args *a, const uint8_t *mask,
@@ -18,8 +19,7 @@ void cpu_attention_blocks(plm_backend *be, const plm_attn_args *a, const uint8_t
             const int kh = h / group;
             const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
             const uint8_t *mrow = mask + ((int64_t)h * nqb + i / block) * nkb;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
+            const int64_t nk = cpu_attn_nk(a, i);
             float mx = -INFINITY, sum = 0;
             for (int d = 0; d < hd; d++) acc[d] = 0;
             for (int64_t j0 = 0; j0 < nk; j0 += block) {
@@ -31,18 +31,9 @@ void cpu_attention_blocks(plm_backend *be, const plm_attn_args *a, const uint8_t
                     for (int d = 0; d < hd; d++) s += q[d] * k[d];
                     s *= a->scale;
                     const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
-                    if (s > mx) {
-                        float r = expf(mx - s);
-                        sum *= r;
-                        for (int d = 0; d < hd; d++) acc[d] *= r;
-                        mx = s;
-                    }
-                    float p = expf(s - mx);
-                    sum += p;
-                    for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+                    cpu_acc_add(acc, cpu_softmax_step(s, &mx, &sum, acc, hd), v, hd);
                 }
             }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] = sum > 0 ? acc[d] / sum : 0.0f;
+            cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, sum > 0, hd);
         }
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/backend_cpu_attn.h"
 #include "core/backend_cpu_sparse.h"
 
 /* ref . k in double: the running scores are kept in double so that thousands of sparse
@@ -49,8 +50,7 @@ void cpu_attention_delta(plm_backend *be, const plm_attn_args *a, float *state, 
                 }
             memcpy(q_ref + (i * a->n_heads + h) * hd, ref, (size_t)hd * sizeof *ref);
             const int64_t pos = a->q_pos0 + i;
-            int64_t nk = a->causal ? pos + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
+            const int64_t nk = cpu_attn_nk(a, i);
             int64_t nf = pos - window + 1; /* keys j <= pos - window are outside the window */
             if (nf < 0) nf = 0;
             if (nf > nk) nf = nk;
@@ -79,18 +79,9 @@ void cpu_attention_delta(plm_backend *be, const plm_attn_args *a, float *state, 
                     for (int d = 0; d < hd; d++) s += q[d] * k[d];
                 s *= a->scale;
                 const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
-                if (s > mx) {
-                    float r = expf(mx - s);
-                    sum *= r;
-                    for (int d = 0; d < hd; d++) acc[d] *= r;
-                    mx = s;
-                }
-                float p = expf(s - mx);
-                sum += p;
-                for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+                cpu_acc_add(acc, cpu_softmax_step(s, &mx, &sum, acc, hd), v, hd);
             }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] = nk > 0 ? acc[d] / sum : 0.0f;
+            cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, nk > 0, hd);
         }
     }
     free(far);

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/backend_cpu_attn.h"
 #include "core/backend_kvstore.h"
 #include "prune/kv_int4.h"
 
@@ -48,8 +49,7 @@ static void cpu_int4_attend(plm_backend *be, const plm_attn_args *a, const plm_k
         for (int h = 0; h < a->n_heads; h++) {
             const int kh = h / group;
             const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
+            const int64_t nk = cpu_attn_nk(a, i);
             float mx = -INFINITY, sum = 0;
             for (int d = 0; d < hd; d++) acc[d] = 0;
             for (int64_t j = 0; j < nk; j++) {
@@ -58,49 +58,33 @@ static void cpu_int4_attend(plm_backend *be, const plm_attn_args *a, const plm_k
                 for (int d = 0; d < hd; d++) s += q[d] * k[d];
                 s *= a->scale;
                 const float *v = value_row(a, st, kh, j, vb);
-                if (s > mx) {
-                    float r = expf(mx - s);
-                    sum *= r;
-                    for (int d = 0; d < hd; d++) acc[d] *= r;
-                    mx = s;
-                }
-                float p = expf(s - mx);
-                sum += p;
-                for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+                cpu_acc_add(acc, cpu_softmax_step(s, &mx, &sum, acc, hd), v, hd);
             }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] = nk > 0 ? acc[d] / sum : 0.0f;
+            cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, nk > 0, hd);
         }
+}
+
+/* The scores' key rows: the store and a row to dequantise into. */
+typedef struct int4_keys {
+    const plm_kv_int4 *st;
+    float buf[CPU_KVQ_MAX_HD];
+} int4_keys;
+
+static float int4_dot(void *ctx, const plm_attn_args *a, int kh, int64_t j, const float *q)
+{
+    int4_keys *c = ctx;
+    const float *k = key_row(a, c->st, kh, j, c->buf);
+    float s = 0;
+    for (int d = 0; d < a->head_dim; d++) s += q[d] * k[d];
+    return s;
 }
 
 static void cpu_int4_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_int4 *st)
 {
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
-    if (hd > CPU_KVQ_MAX_HD) return;
-    float kb[CPU_KVQ_MAX_HD];
-    for (int h = 0; h < a->n_heads; h++) {
-        float *acc = a->out + (int64_t)h * a->tk;
-        const int kh = h / group;
-        for (int64_t j = 0; j < a->tk; j++) acc[j] = 0;
-        for (int64_t i = 0; i < a->tq; i++) {
-            const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
-            float mx = -INFINITY;
-            double sum = 0;
-            for (int pass = 0; pass < 3; pass++)
-                for (int64_t j = 0; j < nk; j++) {
-                    const float *k = key_row(a, st, kh, j, kb);
-                    float s = 0;
-                    for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                    s *= a->scale;
-                    if (pass == 0) mx = s > mx ? s : mx;
-                    else if (pass == 1) sum += expf(s - mx);
-                    else acc[j] += (float)(expf(s - mx) / sum);
-                }
-        }
-        for (int64_t j = 0; j < a->tk; j++) acc[j] /= (float)a->tq;
-    }
+    if (a->head_dim > CPU_KVQ_MAX_HD) return;
+    int4_keys c;
+    c.st = st;
+    cpu_probs_heads(a, 0, a->n_heads, int4_dot, NULL, &c);
 }
 
 static void cpu_int4_mix(plm_backend *be, const plm_kv_int4 *st, float *k, float *v,

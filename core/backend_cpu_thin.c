@@ -5,6 +5,7 @@
  * tests rely on. Single-threaded: the backend's thread pool is private to backend_cpu.c. */
 #include <math.h>
 
+#include "core/backend_cpu_attn.h"
 #include "core/backend_kvstore.h"
 #include "prune/kv_thin.h"
 
@@ -46,8 +47,7 @@ static void cpu_thin_attend(plm_backend *be, const plm_attn_args *a, const plm_k
         for (int h = 0; h < a->n_heads; h++) {
             const int kh = h / group;
             const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
+            const int64_t nk = cpu_attn_nk(a, i);
             gather_q(st, kh, q, qt);
             float mx = -INFINITY, sum = 0;
             for (int d = 0; d < hd; d++) acc[d] = 0;
@@ -55,48 +55,36 @@ static void cpu_thin_attend(plm_backend *be, const plm_attn_args *a, const plm_k
                 float s = thin_dot(a, st, kh, j, q, qt);
                 s *= a->scale;
                 const float *v = a->v + j * a->kv_stride + (int64_t)kh * hd;
-                if (s > mx) {
-                    float r = expf(mx - s);
-                    sum *= r;
-                    for (int d = 0; d < hd; d++) acc[d] *= r;
-                    mx = s;
-                }
-                float p = expf(s - mx);
-                sum += p;
-                for (int d = 0; d < hd; d++) acc[d] += p * v[d];
+                cpu_acc_add(acc, cpu_softmax_step(s, &mx, &sum, acc, hd), v, hd);
             }
-            float *o = a->out + (i * a->n_heads + h) * hd;
-            for (int d = 0; d < hd; d++) o[d] = nk > 0 ? acc[d] / sum : 0.0f;
+            cpu_attn_write(a->out + (i * a->n_heads + h) * hd, acc, sum, nk > 0, hd);
         }
+}
+
+/* The scores' key rows: the store and the query gathered to the kept channels. */
+typedef struct thin_keys {
+    const plm_kv_thin *st;
+    float qt[CPU_KVT_MAX_HD];
+} thin_keys;
+
+static void thin_begin(void *ctx, int kh, const float *q)
+{
+    thin_keys *c = ctx;
+    gather_q(c->st, kh, q, c->qt);
+}
+
+static float thin_key_dot(void *ctx, const plm_attn_args *a, int kh, int64_t j, const float *q)
+{
+    thin_keys *c = ctx;
+    return thin_dot(a, c->st, kh, j, q, c->qt);
 }
 
 static void cpu_thin_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_thin *st)
 {
-    const int hd = a->head_dim, group = a->n_heads / a->n_kv;
-    if (hd > CPU_KVT_MAX_HD) return;
-    float qt[CPU_KVT_MAX_HD];
-    for (int h = 0; h < a->n_heads; h++) {
-        float *acc = a->out + (int64_t)h * a->tk;
-        const int kh = h / group;
-        for (int64_t j = 0; j < a->tk; j++) acc[j] = 0;
-        for (int64_t i = 0; i < a->tq; i++) {
-            const float *q = a->q + i * a->q_stride + (int64_t)h * hd;
-            int64_t nk = a->causal ? a->q_pos0 + i + 1 : a->tk;
-            if (nk > a->tk) nk = a->tk;
-            gather_q(st, kh, q, qt);
-            float mx = -INFINITY;
-            double sum = 0;
-            for (int pass = 0; pass < 3; pass++)
-                for (int64_t j = 0; j < nk; j++) {
-                    float s = thin_dot(a, st, kh, j, q, qt);
-                    s *= a->scale;
-                    if (pass == 0) mx = s > mx ? s : mx;
-                    else if (pass == 1) sum += expf(s - mx);
-                    else acc[j] += (float)(expf(s - mx) / sum);
-                }
-        }
-        for (int64_t j = 0; j < a->tk; j++) acc[j] /= (float)a->tq;
-    }
+    if (a->head_dim > CPU_KVT_MAX_HD) return;
+    thin_keys c;
+    c.st = st;
+    cpu_probs_heads(a, 0, a->n_heads, thin_key_dot, thin_begin, &c);
 }
 
 static void cpu_thin_mix(plm_backend *be, const plm_kv_thin *st, float *k, int64_t kv_stride,
