@@ -11,24 +11,7 @@
 #include "prune/kv.h"
 #include "prune/kv_bitmap.h"
 #include "tests/support/compare.h"
-
-static uint64_t rng;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-
-static float *rand_vec(size_t n)
-{
-    float *v = malloc(n * sizeof *v);
-    cr_assert(v);
-    for (size_t i = 0; i < n; i++) v[i] = frand();
-    return v;
-}
+#include "tests/support/kv_store.h"
 
 /* The rule spelled out another way: sort channels by |x| descending, then channel ascending,
  * and keep the first `keep`. */
