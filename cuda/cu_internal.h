@@ -203,6 +203,11 @@ void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int h
 void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
                  const int32_t *dst, const int32_t *src, const float *a, const float *bw,
                  int64_t n);
+/* Stages a merge list (head | dst | src | a | b, each n 4-byte words) in one copy: the device
+ * block (valid as cu_stage's) or NULL, failure recorded with `what` in the message. */
+char *cu_stage_merges(cu_backend *b, const int32_t *head, const int32_t *dst,
+                      const int32_t *src, const float *a, const float *bw, int64_t n,
+                      const char *what);
 /* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
 /* The bitmap KV store's ops (cu_kv_bitmap.cu; Mustafar, prune/kv_bitmap.h). */

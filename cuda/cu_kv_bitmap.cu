@@ -14,27 +14,14 @@
  * in one bitmap word); its values of a row start at slot popcount(bits below l*P), so a warp
  * reads each row's packed values as one contiguous run and q.k needs no decompression: each
  * lane multiplies its kept values by its query channels, a warp sum gives the score, and the
- * same lane adds p * v for its V channels. A warp takes KVB_ROWS rows per step (their loads in
- * flight together), KVB_WARPS warps share a block's chunk of rows, and the key range is split
+ * same lane adds p * v for its V channels. A warp takes KVS_ROWS rows per step (their loads in
+ * flight together), KVS_WARPS warps share a block's chunk of rows, and the key range is split
  * over blocks (split-K flash decoding: each block writes its running max, normaliser and
  * unnormalised output; a second kernel combines them), so one query fills the GPU. Rows at or
  * past the store's n_rows come from the dense cache in the same block. */
 #include <math.h>
 
-#include "cuda/cu_internal.h"
-
-#define KVB_WARPS 8
-#define KVB_ROWS 4        /* rows per warp step */
-#define KVB_MAX_HD 256    /* 32 lanes x 8 channels */
-#define KVB_MIN_ROWS 128  /* fewest rows per split worth a block */
-#define KVB_MAX_SPLITS 1024
-
-__device__ static inline float kvb_warp_sum(float v)
-{
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
+#include "cuda/cu_kv_splitk.cuh"
 
 /* ---- compression --------------------------------------------------------------------------- */
 
@@ -142,7 +129,7 @@ typedef struct kvb_attn {
     int64_t cap, nc;          /* rows [0, nc) compressed */
     int group, qgroups;       /* query heads per kv head; blocks per kv head along y */
     int n_splits;
-    int64_t chunk;            /* rows per split (a multiple of KVB_WARPS * KVB_ROWS) */
+    int64_t chunk;            /* rows per split (a multiple of KVS_WARPS * KVS_ROWS) */
     float *work;              /* [tq x n_heads x n_splits x (hd + 2)] when n_splits > 1 */
 } kvb_attn;
 
@@ -167,7 +154,7 @@ __device__ static inline void kvb_load_row(const uint64_t *bits, const float *va
 }
 
 template <int P, int G>
-__global__ void __launch_bounds__(KVB_WARPS * 32) k_kvb_attend(kvb_attn p)
+__global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
 {
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -194,11 +181,11 @@ __global__ void __launch_bounds__(KVB_WARPS * 32) k_kvb_attend(kvb_attn p)
         }
     }
 
-    /* One step: KVB_ROWS rows from j0 (rows at or past `end` score -inf). */
+    /* One step: KVS_ROWS rows from j0 (rows at or past `end` score -inf). */
     auto step = [&](int64_t j0, int64_t end, bool compressed) {
-        float kv[KVB_ROWS][P], vv[KVB_ROWS][P];
+        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
 #pragma unroll
-        for (int r = 0; r < KVB_ROWS; r++) {
+        for (int r = 0; r < KVS_ROWS; r++) {
             const int64_t j = j0 + r;
             const bool live = j < end;
             if (compressed) {
@@ -219,14 +206,14 @@ __global__ void __launch_bounds__(KVB_WARPS * 32) k_kvb_attend(kvb_attn p)
         }
 #pragma unroll
         for (int g = 0; g < G; g++) {
-            float s[KVB_ROWS];
+            float s[KVS_ROWS];
             float mx = m[g];
 #pragma unroll
-            for (int r = 0; r < KVB_ROWS; r++) {
+            for (int r = 0; r < KVS_ROWS; r++) {
                 float dot = 0.0f;
 #pragma unroll
                 for (int t = 0; t < P; t++) dot += q[g][t] * kv[r][t];
-                s[r] = j0 + r < end ? kvb_warp_sum(dot) * a.scale : -INFINITY;
+                s[r] = j0 + r < end ? kvs_warp_sum(dot) * a.scale : -INFINITY;
                 mx = fmaxf(mx, s[r]);
             }
             /* Row j0 is live, so mx is finite and exp(-inf - mx) = 0. */
@@ -235,7 +222,7 @@ __global__ void __launch_bounds__(KVB_WARPS * 32) k_kvb_attend(kvb_attn p)
 #pragma unroll
             for (int t = 0; t < P; t++) acc[g][t] *= corr;
 #pragma unroll
-            for (int r = 0; r < KVB_ROWS; r++) {
+            for (int r = 0; r < KVS_ROWS; r++) {
                 const float pr = __expf(s[r] - mx);
                 psum += pr;
 #pragma unroll
@@ -246,82 +233,17 @@ __global__ void __launch_bounds__(KVB_WARPS * 32) k_kvb_attend(kvb_attn p)
         }
     };
 
-    const int64_t stride = (int64_t)KVB_WARPS * KVB_ROWS;
+    const int64_t stride = (int64_t)KVS_WARPS * KVS_ROWS;
     const int64_t c_end = min(r1, p.nc);
-    for (int64_t j0 = r0 + warp * KVB_ROWS; j0 < c_end; j0 += stride) step(j0, c_end, true);
-    /* The dense rows of this chunk, starting on a KVB_ROWS boundary of the chunk's own grid. */
+    for (int64_t j0 = r0 + warp * KVS_ROWS; j0 < c_end; j0 += stride) step(j0, c_end, true);
+    /* The dense rows of this chunk, starting on a KVS_ROWS boundary of the chunk's own grid. */
     const int64_t d_beg = max(r0, p.nc);
-    for (int64_t j0 = d_beg + warp * KVB_ROWS; j0 < r1; j0 += stride) step(j0, r1, false);
+    for (int64_t j0 = d_beg + warp * KVS_ROWS; j0 < r1; j0 += stride) step(j0, r1, false);
 
-    /* Merge the warps, one query head at a time, through shared memory. */
-    extern __shared__ float sm[];
-    const int wid = 32 * P;                 /* floats of acc per warp */
-    float *sm_acc = sm;                     /* [KVB_WARPS][wid] */
-    float *sm_ml = sm + KVB_WARPS * wid;    /* [KVB_WARPS][2] */
-    for (int g = 0; g < ng; g++) {
-        __syncthreads(); /* the previous head's reads are done */
-#pragma unroll
-        for (int t = 0; t < P; t++) sm_acc[warp * wid + d0 + t] = acc[g][t];
-        if (lane == 0) {
-            sm_ml[warp * 2] = m[g];
-            sm_ml[warp * 2 + 1] = l[g];
-        }
-        __syncthreads();
-        float M = -INFINITY;
-        for (int w = 0; w < KVB_WARPS; w++) M = fmaxf(M, sm_ml[w * 2]);
-        float wt[KVB_WARPS], L = 0.0f;
-#pragma unroll
-        for (int w = 0; w < KVB_WARPS; w++) {
-            wt[w] = M == -INFINITY ? 0.0f : __expf(sm_ml[w * 2] - M);
-            L += wt[w] * sm_ml[w * 2 + 1];
-        }
-        const int h = h0 + g;
-        for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-            float o = 0.0f;
-#pragma unroll
-            for (int w = 0; w < KVB_WARPS; w++) o += wt[w] * sm_acc[w * wid + d];
-            if (p.n_splits == 1) {
-                a.out[(i * a.n_heads + h) * hd + d] = L > 0.0f ? o / L : 0.0f;
-            } else {
-                float *wk = p.work + ((i * a.n_heads + h) * p.n_splits + split) * (hd + 2);
-                wk[2 + d] = o;
-                if (d == 0) {
-                    wk[0] = M;
-                    wk[1] = L;
-                }
-            }
-        }
-    }
-}
-
-/* out = the splits' outputs rescaled to their common max (flash decoding's reduction). */
-__global__ void k_kvb_combine(const float *work, float *out, int n_heads, int hd, int n_splits)
-{
-    const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x; /* query i, head h */
-    const float *w = work + qh * n_splits * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits; s++) M = fmaxf(M, w[s * (hd + 2)]);
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float *ws = w + s * (hd + 2);
-        if (ws[1] > 0.0f) L += ws[1] * __expf(ws[0] - M);
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_splits; s++) {
-            const float *ws = w + s * (hd + 2);
-            if (ws[1] > 0.0f) o += ws[2 + d] * __expf(ws[0] - M);
-        }
-        out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
-    }
+    kvs_finish<P, G>(a, acc, m, l, h0, ng, i, split, p.n_splits, p.work);
 }
 
 /* ---- launchers ------------------------------------------------------------------------------ */
-
-static int kvb_lanes_p(int hd)
-{
-    return hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8;
-}
 
 template <int P>
 static void launch_compress(cu_backend *b, const plm_kv_bitmap *kb, const float *k,
@@ -340,9 +262,9 @@ static void cu_kvb_compress(cu_backend *b, const plm_kv_bitmap *kb, const float 
                             const float *v, int64_t kv_stride, int64_t r0, int64_t r1)
 {
     const int hd = kb->head_dim;
-    if (hd <= 0 || hd > KVB_MAX_HD) {
+    if (hd <= 0 || hd > KVS_MAX_HD) {
         cu_fail(b, "kv bitmap compress: head_dim %d is outside the CUDA kernel's 1..%d", hd,
-                KVB_MAX_HD);
+                KVS_MAX_HD);
         return;
     }
     if (r0 < 0 || r1 > kb->cap || kv_stride < (int64_t)kb->n_kv * hd ||
@@ -352,62 +274,11 @@ static void cu_kvb_compress(cu_backend *b, const plm_kv_bitmap *kb, const float 
         return;
     }
     if (r1 <= r0) return;
-    switch (kvb_lanes_p(hd)) {
+    switch (kvs_lanes_p(hd)) {
     case 1: launch_compress<1>(b, kb, k, v, kv_stride, r0, r1); break;
     case 2: launch_compress<2>(b, kb, k, v, kv_stride, r0, r1); break;
     case 4: launch_compress<4>(b, kb, k, v, kv_stride, r0, r1); break;
     default: launch_compress<8>(b, kb, k, v, kv_stride, r0, r1); break;
-    }
-}
-
-/* Splits the nk keys so the grid is one full wave of resident blocks (every chunk the same
- * length, so no wave runs half empty), no split under KVB_MIN_ROWS rows, and no more splits
- * than the scratch holds. */
-static void kvb_plan_splits(kvb_attn &p, int64_t nk, int64_t resident, int64_t work_floats)
-{
-    const int64_t units = (int64_t)p.a.n_kv * p.qgroups * p.a.tq;
-    int64_t splits = resident / units; /* floor: a nearly empty second wave costs a chunk */
-    const int64_t by_rows = (nk + KVB_MIN_ROWS - 1) / KVB_MIN_ROWS;
-    if (splits > by_rows) splits = by_rows;
-    if (splits > KVB_MAX_SPLITS) splits = KVB_MAX_SPLITS;
-    const int64_t per_split = p.a.tq * p.a.n_heads * (int64_t)(p.a.head_dim + 2);
-    const int64_t room = p.work ? work_floats / per_split : 0;
-    if (splits > room) splits = room;
-    if (splits < 1) splits = 1;
-    const int64_t step = (int64_t)KVB_WARPS * KVB_ROWS;
-    p.chunk = (nk + splits - 1) / splits;
-    p.chunk = (p.chunk + step - 1) / step * step;
-    if (p.chunk < step) p.chunk = step;
-    p.n_splits = (int)((nk + p.chunk - 1) / p.chunk);
-    if (p.n_splits < 1) p.n_splits = 1;
-}
-
-template <int P, int G>
-static void launch_attend(cu_backend *b, kvb_attn &p, int64_t nk, int64_t work_floats)
-{
-    const size_t smem = sizeof(float) * ((size_t)KVB_WARPS * 32 * P + 2 * KVB_WARPS);
-    int n_sm = 0, occ = 0;
-    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)) ||
-        !CU_OK(b, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_kvb_attend<P, G>,
-                                                                KVB_WARPS * 32, smem)))
-        return;
-    kvb_plan_splits(p, nk, (int64_t)n_sm * (occ > 0 ? occ : 1), work_floats);
-    dim3 grid((unsigned)p.n_splits, (unsigned)(p.a.n_kv * p.qgroups), (unsigned)p.a.tq);
-    k_kvb_attend<P, G><<<grid, KVB_WARPS * 32, smem, b->stream>>>(p);
-    if (!CU_LAUNCHED(b, "k_kvb_attend") || p.n_splits == 1) return;
-    k_kvb_combine<<<dim3((unsigned)p.a.n_heads, (unsigned)p.a.tq), 128, 0, b->stream>>>(
-        p.work, p.a.out, p.a.n_heads, p.a.head_dim, p.n_splits);
-    CU_LAUNCHED(b, "k_kvb_combine");
-}
-
-template <int P>
-static void launch_attend_g(cu_backend *b, kvb_attn &p, int G, int64_t nk, int64_t work_floats)
-{
-    switch (G) {
-    case 1: launch_attend<P, 1>(b, p, nk, work_floats); break;
-    case 2: launch_attend<P, 2>(b, p, nk, work_floats); break;
-    case 4: launch_attend<P, 4>(b, p, nk, work_floats); break;
-    default: launch_attend<P, 8>(b, p, nk, work_floats); break;
     }
 }
 
@@ -418,9 +289,9 @@ static void cu_kvb_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_bi
         cu_fail(b, "kv bitmap attention: %d heads cannot share %d kv heads", a->n_heads, a->n_kv);
         return;
     }
-    if (hd <= 0 || hd > KVB_MAX_HD || hd != kb->head_dim || a->n_kv != kb->n_kv) {
+    if (hd <= 0 || hd > KVS_MAX_HD || hd != kb->head_dim || a->n_kv != kb->n_kv) {
         cu_fail(b, "kv bitmap attention: head_dim %d (store %d, kernel 1..%d), %d kv heads "
-                "(store %d)", hd, kb->head_dim, KVB_MAX_HD, a->n_kv, kb->n_kv);
+                "(store %d)", hd, kb->head_dim, KVS_MAX_HD, a->n_kv, kb->n_kv);
         return;
     }
     if (a->tq < 0 || a->tk < 0 || a->tq > 65535 || a->q_stride < (int64_t)a->n_heads * hd ||
@@ -444,8 +315,7 @@ static void cu_kvb_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_bi
     p.cap = kb->cap;
     p.nc = kb->n_rows;
     p.group = a->n_heads / a->n_kv;
-    const int G = p.group >= 8 ? 8 : p.group >= 4 ? 4 : p.group >= 2 ? 2 : 1;
-    /* G rounds the group down to a power of two; the y blocks cover the rest. */
+    const int G = kvs_heads_per_block(p.group);
     p.qgroups = (p.group + G - 1) / G;
     if ((int64_t)a->n_kv * p.qgroups > 65535) {
         cu_fail(b, "kv bitmap attention: %d kv heads x %d query blocks exceed the grid",
@@ -456,34 +326,24 @@ static void cu_kvb_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_bi
     int64_t nk = a->causal ? a->q_pos0 + a->tq : a->tk;
     if (nk > a->tk) nk = a->tk;
     p.work = kb->work;
-    switch (kvb_lanes_p(hd)) {
-    case 1: launch_attend_g<1>(b, p, G, nk, kb->work_floats); break;
-    case 2: launch_attend_g<2>(b, p, G, nk, kb->work_floats); break;
-    case 4: launch_attend_g<4>(b, p, G, nk, kb->work_floats); break;
-    default: launch_attend_g<8>(b, p, G, nk, kb->work_floats); break;
-    }
+    kvs_with_pg(hd, G, [&](auto P, auto G_) {
+        kvs_launch(b, k_kvb_attend<decltype(P)::value, decltype(G_)::value>,
+                   "launch of k_kvb_attend", (int)P, p, nk, kb->work_floats);
+    });
 }
 
 /* ---- the ops (wired into backend_cuda.cu's table) -------------------------------------------- */
 
-static cu_backend *kvb_enter(plm_backend *be)
-{
-    cu_backend *b = (cu_backend *)be;
-    if (b->failed) return NULL;
-    if (!CU_OK(b, cudaSetDevice(b->device))) return NULL;
-    return b;
-}
-
 static void op_kvb_compress(plm_backend *be, const plm_kv_bitmap *kb, const float *k,
                             const float *v, int64_t kv_stride, int64_t r0, int64_t r1)
 {
-    cu_backend *b = kvb_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (b) cu_kvb_compress(b, kb, k, v, kv_stride, r0, r1);
 }
 
 static void op_kvb_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_bitmap *kb)
 {
-    cu_backend *b = kvb_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (b) cu_kvb_attend(b, a, kb);
 }
 

@@ -394,52 +394,11 @@ __global__ static void k_kvq_compact(plm_kv_int4 st, uint8_t *tmp, const int32_t
 
 /* ---- launchers ------------------------------------------------------------------------------ */
 
-template <int P, int G>
-static void launch_attend(cu_backend *b, kvq_attn &p, int64_t nk, int64_t work_floats)
-{
-    const size_t smem = sizeof(float) * ((size_t)KVS_WARPS * 32 * P + 2 * KVS_WARPS);
-    int n_sm = 0, occ = 0;
-    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)) ||
-        !CU_OK(b, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_kvq_attend<P, G>,
-                                                                KVS_WARPS * 32, smem)))
-        return;
-    const plm_attn_args &a = p.a;
-    p.n_splits = kvs_plan_splits((int64_t)a.n_kv * p.qgroups * a.tq, nk,
-                                 (int64_t)n_sm * (occ > 0 ? occ : 1),
-                                 a.tq * a.n_heads * (int64_t)(a.head_dim + 2), p.work,
-                                 work_floats, &p.chunk);
-    dim3 grid((unsigned)p.n_splits, (unsigned)(a.n_kv * p.qgroups), (unsigned)a.tq);
-    k_kvq_attend<P, G><<<grid, KVS_WARPS * 32, smem, b->stream>>>(p);
-    if (!CU_LAUNCHED(b, "k_kvq_attend") || p.n_splits == 1) return;
-    k_kvs_combine<<<dim3((unsigned)a.n_heads, (unsigned)a.tq), 128, 0, b->stream>>>(
-        p.work, a.out, a.n_heads, a.head_dim, p.n_splits);
-    CU_LAUNCHED(b, "k_kvs_combine");
-}
-
-template <int P>
-static void launch_attend_g(cu_backend *b, kvq_attn &p, int G, int64_t nk, int64_t wf)
-{
-    switch (G) {
-    case 1: launch_attend<P, 1>(b, p, nk, wf); break;
-    case 2: launch_attend<P, 2>(b, p, nk, wf); break;
-    case 4: launch_attend<P, 4>(b, p, nk, wf); break;
-    default: launch_attend<P, 8>(b, p, nk, wf); break;
-    }
-}
-
-static cu_backend *kvq_enter(plm_backend *be)
-{
-    cu_backend *b = (cu_backend *)be;
-    if (b->failed) return NULL;
-    if (!CU_OK(b, cudaSetDevice(b->device))) return NULL;
-    return b;
-}
-
 static void op_kvq_quantize(plm_backend *be, const plm_kv_int4 *st, const float *k,
                             const float *v, int64_t kv_stride, int head, int64_t r0, int64_t r1,
                             int64_t slot0)
 {
-    cu_backend *b = kvq_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || r1 <= r0) return;
     const int64_t groups = (r1 - r0) / st->group;
     if (r0 < 0 || r1 > st->cap || (r1 - r0) % st->group || head < 0 || head >= st->n_kv ||
@@ -457,7 +416,7 @@ static void op_kvq_quantize(plm_backend *be, const plm_kv_int4 *st, const float 
 
 static void op_kvq_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_int4 *st)
 {
-    cu_backend *b = kvq_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || !kvs_check(b, a, st->n_kv, st->head_dim, "int4 attention") || a->tq == 0) return;
     kvq_attn p;
     p.a = *a;
@@ -473,17 +432,15 @@ static void op_kvq_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_
     int64_t nk = a->causal ? a->q_pos0 + a->tq : a->tk;
     if (nk > a->tk) nk = a->tk;
     p.work = st->work;
-    switch (kvs_lanes_p(a->head_dim)) {
-    case 1: launch_attend_g<1>(b, p, G, nk, st->work_floats); break;
-    case 2: launch_attend_g<2>(b, p, G, nk, st->work_floats); break;
-    case 4: launch_attend_g<4>(b, p, G, nk, st->work_floats); break;
-    default: launch_attend_g<8>(b, p, G, nk, st->work_floats); break;
-    }
+    kvs_with_pg(a->head_dim, G, [&](auto P, auto G_) {
+        kvs_launch(b, k_kvq_attend<decltype(P)::value, decltype(G_)::value>,
+                   "launch of k_kvq_attend", (int)P, p, nk, st->work_floats);
+    });
 }
 
 static void op_kvq_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_int4 *st)
 {
-    cu_backend *b = kvq_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || !kvs_check(b, a, st->n_kv, st->head_dim, "int4 scores")) return;
     if (a->n_heads > 65535) {
         cu_fail(b, "int4 scores: %d heads exceed the grid", a->n_heads);
@@ -498,22 +455,11 @@ static void op_kvq_mix(plm_backend *be, const plm_kv_int4 *st, float *k, float *
                        int64_t kv_stride, const int32_t *head, const int32_t *dst,
                        const int32_t *src, const float *a, const float *bw, int64_t n)
 {
-    cu_backend *b = kvq_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || n <= 0) return;
-    const size_t w = (size_t)n * 4; /* head | dst | src | a | b staged in one copy */
-    char *host = (char *)malloc(5 * w);
-    if (!host) {
-        cu_fail(b, "int4 merges: out of host memory");
-        return;
-    }
-    memcpy(host, head, w);
-    memcpy(host + w, dst, w);
-    memcpy(host + 2 * w, src, w);
-    memcpy(host + 3 * w, a, w);
-    memcpy(host + 4 * w, bw, w);
-    char *d = (char *)cu_stage(b, host, 5 * w);
-    free(host);
+    char *d = cu_stage_merges(b, head, dst, src, a, bw, n, "int4 merges");
     if (!d) return;
+    const size_t w = (size_t)n * 4;
     k_kvq_mix<<<1, 128, 4 * (size_t)st->head_dim * sizeof(float), b->stream>>>(
         *st, k, v, kv_stride, (const int32_t *)d, (const int32_t *)(d + w),
         (const int32_t *)(d + 2 * w), (const float *)(d + 3 * w), (const float *)(d + 4 * w), n);
@@ -522,7 +468,7 @@ static void op_kvq_mix(plm_backend *be, const plm_kv_int4 *st, float *k, float *
 
 static void op_kvq_compact(plm_backend *be, const plm_kv_int4 *st, const int32_t *idx, int64_t n)
 {
-    cu_backend *b = kvq_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || n <= 0) return;
     const size_t units = (size_t)st->n_kv * (size_t)n;
     const size_t unit = (size_t)st->head_dim + sizeof(int32_t) + 2 * sizeof(float) * st->n_vg;

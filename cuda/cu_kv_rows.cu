@@ -64,16 +64,15 @@ __global__ void k_mix_rows(float *x, int64_t stride, int hd, const int32_t *head
     }
 }
 
-void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
-                 const int32_t *dst, const int32_t *src, const float *a, const float *bw, int64_t n)
+char *cu_stage_merges(cu_backend *b, const int32_t *head, const int32_t *dst,
+                      const int32_t *src, const float *a, const float *bw, int64_t n,
+                      const char *what)
 {
-    if (n <= 0) return;
-    /* one staged block: head | dst | src | a | b, each n 4-byte words */
     const size_t w = (size_t)n * 4;
     char *host = (char *)malloc(5 * w);
     if (!host) {
-        cu_fail(b, "mix_rows: out of host memory");
-        return;
+        cu_fail(b, "%s: out of host memory", what);
+        return NULL;
     }
     memcpy(host, head, w);
     memcpy(host + w, dst, w);
@@ -82,7 +81,16 @@ void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t 
     memcpy(host + 4 * w, bw, w);
     char *d = (char *)cu_stage(b, host, 5 * w);
     free(host);
+    return d;
+}
+
+void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
+                 const int32_t *dst, const int32_t *src, const float *a, const float *bw, int64_t n)
+{
+    if (n <= 0) return;
+    char *d = cu_stage_merges(b, head, dst, src, a, bw, n, "mix_rows");
     if (!d) return;
+    const size_t w = (size_t)n * 4;
     k_mix_rows<<<1, 128, 0, b->stream>>>(x, stride, hd, (const int32_t *)d,
                                          (const int32_t *)(d + w), (const int32_t *)(d + 2 * w),
                                          (const float *)(d + 3 * w), (const float *)(d + 4 * w), n);

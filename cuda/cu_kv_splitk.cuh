@@ -1,5 +1,5 @@
-/* Split-K flash decoding pieces shared by the thin-key (cu_kv_think.cu) and int4
- * (cu_kv_int4.cu) store kernels, the same scheme as the bitmap store's (cu_kv_bitmap.cu): a
+/* Split-K flash decoding pieces shared by the bitmap (cu_kv_bitmap.cu), thin-key
+ * (cu_kv_think.cu) and int4 (cu_kv_int4.cu) store kernels: a
  * block takes one chunk of one kv head's rows for G of its query heads; KVS_WARPS warps walk
  * the chunk KVS_ROWS rows at a time with a running max and normaliser per query head; the warps
  * merge through shared memory; with several chunks each block writes its max, normaliser and
@@ -9,6 +9,8 @@
 #define PLM_CUDA_CU_KV_SPLITK_CUH
 
 #include <math.h>
+
+#include <type_traits>
 
 #include "cuda/cu_internal.h"
 
@@ -155,6 +157,65 @@ __device__ static inline void kvs_softmax_step(float (&s)[G][KVS_ROWS],
         l[g] = l[g] * corr + psum;
         m[g] = mx;
     }
+}
+
+/* The store attend launch: plans the splits for one wave of resident blocks of kern (an
+ * instance of the store's kernel for P lanes' channels), launches it on grid (splits,
+ * n_kv * qgroups, tq), then combines the splits. Params holds a, qgroups, n_splits, chunk and
+ * work, the kernel's argument; `launch` names the launch in a failure ("launch of k_..."). */
+template <typename Params>
+static void kvs_launch(cu_backend *b, void (*kern)(Params), const char *launch, int P, Params &p,
+                       int64_t nk, int64_t work_floats)
+{
+    const size_t smem = sizeof(float) * ((size_t)KVS_WARPS * 32 * P + 2 * KVS_WARPS);
+    int n_sm = 0, occ = 0;
+    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)) ||
+        !CU_OK(b, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, KVS_WARPS * 32,
+                                                                smem)))
+        return;
+    const plm_attn_args &a = p.a;
+    p.n_splits = kvs_plan_splits((int64_t)a.n_kv * p.qgroups * a.tq, nk,
+                                 (int64_t)n_sm * (occ > 0 ? occ : 1),
+                                 a.tq * a.n_heads * (int64_t)(a.head_dim + 2), p.work,
+                                 work_floats, &p.chunk);
+    dim3 grid((unsigned)p.n_splits, (unsigned)(a.n_kv * p.qgroups), (unsigned)a.tq);
+    kern<<<grid, KVS_WARPS * 32, smem, b->stream>>>(p);
+    if (!cu_check_rt(b, cudaGetLastError(), launch, __FILE__, __LINE__) || p.n_splits == 1)
+        return;
+    k_kvs_combine<<<dim3((unsigned)a.n_heads, (unsigned)a.tq), 128, 0, b->stream>>>(
+        p.work, a.out, a.n_heads, a.head_dim, p.n_splits);
+    CU_LAUNCHED(b, "k_kvs_combine");
+}
+
+/* Calls f(P, G) with P = kvs_lanes_p(hd) and G (1, 2, 4 or 8) as std::integral_constant, so f
+ * can name its kernel's instance: decltype(P)::value. */
+template <int P, typename F> static void kvs_with_g(int G, F &&f)
+{
+    switch (G) {
+    case 1: f(std::integral_constant<int, P>(), std::integral_constant<int, 1>()); break;
+    case 2: f(std::integral_constant<int, P>(), std::integral_constant<int, 2>()); break;
+    case 4: f(std::integral_constant<int, P>(), std::integral_constant<int, 4>()); break;
+    default: f(std::integral_constant<int, P>(), std::integral_constant<int, 8>()); break;
+    }
+}
+
+template <typename F> static void kvs_with_pg(int hd, int G, F &&f)
+{
+    switch (kvs_lanes_p(hd)) {
+    case 1: kvs_with_g<1>(G, f); break;
+    case 2: kvs_with_g<2>(G, f); break;
+    case 4: kvs_with_g<4>(G, f); break;
+    default: kvs_with_g<8>(G, f); break;
+    }
+}
+
+/* The backend of a store op, its device current; NULL when it has failed before. */
+static inline cu_backend *kvs_enter(plm_backend *be)
+{
+    cu_backend *b = (cu_backend *)be;
+    if (b->failed) return NULL;
+    if (!CU_OK(b, cudaSetDevice(b->device))) return NULL;
+    return b;
 }
 
 /* Shared launch checks of the store attention ops; 0 (failure recorded) when a does not fit. */

@@ -229,39 +229,6 @@ __global__ static void k_kvt_mix(float *thin, const int32_t *chan, const int32_t
 
 /* ---- launchers ------------------------------------------------------------------------------ */
 
-template <int P, int G>
-static void launch_attend(cu_backend *b, kvt_attn &p, int64_t nk, int64_t work_floats)
-{
-    const size_t smem = sizeof(float) * ((size_t)KVS_WARPS * 32 * P + 2 * KVS_WARPS);
-    int n_sm = 0, occ = 0;
-    if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)) ||
-        !CU_OK(b, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, k_kvt_attend<P, G>,
-                                                                KVS_WARPS * 32, smem)))
-        return;
-    const plm_attn_args &a = p.a;
-    p.n_splits = kvs_plan_splits((int64_t)a.n_kv * p.qgroups * a.tq, nk,
-                                 (int64_t)n_sm * (occ > 0 ? occ : 1),
-                                 a.tq * a.n_heads * (int64_t)(a.head_dim + 2), p.work,
-                                 work_floats, &p.chunk);
-    dim3 grid((unsigned)p.n_splits, (unsigned)(a.n_kv * p.qgroups), (unsigned)a.tq);
-    k_kvt_attend<P, G><<<grid, KVS_WARPS * 32, smem, b->stream>>>(p);
-    if (!CU_LAUNCHED(b, "k_kvt_attend") || p.n_splits == 1) return;
-    k_kvs_combine<<<dim3((unsigned)a.n_heads, (unsigned)a.tq), 128, 0, b->stream>>>(
-        p.work, a.out, a.n_heads, a.head_dim, p.n_splits);
-    CU_LAUNCHED(b, "k_kvs_combine");
-}
-
-template <int P>
-static void launch_attend_g(cu_backend *b, kvt_attn &p, int G, int64_t nk, int64_t wf)
-{
-    switch (G) {
-    case 1: launch_attend<P, 1>(b, p, nk, wf); break;
-    case 2: launch_attend<P, 2>(b, p, nk, wf); break;
-    case 4: launch_attend<P, 4>(b, p, nk, wf); break;
-    default: launch_attend<P, 8>(b, p, nk, wf); break;
-    }
-}
-
 static void cu_kvt_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_thin *st)
 {
     if (!kvs_check(b, a, st->n_kv, st->head_dim, "thin key attention")) return;
@@ -283,26 +250,16 @@ static void cu_kvt_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_th
     int64_t nk = a->causal ? a->q_pos0 + a->tq : a->tk; /* keys the longest query sees */
     if (nk > a->tk) nk = a->tk;
     p.work = st->work;
-    switch (kvs_lanes_p(a->head_dim)) {
-    case 1: launch_attend_g<1>(b, p, G, nk, st->work_floats); break;
-    case 2: launch_attend_g<2>(b, p, G, nk, st->work_floats); break;
-    case 4: launch_attend_g<4>(b, p, G, nk, st->work_floats); break;
-    default: launch_attend_g<8>(b, p, G, nk, st->work_floats); break;
-    }
-}
-
-static cu_backend *kvt_enter(plm_backend *be)
-{
-    cu_backend *b = (cu_backend *)be;
-    if (b->failed) return NULL;
-    if (!CU_OK(b, cudaSetDevice(b->device))) return NULL;
-    return b;
+    kvs_with_pg(a->head_dim, G, [&](auto P, auto G_) {
+        kvs_launch(b, k_kvt_attend<decltype(P)::value, decltype(G_)::value>,
+                   "launch of k_kvt_attend", (int)P, p, nk, st->work_floats);
+    });
 }
 
 static void op_kvt_compress(plm_backend *be, const plm_kv_thin *st, const float *k,
                             int64_t kv_stride, int64_t r0, int64_t r1)
 {
-    cu_backend *b = kvt_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || r1 <= r0) return;
     if (r0 < 0 || r1 > st->cap || kv_stride < (int64_t)st->n_kv * st->head_dim) {
         cu_fail(b, "thin key compress: rows [%lld, %lld) of a store of %lld (stride %lld)",
@@ -317,13 +274,13 @@ static void op_kvt_compress(plm_backend *be, const plm_kv_thin *st, const float 
 
 static void op_kvt_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_thin *st)
 {
-    cu_backend *b = kvt_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (b) cu_kvt_attend(b, a, st);
 }
 
 static void op_kvt_probs(plm_backend *be, const plm_attn_args *a, const plm_kv_thin *st)
 {
-    cu_backend *b = kvt_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || !kvs_check(b, a, st->n_kv, st->head_dim, "thin key scores")) return;
     if (a->n_heads > 65535) {
         cu_fail(b, "thin key scores: %d heads exceed the grid", a->n_heads);
@@ -339,23 +296,11 @@ static void op_kvt_mix(plm_backend *be, const plm_kv_thin *st, float *k, int64_t
                        const int32_t *head, const int32_t *dst, const int32_t *src,
                        const float *a, const float *bw, int64_t n)
 {
-    cu_backend *b = kvt_enter(be);
+    cu_backend *b = kvs_enter(be);
     if (!b || n <= 0) return;
-    /* one staged block: head | dst | src | a | b, each n 4-byte words */
-    const size_t w = (size_t)n * 4;
-    char *host = (char *)malloc(5 * w);
-    if (!host) {
-        cu_fail(b, "thin key merges: out of host memory");
-        return;
-    }
-    memcpy(host, head, w);
-    memcpy(host + w, dst, w);
-    memcpy(host + 2 * w, src, w);
-    memcpy(host + 3 * w, a, w);
-    memcpy(host + 4 * w, bw, w);
-    char *d = (char *)cu_stage(b, host, 5 * w);
-    free(host);
+    char *d = cu_stage_merges(b, head, dst, src, a, bw, n, "thin key merges");
     if (!d) return;
+    const size_t w = (size_t)n * 4;
     k_kvt_mix<<<1, 128, (size_t)st->head_dim * sizeof(float), b->stream>>>(
         st->k, st->chan, st->n_thin, k, kv_stride, st->n_kv, st->head_dim, st->n_chan,
         (const int32_t *)d, (const int32_t *)(d + w), (const int32_t *)(d + 2 * w),
