@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One training run on the GPU machine, sized for its 10-minute command limit, with the results
+# packed for the trip back (at most 8 files of 16 MB each):
+#   SHAPES=path/to/prunelm-shapes OUT=dir [MIN=5.5] bash eval/train/device_run.sh [trainer args]
+# e.g. continuing a chain of runs from a checkpoint carried in .carry/ck:
+#   SHAPES=.carry/train/prunelm-shapes bash eval/train/device_run.sh --init .carry/ck --lr 4e-4
+# Writes OUT/train.log, OUT/predictions.jsonl and OUT/ck.tar.aa, .ab, ... (the checkpoint as a
+# tar in 15 MB parts: `cat ck.tar.* | tar -xf - -C DIR` rebuilds it). A fresh work folder each
+# time: data left by an earlier run on a warm machine must not be reused by mistake (a 600-image
+# smoke test's data once replaced the 40k-image set).
+set -uo pipefail
+: "${SHAPES:?set SHAPES to the prunelm-shapes executable}"
+: "${OUT:?set OUT to the folder that comes back}"
+export PYTHONUNBUFFERED=1
+work=$(mktemp -d /tmp/plm-train-XXXXXX)
+ck=$work/ck
+python3 "$(dirname "$0")/train_llava.py" --shapes "$SHAPES" --work "$work" --out "$ck" \
+    --minutes "${MIN:-5.5}" --compile "$@" 2>&1 |
+    grep -v -i "warning\|Writing model\|Loading weights" | tee "$OUT/train.log"
+status=${PIPESTATUS[0]}
+cp "$work/predictions.jsonl" "$OUT/" 2>/dev/null
+[ -d "$ck" ] && tar -cf - -C "$ck" . | split -b 15M - "$OUT/ck.tar."
+ls -la "$OUT"
+exit "$status"
