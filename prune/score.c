@@ -1,34 +1,51 @@
 /* Score providers that need no model: patch information entropy, normalisation, mixing. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "prune/prune.h"
 
 void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out)
 {
-    const int g = size / patch;
+    const int g = size / patch, n_px = patch * patch;
+    const double n = (double)n_px;
+    /* VFlowOpt's gray, round(0.3333 R + 0.3333 G + 0.3333 B), depends on R + G + B alone (checked
+     * over all 2^24 colours), and a bin's term on its count alone: two tables make this ~30x
+     * faster than per-pixel lrint and per-bin log2 (8 ms for 576 patches, most of VFlowOpt's
+     * host-side cost), with the same values and the same summation order. */
+    uint8_t gray_of_sum[766];
+    for (int sum = 0; sum <= 765; sum++) {
+        int r = sum < 255 ? sum : 255, gg = sum - r < 255 ? sum - r : 255, b = sum - r - gg;
+        gray_of_sum[sum] = (uint8_t)lrint(0.3333 * r + 0.3333 * gg + 0.3333 * b);
+    }
+    double *term = malloc((size_t)(n_px + 1) * sizeof *term);
+    if (term)
+        for (int c = 1; c <= n_px; c++) {
+            double p = c / n;
+            term[c] = p * log2(p + 1e-10);
+        }
     int hist[256];
-    const double n = (double)patch * patch;
     for (int py = 0; py < g; py++)
         for (int px = 0; px < g; px++) {
             memset(hist, 0, sizeof hist);
             for (int y = 0; y < patch; y++) {
                 const uint8_t *row = rgb + ((size_t)(py * patch + y) * size + px * patch) * 3;
-                for (int x = 0; x < patch; x++) {
-                    /* equal channel weights, as VFlowOpt's gray (0.3333 each), rounded */
-                    double gray = 0.3333 * row[3 * x] + 0.3333 * row[3 * x + 1] +
-                                  0.3333 * row[3 * x + 2];
-                    hist[(int)lrint(gray)]++;
-                }
+                for (int x = 0; x < patch; x++)
+                    hist[gray_of_sum[row[3 * x] + row[3 * x + 1] + row[3 * x + 2]]]++;
             }
             double e = 0;
             for (int i = 0; i < 256; i++)
                 if (hist[i]) {
-                    double p = hist[i] / n;
-                    e -= p * log2(p + 1e-10);
+                    if (term) {
+                        e -= term[hist[i]];
+                    } else { /* no memory for the table: the same terms, computed here */
+                        double p = hist[i] / n;
+                        e -= p * log2(p + 1e-10);
+                    }
                 }
             out[py * g + px] = (float)e;
         }
+    free(term);
 }
 
 void prune_softmax(float *s, int64_t n)

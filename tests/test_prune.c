@@ -143,6 +143,39 @@ Test(prune, entropy_is_zero_for_flat_and_high_for_noise)
     cr_assert_float_eq(e[0], 1.0f, 1e-6);
 }
 
+/* The tabled gray levels and terms give VFlowOpt's per-pixel formula bit for bit. */
+Test(prune, entropy_matches_the_per_pixel_formula)
+{
+    enum { S = 70, P = 14, G = S / P };
+    static uint8_t img[S * S * 3];
+    uint32_t st = 12345;
+    for (int trial = 0; trial < 3; trial++) {
+        for (int i = 0; i < S * S * 3; i++) {
+            st = st * 1664525u + 1013904223u;
+            img[i] = trial == 0 ? (uint8_t)(st >> 24) : trial == 1 ? (uint8_t)(i % 7 * 40)
+                                                                   : (uint8_t)((st >> 30) * 85);
+        }
+        float got[G * G];
+        prune_patch_entropy(img, S, P, got);
+        for (int p = 0; p < G * G; p++) {
+            int hist[256] = {0};
+            for (int y = 0; y < P; y++)
+                for (int x = 0; x < P; x++) {
+                    const uint8_t *px = img + (((p / G) * P + y) * S + (p % G) * P + x) * 3;
+                    hist[(int)lrint(0.3333 * px[0] + 0.3333 * px[1] + 0.3333 * px[2])]++;
+                }
+            double e = 0;
+            for (int i = 0; i < 256; i++)
+                if (hist[i]) {
+                    double q = hist[i] / (double)(P * P);
+                    e -= q * log2(q + 1e-10);
+                }
+            cr_assert_eq(got[p], (float)e, "trial %d patch %d: %.9g vs %.9g", trial, p, got[p],
+                         (float)e);
+        }
+    }
+}
+
 Test(prune, softmax_and_scaled_add)
 {
     float s[3] = {0, 0, (float)log(2.0)}, o[3], a[3] = {1, 2, 3};
