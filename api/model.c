@@ -82,16 +82,19 @@ static plm_status load_all(plm_model *m, plm_error *err)
     PLM_TRY(decide_bos(m, err));
     PLM_TRY(st_set_open_dir(m->dir, &m->weights, err));
     PLM_TRY(model_new_backend(m, &m->wbe, err));
+    const plm_dtype to = m->params.weights == PLM_WEIGHTS_BF16  ? PLM_BF16
+                         : m->params.weights == PLM_WEIGHTS_F16 ? PLM_F16
+                                                                : PLM_F32;
     m->tsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = TEXT_PREFIXES,
-                         .what = "language model"};
+                         .what = "language model", .f32_to = to};
     m->hsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = HEAD_PREFIXES,
-                         .what = "language model head"};
+                         .what = "language model head", .f32_to = to};
     PLM_TRY(llama_load(&m->llm, &m->cfg.text, &m->tsrc, &m->hsrc, err));
     if (!m->cfg.has_vision) return backend_check(m->wbe, err);
     m->vsrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = VISION_PREFIXES,
-                         .what = "vision tower"};
+                         .what = "vision tower", .f32_to = to};
     m->psrc = (plm_wsrc){.set = m->weights, .be = m->wbe, .prefixes = PROJ_PREFIXES,
-                         .what = "projector"};
+                         .what = "projector", .f32_to = to};
     PLM_TRY(vit_load(&m->vit, &m->cfg.vision, &m->cfg.proj, &m->vsrc, &m->psrc, err));
     PLM_TRY(load_preprocessor(m, err));
     const char *s = tok_token_str(m->tok, m->cfg.image_token_id);
@@ -145,6 +148,12 @@ plm_status plm_model_load(const char *dir, const plm_model_params *params, plm_m
     }
     m->params = params ? *params : plm_model_default_params();
     if (m->params.max_pixels == 0) m->params.max_pixels = PLM_DEFAULT_MAX_PIXELS;
+    if ((unsigned)m->params.weights > PLM_WEIGHTS_F16) {
+        free(m->dir);
+        free(m);
+        return plm_fail(err, PLM_E_ARG, "plm_model_load: unknown weights dtype %d",
+                        (int)params->weights);
+    }
     m->log.fn = m->params.log;
     m->log.user = m->params.log_user;
     m->log.max = PLM_LOG_DEBUG;

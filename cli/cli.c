@@ -35,6 +35,18 @@ int cli_float(const char *cmd, const char *opt, const char *s, double lo, double
     return 1;
 }
 
+int cli_weights_dtype(const char *cmd, const char *s, plm_weights_dtype *out)
+{
+    if (!strcmp(s, "stored")) *out = PLM_WEIGHTS_STORED;
+    else if (!strcmp(s, "bf16")) *out = PLM_WEIGHTS_BF16;
+    else if (!strcmp(s, "f16")) *out = PLM_WEIGHTS_F16;
+    else {
+        fprintf(stderr, "prunelm %s: --dtype expects stored, bf16 or f16, got '%s'\n", cmd, s);
+        return 0;
+    }
+    return 1;
+}
+
 const char *cli_value(const char *cmd, int argc, char **argv, int *i)
 {
     if (*i + 1 >= argc) {

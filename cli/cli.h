@@ -21,6 +21,9 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 int cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi,
             long long *out);
 int cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* --dtype stored|bf16|f16 (what float32 weight matrices become on load) into *out; 0 with a
+ * message on stderr otherwise. */
+int cli_weights_dtype(const char *cmd, const char *s, plm_weights_dtype *out);
 /* The value after an option, or a usage error when it is missing. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 

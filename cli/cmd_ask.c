@@ -23,6 +23,8 @@ static const char *HELP =
     "  --ctx N               context length (default: the model's max_position_embeddings)\n"
     "  --threads N           CPU threads (default: all cores)\n"
     "  --device cpu|auto     compute device (default auto)\n"
+    "  --dtype stored|bf16|f16  float32 weight matrices rounded to 16 bits on load (half the\n"
+    "                        memory; the GPU's 16-bit kernels); 16-bit ones stay as stored\n"
     "  --max-pixels N        refuse images with more pixels (default 64000000)\n"
     "  --prune SPEC          visual-token pruning: none, random:tokens=N, uniform-grid:tokens=N,\n"
     "                        fastv:tokens=N,layer=K, pyramiddrop:layers=A/B/C,ratio=R,\n"
@@ -91,6 +93,8 @@ static int parse(int argc, char **argv, ask_opts *o)
             VALUE(); if (!cli_float(C, a, v, 0, 100, &d)) return 0; o->sp.temperature = (float)d;
         } else if (!strcmp(a, "--top-p")) {
             VALUE(); if (!cli_float(C, a, v, 1e-6, 1, &d)) return 0; o->sp.top_p = (float)d;
+        } else if (!strcmp(a, "--dtype")) {
+            VALUE(); if (!cli_weights_dtype(C, v, &o->mp.weights)) return 0;
         } else if (!strcmp(a, "--device")) {
             VALUE();
             if (!strcmp(v, "cpu")) o->mp.device = PLM_DEVICE_CPU;

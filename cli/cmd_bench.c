@@ -25,7 +25,8 @@ static const char *HELP =
     "                       one after the other on the loaded model, one table row each\n"
     "  --kv SPEC            a KV-cache policy (see prunelm ask --help)\n"
     "  --kv-quant Q         KV storage: none or int4[:group=G,residual=R] (see prunelm ask)\n"
-    "  --device cpu|cuda|auto, --threads N\n"
+    "  --device cpu|cuda|auto, --threads N, --dtype stored|bf16|f16 (float32 weights rounded\n"
+    "                       to 16 bits on load)\n"
     "  --json FILE          write the results as JSON (atomically)\n";
 
 static int cmp_double(const void *a, const void *b)
@@ -155,6 +156,8 @@ int cmd_bench(int argc, char **argv)
             VALUE(); if (!cli_int(C, a, v, 1, 1000, &n)) return CLI_USAGE; repeat = (int)n;
         } else if (!strcmp(a, "--threads")) {
             VALUE(); if (!cli_int(C, a, v, 1, 1024, &n)) return CLI_USAGE; mp.n_threads = (int)n;
+        } else if (!strcmp(a, "--dtype")) {
+            VALUE(); if (!cli_weights_dtype(C, v, &mp.weights)) return CLI_USAGE;
         } else if (!strcmp(a, "--device")) {
             VALUE();
             mp.device = !strcmp(v, "cpu") ? PLM_DEVICE_CPU : !strcmp(v, "cuda") ? PLM_DEVICE_CUDA

@@ -36,6 +36,7 @@ static const char *HELP =
     "  --limit N         only the first N items\n"
     "  --max-tokens N    tokens per answer (default 16)\n"
     "  --threads N       CPU threads (default: all cores)\n"
+    "  --dtype D         stored (default), bf16 or f16: float32 weight matrices rounded on load\n"
     "  -q                no progress on stderr\n";
 
 #define EVAL_MAX_SETTINGS 32
@@ -55,6 +56,7 @@ typedef struct eval_opts {
     const char *kv_quant;
     char kv_buf[EVAL_MAX_SETTINGS][2048]; /* the --kv settings joined with --kv-quant */
     int resume, quiet, threads, max_tokens;
+    plm_weights_dtype weights;
     long limit;
 } eval_opts;
 
@@ -96,6 +98,8 @@ static int parse(int argc, char **argv, eval_opts *o)
             VALUE(); if (!cli_int(C, a, v, 1, 1 << 20, &n)) return 0; o->max_tokens = (int)n;
         } else if (!strcmp(a, "--threads")) {
             VALUE(); if (!cli_int(C, a, v, 1, 1024, &n)) return 0; o->threads = (int)n;
+        } else if (!strcmp(a, "--dtype")) {
+            VALUE(); if (!cli_weights_dtype(C, v, &o->weights)) return 0;
         } else {
             fprintf(stderr, "prunelm eval: unknown argument '%s' (see prunelm eval --help)\n", a);
             return 0;
@@ -304,6 +308,7 @@ int cmd_eval(int argc, char **argv)
     }
     plm_model_params mp = plm_model_default_params();
     mp.n_threads = o.threads;
+    mp.weights = o.weights;
     plm_model *m = NULL;
     plm_session *s = NULL;
     int rc = CLI_FAIL;

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const st_tensor *wsrc_find(const plm_wsrc *s, const char *name)
 {
@@ -81,6 +82,27 @@ static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t
     return PLM_OK;
 }
 
+/* The float32 tensor t rounded to s->f32_to in a buffer the source owns (--dtype). */
+static plm_status upload_rounded(plm_wsrc *s, const char *name, const st_tensor *t, int64_t n,
+                                 plm_weight *w, plm_error *err)
+{
+    uint16_t *h = malloc((size_t)n * sizeof *h);
+    if (!h) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory converting '%s'", s->what, name);
+    const unsigned char *src = t->data; /* may be misaligned in a hand-made file */
+    for (int64_t i = 0; i < n; i++) {
+        float f;
+        memcpy(&f, src + (size_t)i * 4, 4);
+        h[i] = s->f32_to == PLM_BF16 ? plm_f32_to_bf16(f) : plm_f32_to_f16(f);
+    }
+    void *dev;
+    plm_status st = upload(s, name, h, (size_t)n * sizeof *h, &dev, err);
+    free(h);
+    if (st != PLM_OK) return st;
+    w->dtype = s->f32_to;
+    w->data = dev;
+    return PLM_OK;
+}
+
 plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
                        plm_error *err)
 {
@@ -96,14 +118,15 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
     w->rows = rows;
     w->cols = cols;
     w->data = t->data;
-    /* A hand-made file can leave a tensor misaligned for its dtype: copy it then. */
-    int misaligned = (uintptr_t)t->data % plm_dtype_size(t->dtype) != 0;
-    if (!s->be->ops->host_memory || misaligned) {
+    if (t->dtype == PLM_F32 && (s->f32_to == PLM_BF16 || s->f32_to == PLM_F16)) {
+        PLM_TRY(upload_rounded(s, name, t, rows * cols, w, err));
+    } else if (!s->be->ops->host_memory || (uintptr_t)t->data % plm_dtype_size(t->dtype) != 0) {
+        /* a device backend, or a hand-made file that left the tensor misaligned: copy it */
         void *dev;
         PLM_TRY(upload(s, name, t->data, t->nbytes, &dev, err));
         w->data = dev;
     }
-    if (s->n_params == 0) s->dtype = t->dtype;
+    if (s->n_params == 0) s->dtype = w->dtype;
     s->n_params += (size_t)(rows * cols);
     return PLM_OK;
 }

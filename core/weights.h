@@ -17,12 +17,15 @@ typedef struct plm_wsrc {
     size_t n_owned, cap_owned;
     size_t n_params;             /* elements of every tensor handed out */
     plm_dtype dtype;             /* dtype of the first matrix (for describe) */
+    plm_dtype f32_to;            /* PLM_F16 / PLM_BF16: float32 matrices are rounded to it on
+                                    load (a copy the source owns); PLM_F32: kept as stored */
 } plm_wsrc;
 
 /* Finds `name` under the prefixes. NULL when absent. */
 const st_tensor *wsrc_find(const plm_wsrc *s, const char *name);
 /* A matrix [rows x cols] (any dims after the first are flattened into cols, so a conv weight
- * [out, c, kh, kw] reads as [out x c*kh*kw]). Fails with PLM_E_MISSING / PLM_E_SHAPE. */
+ * [out, c, kh, kw] reads as [out x c*kh*kw]), in its stored dtype or, for a float32 one, in
+ * f32_to. Fails with PLM_E_MISSING / PLM_E_SHAPE. */
 plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
                        plm_error *err);
 /* A float32 vector of n elements (any shape whose element count is n), uploaded to the backend.

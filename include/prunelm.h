@@ -62,12 +62,21 @@ typedef struct plm_session plm_session;
 
 typedef enum plm_device { PLM_DEVICE_AUTO, PLM_DEVICE_CPU, PLM_DEVICE_CUDA } plm_device;
 
+/* What float32 weight matrices become on load (--dtype): 16-bit ones are always kept as
+ * stored. Converting halves their memory and lets the CUDA backend use its 16-bit kernels. */
+typedef enum plm_weights_dtype {
+    PLM_WEIGHTS_STORED, /* as in the checkpoint */
+    PLM_WEIGHTS_BF16,   /* float32 matrices rounded to bf16 (to nearest even) */
+    PLM_WEIGHTS_F16     /* float32 matrices rounded to IEEE half */
+} plm_weights_dtype;
+
 typedef struct plm_model_params {
     plm_device device;
     int n_threads;          /* 0: all cores */
     uint64_t max_pixels;    /* refuse larger images; default 64 megapixels */
     plm_log_fn log;         /* NULL: silent */
     void *log_user;
+    plm_weights_dtype weights; /* default PLM_WEIGHTS_STORED */
 } plm_model_params;
 
 plm_model_params plm_model_default_params(void);

@@ -252,3 +252,51 @@ Test(backend, attn_probs_match_the_softmax_rows)
     free(k);
     plm_backend_free(be);
 }
+
+/* The float -> 16-bit roundings --dtype uses: every 16-bit value survives the round trip, any
+ * float lands on the nearer neighbour, ties go to even, overflow to inf, tiny values to the
+ * nearest subnormal or zero. */
+Test(backend, float_to_16_bit_rounds_to_nearest_even)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = plm_f16_to_f32((uint16_t)h), b = plm_bf16_to_f32((uint16_t)h);
+        if (!isnan(f)) cr_assert_eq(plm_f32_to_f16(f), h, "f16 %#x", h);
+        if (!isnan(b)) cr_assert_eq(plm_f32_to_bf16(b), h, "bf16 %#x", h);
+    }
+    uint32_t st = 1;
+    for (int i = 0; i < 200000; i++) {
+        st = st * 1664525u + 1013904223u;
+        float f;
+        memcpy(&f, &st, 4);
+        if (isnan(f) || isinf(f)) continue;
+        uint16_t h = plm_f32_to_f16(f), b = plm_f32_to_bf16(f);
+        double eh = fabs((double)plm_f16_to_f32(h) - f), eb = fabs((double)plm_bf16_to_f32(b) - f);
+        if (isinf(plm_f16_to_f32(h))) {
+            cr_assert_geq(fabsf(f), 65520.0f, "%g overflowed", f);
+        } else {
+            for (int d = -1; d <= 1; d += 2) {
+                float nb = plm_f16_to_f32((uint16_t)(h + d));
+                if ((h & 0x7fff) || d > 0)
+                    cr_assert(isinf(nb) || fabs((double)nb - f) >= eh, "f16 of %g", f);
+            }
+        }
+        if (isinf(plm_bf16_to_f32(b))) { /* past the largest bf16 plus half its spacing */
+            cr_assert_geq(fabs((double)f), 0x1.fe8p127, "%g overflowed", f);
+            continue;
+        }
+        for (int d = -1; d <= 1; d += 2) {
+            float nb = plm_bf16_to_f32((uint16_t)(b + d));
+            if ((b & 0x7fff) || d > 0)
+                cr_assert(isinf(nb) || isnan(nb) || fabs((double)nb - f) >= eb, "bf16 of %g", f);
+        }
+    }
+    cr_assert_eq(plm_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00);   /* tie: down to even */
+    cr_assert_eq(plm_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);   /* tie: up to even */
+    cr_assert_eq(plm_f32_to_f16(65520.0f), 0x7c00);
+    cr_assert_eq(plm_f32_to_f16(65519.0f), 0x7bff);
+    cr_assert_eq(plm_f32_to_f16(ldexpf(1, -25)), 0);            /* half the smallest: even */
+    cr_assert_eq(plm_f32_to_f16(ldexpf(1.5f, -25)), 1);
+    cr_assert_eq(plm_f32_to_bf16(1.0f + ldexpf(1, -8)), 0x3f80); /* tie: down to even */
+    cr_assert(isnan(plm_bf16_to_f32(plm_f32_to_bf16(NAN))));
+    cr_assert(isnan(plm_f16_to_f32(plm_f32_to_f16(NAN))));
+}

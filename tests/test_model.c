@@ -420,11 +420,14 @@ static void rename_to_hub_layout(const char *dir)
     cJSON_Delete(n);
 }
 
-static float *image_logits(const char *dir, size_t *n)
+static float *image_logits_as(const char *dir, plm_weights_dtype w, size_t *n)
 {
     plm_model *m;
     plm_error err;
-    cr_assert_eq(plm_model_load(dir, NULL, &m, &err), PLM_OK, "%s", err.msg);
+    plm_model_params mp = plm_model_default_params();
+    mp.device = PLM_DEVICE_CPU;
+    mp.weights = w;
+    cr_assert_eq(plm_model_load(dir, &mp, &m, &err), PLM_OK, "%s", err.msg);
     plm_session *s = session_for(m, 0, 1);
     plm_session_keep_prompt_logits(s, 1);
     char img[1100];
@@ -439,6 +442,11 @@ static float *image_logits(const char *dir, size_t *n)
     plm_session_free(s);
     plm_model_free(m);
     return out;
+}
+
+static float *image_logits(const char *dir, size_t *n)
+{
+    return image_logits_as(dir, PLM_WEIGHTS_STORED, n);
 }
 
 Test(model, hub_4x_layout_loads_the_same_model)
@@ -561,6 +569,45 @@ Test(model, f16_checkpoint_matches_the_f32_one_within_f16_rounding)
     free(l);
     free(l0);
     rm_dir(dir);
+}
+
+static char *describe_as(const char *dir, plm_weights_dtype w)
+{
+    plm_model *m;
+    plm_error err;
+    plm_model_params mp = plm_model_default_params();
+    mp.device = PLM_DEVICE_CPU;
+    mp.weights = w;
+    cr_assert_eq(plm_model_load(dir, &mp, &m, &err), PLM_OK, "%s", err.msg);
+    char *d = plm_model_describe(m);
+    plm_model_free(m);
+    return d;
+}
+
+/* --dtype: a float32 checkpoint's matrices rounded to 16 bits on load give logits within the
+ * rounding of the float32 ones (and not equal to them: the conversion happened); a 16-bit
+ * checkpoint is kept as stored. */
+Test(model, f32_weights_rounded_on_load)
+{
+    size_t n0, n;
+    float *l0 = image_logits(FIX "tiny_f32", &n0);
+    const plm_weights_dtype to[2] = {PLM_WEIGHTS_BF16, PLM_WEIGHTS_F16};
+    const char *name[2] = {"dtype BF16", "dtype F16"};
+    const double limit[2] = {3e-2, 5e-3};
+    for (int k = 0; k < 2; k++) {
+        char *d = describe_as(FIX "tiny_f32", to[k]);
+        cr_assert(strstr(d, name[k]) && !strstr(d, "dtype F32"), "%s", d);
+        free(d);
+        float *l = image_logits_as(FIX "tiny_f32", to[k], &n);
+        cr_assert_eq(n, n0);
+        double e = rel_l2(l, l0, n);
+        cr_assert(e > 0 && e < limit[k], "%s vs F32 logits: relative L2 %.3g", name[k], e);
+        free(l);
+    }
+    free(l0);
+    char *d = describe_as(FIX "gqa_bf16_sharded", PLM_WEIGHTS_F16);
+    cr_assert(strstr(d, "dtype BF16") && !strstr(d, "dtype F16"), "%s", d);
+    free(d);
 }
 
 /* A plain Llama checkpoint made from mqa_f32_oldnames' language model: the text_config as
