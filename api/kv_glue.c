@@ -44,6 +44,7 @@ struct kv_glue {
     float dl_theta;
     /* ThinK's thin keys and KIVI's int4 rows, per layer (api/kv_store_glue.c) */
     kv_stores st;
+    int32_t *sentence;         /* host [n_prompt]: kv_shape.sentence */
 };
 
 static void glue_release(plm_session *s, kv_glue *g)
@@ -60,6 +61,7 @@ static void glue_release(plm_session *s, kv_glue *g)
     free(g->ms);
     free(g->ma);
     free(g->mb);
+    free(g->sentence);
     if (g->d_probs) op->release(s->be, g->d_probs);
     if (g->d_rows) op->release(s->be, g->d_rows);
     if (g->d_bias) op->release(s->be, g->d_bias);
@@ -136,15 +138,65 @@ static plm_status deltallm_begin(plm_session *s, kv_glue *g, int64_t cap)
     return PLM_OK;
 }
 
+/* 1 when a token's text ends a sentence: . ! ? (before closing quotes or brackets) or a line
+ * break anywhere in it. */
+static int ends_sentence(const char *t)
+{
+    if (strchr(t, '\n')) return 1;
+    size_t n = strlen(t);
+    while (n && strchr(" \t\"')]}", t[n - 1])) n--;
+    return n && strchr(".!?", t[n - 1]) != NULL;
+}
+
+/* 1 when a token is only closing quotes or brackets (and spaces): it stays with the sentence it
+ * closes ("green!" then '"'). */
+static int only_closing(const char *t)
+{
+    int any = 0;
+    for (; *t; t++) {
+        if (strchr("\"')]}", *t)) any = 1;
+        else if (*t != ' ' && *t != '\t') return 0;
+    }
+    return any;
+}
+
+int32_t *session_prompt_sentences(const plm_session *s)
+{
+    const plm_model *m = s->m;
+    int32_t *sid = malloc((s->n_prompt ? s->n_prompt : 1) * sizeof *sid);
+    if (!sid) return NULL;
+    int32_t cur = 0;
+    int prev_img = 0, next = 0; /* next: 1 after a sentence end, 2 at the image's edges */
+    for (size_t i = 0; i < s->n_prompt; i++) {
+        const int32_t id = s->tokens[i];
+        const int img = m->cfg.has_vision && id == m->cfg.image_token_id;
+        char *text = NULL;
+        plm_error e;
+        if (!img && plm_detokenize(m->tok, &id, 1, 0, &text, &e) != PLM_OK) text = NULL;
+        if (i && img != prev_img) next = 2;
+        if (next == 2 || (next == 1 && !(text && only_closing(text)))) {
+            cur++;
+            next = 0;
+        }
+        sid[i] = cur;
+        if (text && ends_sentence(text)) next = 1;
+        prev_img = img;
+        free(text);
+    }
+    return sid;
+}
+
 plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64_t max_new)
 {
     kv_glue *g = s->kvg;
     const llama_config *c = &s->m->cfg.text;
     const plm_backend_ops *op = s->be->ops;
     glue_release(s, g);
+    if (n_prompt == (int64_t)s->n_prompt && !(g->sentence = session_prompt_sentences(s)))
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the prompt's sentences");
     g->shape = (kv_shape){.n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv = c->n_kv,
                           .head_dim = c->head_dim, .n_prompt = n_prompt, .cap = cap,
-                          .max_new = max_new};
+                          .max_new = max_new, .sentence = g->sentence};
     const size_t rows = (size_t)cap, kvd = (size_t)c->n_kv * (size_t)c->head_dim;
     g->pos = malloc((size_t)c->n_layers * (size_t)c->n_kv * rows * sizeof *g->pos);
     g->attn = malloc((size_t)c->n_heads * rows * sizeof *g->attn);

@@ -88,5 +88,9 @@ int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v);
 int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a);
 /* Bytes of keys and values the cache holds (dense rows plus bitmap-compressed ones). */
 uint64_t session_kv_bytes(const plm_session *s);
+/* The sentence of each prompt token (malloc'd [n_prompt], non-decreasing): a new one after a
+ * token whose text ends in . ! ? (closing quotes or brackets aside) or holds a line break, and
+ * the image's rows as one of their own. AutoPASTA's units (kv_shape.sentence). NULL: no memory. */
+int32_t *session_prompt_sentences(const plm_session *s);
 
 #endif

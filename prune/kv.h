@@ -27,6 +27,9 @@ typedef struct kv_shape {
     int64_t n_prompt;   /* tokens in the prompt (before any visual pruning) */
     int64_t cap;        /* row capacity of every layer (and the row stride of kv_view.pos) */
     int64_t max_new;    /* decode steps the generation may take */
+    /* [n_prompt] or NULL: the sentence each prompt position belongs to, non-decreasing (the glue
+     * starts a new one after a token ending in . ! ? or a line break, and around the image). */
+    const int32_t *sentence;
 } kv_shape;
 
 /* One layer after one forward pass appended its rows and ran its attention. */

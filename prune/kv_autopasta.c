@@ -9,10 +9,11 @@
  *   - Identification: AutoPASTA asks the model to name the key sentence and maps it back to the
  *     context. One prompt's prefill cannot hold that second generation, so we let the model's
  *     attention name it instead: the prompt before the observation window (the last `window`
- *     queries, i.e. the question) is cut into spans of `span` positions (the glue gives no
- *     sentence boundaries yet), each span is scored by the attention the window queries pay
- *     its tokens, summed over every layer and head, ignoring the first `sink` positions
- *     (attention sinks would otherwise always win), and the `sentences` best are highlighted.
+ *     queries, i.e. the question) is cut into its sentences (kv_shape.sentence, from the
+ *     tokenizer's text; fixed spans of `span` positions when `span=` is given or the glue has
+ *     no sentences), each scored by the attention the window queries pay its tokens, summed
+ *     over every layer and head, ignoring the first `sink` positions (attention sinks would
+ *     otherwise always win), and the `sentences` best are highlighted.
  *   - Heads: `heads=all`, or a '/' list of `L` (every head of layer L) and `L.H` (query head H
  *     of layer L), standing in for AutoPASTA's coarse-to-fine profiled heads.
  * The spans are known once the prompt's last layer has run, so steering starts at the first
@@ -28,6 +29,9 @@
 
 typedef struct autopasta {
     int64_t span, sentences;
+    int fixed_span;   /* span= given: fixed spans even when the glue knows the sentences */
+    const int32_t *sid; /* kv_shape.sentence, or NULL: fixed spans */
+    int64_t n_sid;    /* prompt positions sid covers */
     double alpha;
     int all, n_heads;
     int32_t hl[AP_MAX_HEADS], hh[AP_MAX_HEADS]; /* layer, head (-1: the whole layer) */
@@ -77,6 +81,8 @@ static plm_status parse(kv_policy *p, prune_spec *s, plm_error *err)
         return plm_fail(err, PLM_E_ARG, "kv spec '%s': autopasta steers attention and keeps "
                         "every row; it takes no budget=, ratio= or recent=", p->spec);
     double span, k, alpha;
+    int st_fixed = 0;
+    for (int i = 0; i < s->n; i++) st_fixed |= !strcmp(s->p[i].key, "span");
     PLM_TRY(prune_spec_num(s, "span", 16, 1, 1 << 20, &span, err));
     PLM_TRY(prune_spec_num(s, "sentences", 1, 1, 1 << 20, &k, err));
     PLM_TRY(prune_spec_num(s, "alpha", 0.01, 0, 1, &alpha, err));
@@ -90,6 +96,7 @@ static plm_status parse(kv_policy *p, prune_spec *s, plm_error *err)
     if (!st) return plm_fail(err, PLM_E_NOMEM, "out of memory");
     p->state = st;
     st->span = (int64_t)span;
+    st->fixed_span = st_fixed;
     st->sentences = (int64_t)k;
     st->alpha = alpha;
     st->all = 1;
@@ -111,7 +118,10 @@ static plm_status begin(kv_policy *p, const kv_shape *sh, plm_error *err)
     free(st->pick);
     free(st->bias);
     st->n_pos = (sh->cap > sh->n_prompt ? sh->cap : sh->n_prompt) + sh->max_new + 1;
-    const size_t nsp = (size_t)(st->n_pos / st->span + 1);
+    st->sid = st->fixed_span ? NULL : sh->sentence;
+    st->n_sid = st->sid ? sh->n_prompt : 0;
+    /* one score per unit: a sentence has at least one position, so n_pos bounds both */
+    const size_t nsp = (size_t)(st->sid ? st->n_pos : st->n_pos / st->span + 1);
     st->steer = calloc((size_t)sh->n_layers * (size_t)sh->n_heads, 1);
     st->lit = calloc((size_t)st->n_pos, 1);
     st->span_score = calloc(nsp, sizeof *st->span_score);
@@ -142,11 +152,19 @@ static int needs(const kv_policy *p, int layer, int prefill, int64_t step)
     return prefill ? KV_NEED_WIN : 0;
 }
 
-/* After the prompt's last layer: the `sentences` best spans become the highlighted positions. */
+/* The scoring unit (sentence or fixed span) of prompt position ps; -1 for none. */
+static int64_t unit_of(const autopasta *st, int32_t ps)
+{
+    if (ps < 0) return -1;
+    if (!st->sid) return ps / st->span;
+    return ps < st->n_sid ? st->sid[ps] : -1;
+}
+
+/* After the prompt's last layer: the `sentences` best units become the highlighted positions. */
 static plm_status choose(kv_policy *p, plm_error *err)
 {
     autopasta *st = p->state;
-    const int64_t nsp = (st->win_start + st->span - 1) / st->span;
+    const int64_t nsp = st->win_start <= 0 ? 0 : unit_of(st, st->win_start - 1) + 1;
     memset(st->lit, 0, (size_t)st->n_pos);
     st->ready = 1;
     st->n_lit = 0;
@@ -154,8 +172,8 @@ static plm_status choose(kv_policy *p, plm_error *err)
     int64_t n = prune_topk(st->span_score, nsp, st->sentences, st->pick);
     if (n < 0) return plm_fail(err, PLM_E_NOMEM, "out of memory in autopasta");
     for (int64_t i = 0; i < n; i++)
-        for (int64_t q = st->pick[i] * st->span; q < (st->pick[i] + 1) * st->span; q++)
-            if (q < st->win_start) st->lit[q] = 1, st->n_lit++;
+        for (int32_t q = 0; q < st->win_start; q++)
+            if (unit_of(st, q) == st->pick[i]) st->lit[q] = 1, st->n_lit++;
     return PLM_OK;
 }
 
@@ -169,7 +187,8 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
     if (!v->prefill || len == 0) return PLM_OK;
     if (v->attn_win && v->n_win > 0 && v->n_win <= len) {
         if (v->layer == 0) { /* the prompt's extent and its window, as positions */
-            memset(st->span_score, 0, (size_t)(st->n_pos / st->span + 1) * sizeof(float));
+            memset(st->span_score, 0,
+                   (size_t)(st->sid ? st->n_pos : st->n_pos / st->span + 1) * sizeof(float));
             st->prompt_end = 0;
             for (int64_t r = 0; r < len; r++)
                 if (v->pos[r] >= st->prompt_end) st->prompt_end = v->pos[r] + 1;
@@ -179,8 +198,9 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
         for (int h = 0; h < sh->n_heads; h++)
             for (int64_t r = 0; r < len; r++) {
                 const int32_t ps = v->pos[(int64_t)(h / group) * cap + r];
-                if (ps >= sink && ps < st->win_start)
-                    st->span_score[ps / st->span] += v->attn_win[(int64_t)h * len + r];
+                const int64_t u = unit_of(st, ps);
+                if (ps >= sink && ps < st->win_start && u >= 0)
+                    st->span_score[u] += v->attn_win[(int64_t)h * len + r];
             }
     }
     if (v->layer == sh->n_layers - 1) return choose(p, err);

@@ -366,3 +366,59 @@ Test(kv_model, bad_specs_are_refused_with_the_reason)
     plm_session_free(s);
     plm_model_free(m);
 }
+
+/* AutoPASTA's sentences from the tokenizer's text: a new sentence after . ! ? or a line break,
+ * and the image's rows as one of their own. */
+Test(kv_model, prompt_sentences_follow_the_text)
+{
+    plm_model *m = load(MODEL);
+    plm_session_params sp = plm_session_default_params();
+    plm_session *s;
+    plm_error e0;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &e0), PLM_OK, "%s", e0.msg);
+    const char *parts[] = {"The sky is blue.", " Is it \"green!\"", "\nNo", " way?"};
+    int32_t *all = NULL;
+    size_t n_all = 0, starts[4];
+    plm_error err;
+    for (int k = 0; k < 4; k++) {
+        int32_t *ids;
+        size_t n;
+        cr_assert_eq(plm_tokenize(plm_model_tokenizer(m), parts[k], strlen(parts[k]), 0, &ids,
+                                  &n, &err), PLM_OK, "%s", err.msg);
+        all = realloc(all, (n_all + n + 3) * sizeof *all);
+        starts[k] = n_all;
+        memcpy(all + n_all, ids, n * sizeof *ids);
+        n_all += n;
+        free(ids);
+    }
+    /* three image tokens after the first sentence's tokens */
+    const int32_t img = m->cfg.image_token_id;
+    memmove(all + starts[1] + 3, all + starts[1], (n_all - starts[1]) * sizeof *all);
+    for (int i = 0; i < 3; i++) all[starts[1] + i] = img;
+    n_all += 3;
+    for (int k = 1; k < 4; k++) starts[k] += 3;
+    s->tokens = all;
+    s->n_prompt = n_all;
+    int32_t *sid = session_prompt_sentences(s);
+    cr_assert_not_null(sid);
+    /* the token that holds the line break of "\nNo" ends sentence 3 (the '!"' ended 2) */
+    size_t nl = starts[2];
+    for (;; nl++) {
+        cr_assert_lt(nl, starts[3], "no token holds the line break");
+        char *t = NULL;
+        cr_assert_eq(plm_detokenize(plm_model_tokenizer(m), &all[nl], 1, 0, &t, &err), PLM_OK);
+        int has = strchr(t, '\n') != NULL;
+        free(t);
+        if (has) break;
+    }
+    for (size_t i = 0; i < n_all; i++) {
+        int want = i < starts[1] - 3 ? 0 : i < starts[1] ? 1 : i < starts[2] ? 2 : i <= nl ? 3 : 4;
+        cr_assert_eq(sid[i], want, "token %zu: sentence %d, expected %d", i, sid[i], want);
+    }
+    free(sid);
+    s->tokens = NULL;
+    s->n_prompt = 0;
+    free(all);
+    plm_session_free(s);
+    plm_model_free(m);
+}

@@ -308,6 +308,32 @@ Test(kv_autopasta, maps_compacted_rows_by_position)
     kv_policy_free(p);
 }
 
+/* With the prompt's sentences known, the whole winning sentence is highlighted, whatever its
+ * length; span= forces fixed spans again. */
+Test(kv_autopasta, highlights_the_whole_sentence)
+{
+    /* sentences: {0} {1 2 3} {4 5 6 7} {8 9}; 4 and 5 draw the window (as ap_prefill sets) */
+    static const int32_t sid[10] = {0, 1, 1, 1, 2, 2, 2, 2, 3, 3};
+    kv_shape sh = ap_shape;
+    sh.sentence = sid;
+    kv_policy *p = start(&kv_autopasta_ops, "autopasta:window=2,sink=1,heads=1", sh);
+    int32_t pos[2 * CAP];
+    identity(pos, 2, 12);
+    ap_prefill(p, pos);
+    kv_attend a = attend(p, 1, 0, 0, 10, pos);
+    cr_assert_not_null(a.bias);
+    const int steer[4] = {1, 1, 1, 1}, lit[11] = {[4] = 1, [5] = 1, [6] = 1, [7] = 1};
+    expect_bias(a.bias, 11, steer, lit, logf(0.01f));
+    kv_policy_free(p);
+
+    p = start(&kv_autopasta_ops, "autopasta:span=2,window=2,sink=1,heads=1", sh);
+    ap_prefill(p, pos);
+    a = attend(p, 1, 0, 0, 10, pos);
+    const int lit2[11] = {[4] = 1, [5] = 1};
+    expect_bias(a.bias, 11, steer, lit2, logf(0.01f));
+    kv_policy_free(p);
+}
+
 Test(kv_autopasta, nothing_highlighted_means_no_steering)
 {
     kv_policy *p = start(&kv_autopasta_ops, "autopasta:window=12", ap_shape);
