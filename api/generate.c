@@ -313,6 +313,15 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     /* llama_forward leaves the final-normed rows at the start of its scratch */
     op->download(s->be, s->last_hidden, wk + (rows - 1) * D, (size_t)D * sizeof(float));
     int32_t next_pos = (int32_t)T; /* positions stay the original ones after pruning */
+    if (session_kv_active(s) && !s->kv_keep_alloc) {
+        /* the policy evicted: give the rows it dropped back (decode appends at most max_new) */
+        int held = 0;
+        for (int l = 0; l < c->n_layers; l++) held = s->kv.len[l] > held ? s->kv.len[l] : held;
+        const int need = held + s->max_new + 1;
+        plm_error ignored; /* without memory for the copy the cache stays whole: go on */
+        if ((int64_t)need * 4 < (int64_t)s->kv.cap * 3)
+            (void)llama_kv_shrink(&s->kv, c, s->be, need, &ignored);
+    }
     s->t.prefill_ms = plm_now_ms() - t0;
 
     sampler smp;

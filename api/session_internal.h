@@ -15,6 +15,7 @@ struct plm_session {
     plm_backend *be;
     plm_error err;
     llama_kv kv;
+    int kv_keep_alloc;         /* tests: 1 keeps the cache's allocation after a policy evicts */
     float *scratch;            /* device */
     size_t scratch_floats;
     plm_image img;

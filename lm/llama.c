@@ -101,6 +101,40 @@ void llama_kv_free(llama_kv *kv, plm_backend *be)
     memset(kv, 0, sizeof *kv);
 }
 
+plm_status llama_kv_shrink(llama_kv *kv, const llama_config *c, plm_backend *be, int cap,
+                           plm_error *err)
+{
+    for (int l = 0; l < kv->n_layers; l++)
+        if (kv->len[l] > cap)
+            return plm_fail(err, PLM_E_ARG, "KV cache: cannot shrink to %d rows, layer %d holds "
+                            "%d", cap, l, kv->len[l]);
+    if (cap >= kv->cap) return PLM_OK;
+    /* a recorded step names the old buffers */
+    if (kv->graph) be->ops->graph_free(be, kv->graph);
+    kv->graph = NULL;
+    memset(kv->graph_key, 0, sizeof kv->graph_key);
+    const int64_t kvd = (int64_t)c->n_kv * c->head_dim;
+    const size_t bytes = (size_t)cap * (size_t)kvd * sizeof(float);
+    for (int l = 0; l < kv->n_layers; l++) {
+        float *nk = be->ops->alloc(be, bytes), *nv = be->ops->alloc(be, bytes);
+        if (!nk || !nv) { /* keep the old buffers: still a whole, valid cache */
+            if (nk) be->ops->release(be, nk);
+            if (nv) be->ops->release(be, nv);
+            return plm_fail(err, PLM_E_NOMEM, "KV cache: out of memory shrinking to %d rows", cap);
+        }
+        if (kv->len[l]) {
+            be->ops->copy2d(be, nk, kvd, kv->k[l], kvd, kv->len[l], kvd);
+            be->ops->copy2d(be, nv, kvd, kv->v[l], kvd, kv->len[l], kvd);
+        }
+        be->ops->release(be, kv->k[l]);
+        be->ops->release(be, kv->v[l]);
+        kv->k[l] = nk;
+        kv->v[l] = nv;
+    }
+    kv->cap = cap;
+    return PLM_OK;
+}
+
 int64_t llama_kv_rows(const llama_kv *kv)
 {
     int64_t n = 0;

@@ -89,6 +89,10 @@ void llama_unload(llama_model *m);
 plm_status llama_kv_init(llama_kv *kv, const llama_config *cfg, plm_backend *be, int cap,
                          plm_error *err);
 void llama_kv_free(llama_kv *kv, plm_backend *be);
+/* Reallocates every layer's K/V to cap rows (< kv->cap), keeping the rows held: a KV policy's
+ * evictions then free memory for real. On failure the old cache stays as it was. */
+plm_status llama_kv_shrink(llama_kv *kv, const llama_config *c, plm_backend *be, int cap,
+                           plm_error *err);
 
 /* Float32 RoPE inverse frequencies (head_dim/2) for a forward pass whose longest position is
  * seq_len - 1, as transformers computes them for the config's rope type. */

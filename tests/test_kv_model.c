@@ -422,3 +422,41 @@ Test(kv_model, prompt_sentences_follow_the_text)
     plm_session_free(s);
     plm_model_free(m);
 }
+
+/* After a policy evicts, the cache's allocation shrinks to what it holds plus the decode
+ * steps: the same tokens as with the allocation kept, and a second prompt in the same session
+ * grows it back. */
+static plm_session *run_alloc(plm_model *m, const char *kv, int keep_alloc, int times)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 6;
+    sp.ignore_eos = 1;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s", plm_last_error(s));
+    s->kv_keep_alloc = keep_alloc;
+    for (int i = 0; i < times; i++)
+        cr_assert_eq(plm_session_generate(s, TEXT, NULL, NULL, NULL), PLM_OK, "%s",
+                     plm_last_error(s));
+    return s;
+}
+
+Test(kv_model, evictions_give_the_cache_memory_back)
+{
+    plm_model *m = load(MODEL);
+    const char *kvs[] = {"h2o:budget=8", "snapkv:budget=8,window=4", "streaming:budget=8"};
+    for (int k = 0; k < 3; k++) {
+        plm_session *kept = run_alloc(m, kvs[k], 1, 1), *shrunk = run_alloc(m, kvs[k], 0, 1);
+        cr_assert_gt(kept->kv.cap, 30, "%s: the prompt's cache", kvs[k]);
+        cr_assert_leq(shrunk->kv.cap, 8 + 6 + 1, "%s: %d rows allocated", kvs[k],
+                      shrunk->kv.cap);
+        expect_same_tokens(kept, shrunk, kvs[k]);
+        plm_session *twice = run_alloc(m, kvs[k], 0, 2);
+        expect_same_tokens(kept, twice, "second prompt after a shrink");
+        plm_session_free(kept);
+        plm_session_free(shrunk);
+        plm_session_free(twice);
+    }
+    plm_model_free(m);
+}
