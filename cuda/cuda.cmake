@@ -69,7 +69,7 @@ foreach(plm_gpu_exe test_cuda_blocks bench_attn_blocks bench_attention)
   set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 endforeach()
 
-# The GPU machine lacks some of the shared libraries libprunelm.a links (cJSON, OpenBLAS and
+# The GPU machine lacks some of the shared libraries libprunelm links (cJSON, OpenBLAS and
 # its Fortran runtime, libpng): copy them beside the test so run.sh can put them on
 # LD_LIBRARY_PATH. cuBLAS is not copied: the GPU machine has the same CUDA 13 toolkit.
 add_executable(test_cuda_kv ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_kv.c)

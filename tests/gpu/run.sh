@@ -2,9 +2,11 @@
 # Runs prunelm's GPU tests on the GPU machine, from the repository root:
 #   bash tests/gpu/run.sh [DIR]
 # DIR is a CUDA build directory (default build-cuda; its gpu/ folder holds the tests and lib/)
-# or a folder made by tests/gpu/pack.sh (the tests plus libs.tar.gz). The machine lacks some
-# shared libraries libprunelm.a links (cJSON, OpenBLAS, ...): they travel with the tests and go
-# on LD_LIBRARY_PATH. cuBLAS comes from the machine's CUDA toolkit (or pip's nvidia-cublas).
+# or a folder made by tests/gpu/pack.sh (bins.tar.xz: the tests, and libprunelm.so from a
+# -DPLM_SHARED=ON build, which they find beside them through their $ORIGIN run path; and
+# libs.tar.xz). The machine lacks some shared libraries libprunelm links (cJSON, OpenBLAS, ...):
+# they travel with the tests and go on LD_LIBRARY_PATH. cuBLAS comes from the machine's CUDA
+# toolkit (or pip's nvidia-cublas).
 # Environment: SANITIZE=1 also runs test_cuda_ops under compute-sanitizer's memcheck, racecheck,
 # synccheck and initcheck (each stopped after SANITIZE_TIMEOUT seconds, default 150).
 # Prints one SUMMARY line per test program and exits non-zero when any failed.
@@ -19,7 +21,10 @@ if [ ! -x "$dir/test_cuda_ops" ]; then
     exit 2
 fi
 libdir=
-if [ -f "$dir/libs.tar.gz" ]; then
+if [ -f "$dir/libs.tar.xz" ]; then
+    libdir=$(mktemp -d)
+    tar -xJf "$dir/libs.tar.xz" -C "$libdir" || exit 2
+elif [ -f "$dir/libs.tar.gz" ]; then # packed before libs.tar.xz
     libdir=$(mktemp -d)
     tar -xzf "$dir/libs.tar.gz" -C "$libdir" || exit 2
 elif [ -d "$dir/lib" ]; then
