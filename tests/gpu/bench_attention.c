@@ -16,20 +16,13 @@
 #include "core/backend.h"
 #include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 enum { REPS = 20, WARMUP = 2 };
 
 static plm_backend *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static int n_pass, n_fail;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
 
 static void *dev(const void *host, size_t bytes)
 {

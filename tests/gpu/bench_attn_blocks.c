@@ -18,20 +18,13 @@
 #include "core/backend.h"
 #include "prune/kv_blocks.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 enum { NH = 32, NKV = 8, HD = 128, BLK = 128 };
 
 static plm_backend *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static int n_pass, n_fail;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
 
 static double now_ms(void)
 {

@@ -29,6 +29,7 @@
 #include "core/backend.h"
 #include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 #define RUNS 50
 #define COPY_BYTES ((size_t)1 << 30)
@@ -38,14 +39,6 @@ static plm_backend *nopdl;           /* PLM_CUDA_PDL=0 */
 static FILE *out;
 static int n_pass, n_fail;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
 
 static uint16_t to_bf16(float f)
 {

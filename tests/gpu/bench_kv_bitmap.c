@@ -20,6 +20,7 @@
 #include "core/backend.h"
 #include "prune/kv_bitmap.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 #define HEADS 32
 #define KV 32
@@ -30,21 +31,6 @@
 static plm_backend *cpu, *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static int n_pass, n_fail;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 typedef struct job {
     int bitmap; /* 0: be->ops->attention; 1: kv_bitmap attend */

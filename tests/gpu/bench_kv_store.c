@@ -22,6 +22,7 @@
 #include "prune/kv_int4.h"
 #include "prune/kv_thin.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 #define HEADS 32
 #define KV 32
@@ -34,21 +35,6 @@
 static plm_backend *cpu, *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static int n_pass, n_fail;
-
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 enum { J_DENSE, J_THIN, J_INT4 };
 

@@ -12,6 +12,7 @@
 #include "core/backend.h"
 #include "prunelm.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 #define MODEL "tests/fixtures/models/mqa_f32_oldnames"
 #define GQA "tests/fixtures/models/gqa_bf16_sharded"
@@ -29,14 +30,6 @@ static void check(int ok, const char *name, const char *fmt, double v)
 }
 
 static uint64_t rng = 88172645463325252ull;
-static float frand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-
 /* gather_heads and mix_rows on a [rows x n_heads*hd] cache, CPU vs GPU, bit for bit */
 static void row_edits(plm_backend *cpu, plm_backend *gpu, int64_t rows, int n_heads, int hd,
                       int64_t keep)

@@ -15,6 +15,7 @@
 #include "core/dtype.h"
 #include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
+#include "tests/gpu/gpu_util.h"
 
 static plm_backend *cpu, *gpu;
 static int n_pass, n_fail;
@@ -23,24 +24,6 @@ static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static void seed(uint64_t s)
 {
     rng = s * 0x9e3779b97f4a7c15ull + 1;
-}
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (float)((rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory\n");
-        exit(2);
-    }
-    return p;
 }
 
 static float *rand_vec(size_t n, float scale, float offset)
