@@ -5,6 +5,13 @@
 
 #include "prune/prune.h"
 
+/* A histogram bin's term in the patch entropy: p log2 p, p = count / n (VFlowOpt's 1e-10). */
+static double bin_term(int count, double n)
+{
+    const double p = count / n;
+    return p * log2(p + 1e-10);
+}
+
 void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out)
 {
     const int g = size / patch, n_px = patch * patch;
@@ -20,10 +27,7 @@ void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out)
     }
     double *term = malloc((size_t)(n_px + 1) * sizeof *term);
     if (term)
-        for (int c = 1; c <= n_px; c++) {
-            double p = c / n;
-            term[c] = p * log2(p + 1e-10);
-        }
+        for (int c = 1; c <= n_px; c++) term[c] = bin_term(c, n);
     int hist[256];
     for (int py = 0; py < g; py++)
         for (int px = 0; px < g; px++) {
@@ -34,15 +38,8 @@ void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out)
                     hist[gray_of_sum[row[3 * x] + row[3 * x + 1] + row[3 * x + 2]]]++;
             }
             double e = 0;
-            for (int i = 0; i < 256; i++)
-                if (hist[i]) {
-                    if (term) {
-                        e -= term[hist[i]];
-                    } else { /* no memory for the table: the same terms, computed here */
-                        double p = hist[i] / n;
-                        e -= p * log2(p + 1e-10);
-                    }
-                }
+            for (int i = 0; i < 256; i++) /* no memory for the table: the terms computed here */
+                if (hist[i]) e -= term ? term[hist[i]] : bin_term(hist[i], n);
             out[py * g + px] = (float)e;
         }
     free(term);
