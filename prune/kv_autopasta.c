@@ -32,6 +32,7 @@ typedef struct autopasta {
     int fixed_span;   /* span= given: fixed spans even when the glue knows the sentences */
     const int32_t *sid; /* kv_shape.sentence, or NULL: fixed spans */
     int64_t n_sid;    /* prompt positions sid covers */
+    int64_t n_units;  /* entries of span_score */
     double alpha;
     int all, n_heads;
     int32_t hl[AP_MAX_HEADS], hh[AP_MAX_HEADS]; /* layer, head (-1: the whole layer) */
@@ -121,7 +122,8 @@ static plm_status begin(kv_policy *p, const kv_shape *sh, plm_error *err)
     st->sid = st->fixed_span ? NULL : sh->sentence;
     st->n_sid = st->sid ? sh->n_prompt : 0;
     /* one score per unit: a sentence has at least one position, so n_pos bounds both */
-    const size_t nsp = (size_t)(st->sid ? st->n_pos : st->n_pos / st->span + 1);
+    st->n_units = st->sid ? st->n_pos : st->n_pos / st->span + 1;
+    const size_t nsp = (size_t)st->n_units;
     st->steer = calloc((size_t)sh->n_layers * (size_t)sh->n_heads, 1);
     st->lit = calloc((size_t)st->n_pos, 1);
     st->span_score = calloc(nsp, sizeof *st->span_score);
@@ -187,8 +189,7 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
     if (!v->prefill || len == 0) return PLM_OK;
     if (v->attn_win && v->n_win > 0 && v->n_win <= len) {
         if (v->layer == 0) { /* the prompt's extent and its window, as positions */
-            memset(st->span_score, 0,
-                   (size_t)(st->sid ? st->n_pos : st->n_pos / st->span + 1) * sizeof(float));
+            memset(st->span_score, 0, (size_t)st->n_units * sizeof(float));
             st->prompt_end = 0;
             for (int64_t r = 0; r < len; r++)
                 if (v->pos[r] >= st->prompt_end) st->prompt_end = v->pos[r] + 1;
