@@ -12,33 +12,7 @@
 # Prints one SUMMARY line per test program and exits non-zero when any failed.
 set -u
 dir=${1:-build-cuda}
-[ -d "$dir/gpu" ] && dir=$dir/gpu
-if [ -f "$dir/bins.tar.xz" ] && [ ! -x "$dir/test_cuda_ops" ]; then # made by pack.sh
-    tar -xJf "$dir/bins.tar.xz" -C "$dir" || exit 2
-fi
-if [ ! -x "$dir/test_cuda_ops" ]; then
-    echo "run.sh: no test_cuda_ops in $dir (build with -DPLM_CUDA=ON first)" >&2
-    exit 2
-fi
-libdir=
-if [ -f "$dir/libs.tar.xz" ]; then
-    libdir=$(mktemp -d)
-    tar -xJf "$dir/libs.tar.xz" -C "$libdir" || exit 2
-elif [ -f "$dir/libs.tar.gz" ]; then # packed before libs.tar.xz
-    libdir=$(mktemp -d)
-    tar -xzf "$dir/libs.tar.gz" -C "$libdir" || exit 2
-elif [ -d "$dir/lib" ]; then
-    libdir=$(cd "$dir/lib" && pwd)
-fi
-LD_LIBRARY_PATH=${libdir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-    [ -d "$d" ] && LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$d
-done
-export LD_LIBRARY_PATH
-if ldd "$dir/test_cuda_ops" | grep -q "libcublas.*not found"; then
-    pipdir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
-    [ -n "$pipdir" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$pipdir
-fi
+. "$(dirname "$0")/env.sh" || exit 2
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $(hostname)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null

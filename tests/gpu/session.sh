@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One GPU session's measurements in one device call (the device tool lends ~30 minutes a
+# session; each call pays a start), most important first: the GPU tests, the decode benchmark,
+# the 7B benchmark (with the decode switches off, with pruning, and against transformers), the
+# KV-store benchmark, and the tests again with the fused ops, CUDA graphs and early launches off.
+#   bash tests/gpu/session.sh PACK OUT [TOKENIZER_JSON]
+# PACK is a pack.sh folder (or a CUDA build directory); OUT receives one log per step and
+# summary.txt. TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps.
+set -u
+dir=${1:?PACK}
+out=${2:?OUT}
+tok=${3:-}
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+step() { # name, command...: logs to OUT/name.log, notes the status in summary.txt
+    local name=$1
+    shift
+    local t0=$SECONDS
+    "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    echo "$name: rc=$rc $((SECONDS - t0))s" | tee -a "$out/summary.txt"
+    grep '^SUMMARY' "$out/$name.log" >>"$out/summary.txt"
+}
+step tests bash "$here/run.sh" "$dir"
+. "$here/env.sh" || exit 2
+step bench_decode "$dir/bench_decode" "$out/bench_decode.txt"
+[ -n "$tok" ] || exit 0
+l7b=$(mktemp -d /tmp/l7b-XXXXXX)
+step make_7b python3 "$here/../../eval/make_random_llava7b.py" --tokenizer "$tok" --out "$l7b"
+img=$here/../../assets/images/default.png
+b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
+step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
+step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
+step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
+step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
+step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \
+    --prunelm "$dir/prunelm" --image "$img" --out "$out/bench_vs_hf.md"
+rm -rf "$l7b"
+step bench_kv_store "$dir/bench_kv_store" "$out/bench_kv_store.txt"
+step tests_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 bash "$here/run.sh" "$dir"
