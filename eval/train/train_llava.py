@@ -330,12 +330,17 @@ def main():
                     help="share of each image batch that asks for a caption of the whole scene")
     ap.add_argument("--long-every", type=int, default=4,
                     help="every N-th step trains on long-context text tasks (0: never)")
-    ap.add_argument("--long-batch", type=int, default=16)
+    ap.add_argument("--long-batch", type=int, default=16,
+                    help="sequences per long step at the longest length; shorter lengths of the "
+                         "curriculum take more, up to --long-step-tokens tokens a step")
+    ap.add_argument("--long-step-tokens", type=int, default=32768,
+                    help="tokens per long step while the curriculum caps the length: 256 "
+                         "pass keys of 128 tokens teach retrieval far faster than 16")
     ap.add_argument("--context-lm", type=float, default=0.3,
                     help="weight of a language-model loss on the long contexts' own text (the "
                          "answer's loss has weight 1): a dense signal that grows the induction "
                          "heads retrieval needs")
-    ap.add_argument("--long-train", type=int, default=6000,
+    ap.add_argument("--long-train", type=int, default=12000,
                     help="long-context training items (pass key, multi-key, dialogue)")
     ap.add_argument("--long-lengths", default="128,256,512,1024,2048,4096",
                     help="context lengths (prunelm-shapes --tokens) of the long training items")
@@ -504,7 +509,10 @@ def main():
                 cap = lengths[min(k, len(lengths) - 1)]
                 short = pool[long_tokens[pool] <= cap]
                 pool = short if len(short) else pool
-            idx = pool[np.random.randint(0, len(pool), size=args.long_batch)]
+            else:
+                cap = lengths[-1]
+            n_long = min(256, max(args.long_batch, args.long_step_tokens // max(cap, 1)))
+            idx = pool[np.random.randint(0, len(pool), size=n_long)]
             ids, att, lab = batch(long_seqs, idx, tok.pad_token_id, device)
             pv = pixels(dial_u8, long_rows[torch.from_numpy(idx).to(device)], mean, std) \
                 if dial_step else None
