@@ -23,6 +23,10 @@ python3 "$(dirname "$0")/train_llava.py" --shapes "$SHAPES" --work "$work" --out
     grep -v -i "warning\|Writing model\|Loading weights" | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 cp "$work/predictions.jsonl" "$OUT/" 2>/dev/null
-[ -d "$ck" ] && tar -cf - -C "$ck" . | split -b 15M - "$OUT/ck.tar."
+if [ -d "$ck" ]; then
+    tar -cf - -C "$ck" . | split -b 15M - "$OUT/ck.tar."
+    # the next run of a chain on a machine still warm can start from here: --init /tmp/plm-last
+    rm -rf /tmp/plm-last && cp -r "$ck" /tmp/plm-last
+fi
 ls -la "$OUT"
 exit "$status"
