@@ -201,6 +201,11 @@ int plm_model_has_vision(const plm_model *m)
     return m->cfg.has_vision;
 }
 
+int plm_model_text_layers(const plm_model *m)
+{
+    return m->cfg.text.n_layers;
+}
+
 static const char *act_name(plm_act a)
 {
     switch (a) {

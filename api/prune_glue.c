@@ -455,11 +455,12 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory in a pruning stage");
         return -1;
     }
-    if (p->stage_score == PRUNE_STAGE_VISION) {
+    const int text_too = p->stage_score == PRUNE_STAGE_VISION && p->beta > 0;
+    if (p->stage_score == PRUNE_STAGE_VISION && !text_too) {
         memcpy(score, s->img_scores, (size_t)n * sizeof *score);
     } else {
         int64_t base = 0;
-        if (p->stage_score == PRUNE_STAGE_LAYER) {
+        if (p->stage_score == PRUNE_STAGE_LAYER || text_too) {
             const int64_t qd = (int64_t)c->n_heads * c->head_dim;
             plm_attn_args a = {.out = s->probs, .q = v->q + (t - 1) * qd, .k = v->k, .v = v->k,
                                .tq = 1, .tk = v->k_len, .q_stride = qd,
@@ -481,6 +482,7 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
         }
         if (base >= 0)
             op->download(s->be, score, s->probs + base + s->img_lo, (size_t)n * sizeof *score);
+        if (text_too) prune_blend_scores(s->img_scores, score, p->beta, n, score);
     }
     int64_t k = prune_topk(score, n, want, keep);
     if (k < 0) {

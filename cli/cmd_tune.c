@@ -4,7 +4,9 @@
  * the cosine similarity between the last prompt token's final-norm hidden state with and without
  * pruning — how much of the visual information still flows to the token that answers. The
  * search space is theirs (vision keep r0, first-stage keep r1, global threshold t, cell size m,
- * entropy weight alpha; r2 derived from the budget). Their optimiser is scikit-optimize's
+ * entropy weight alpha; r2 derived from the budget) plus the two stage layers, which their
+ * search fixes per model and ours cannot (prunelm's models differ in depth), and [prunelm] beta,
+ * the weight of the last prompt token's attention beside the carried score at those stages. Their optimiser is scikit-optimize's
  * Gaussian process; ours is a seeded random exploration followed by a shrinking local search
  * around the best point, which needs no library and is reproducible; the shipped configuration
  * for the budget is always the first candidate, so the result is never worse than it. */
@@ -32,7 +34,7 @@ static const char *HELP =
     "  --threads N    CPU threads\n"
     "  -q             no progress on stderr\n";
 
-enum { NDIM = 5 }; /* r0, r1, t, m, alpha */
+enum { NDIM = 8 }; /* r0, r1, t, m, alpha, beta, first stage layer, gap to the second */
 
 typedef struct tune_ctx {
     plm_session *s;
@@ -42,6 +44,7 @@ typedef struct tune_ctx {
     size_t dim;
     double tokens;
     int n_patches;    /* the vision tower's grid, squared */
+    int n_layers;     /* the decoder's */
 } tune_ctx;
 
 static uint64_t next_u64(uint64_t *st)
@@ -93,10 +96,13 @@ static double objective(tune_ctx *c, const char *spec)
     return sum / c->n;
 }
 
-static void spec_of(double tokens, const double *x, char *out, size_t n)
+static void spec_of(const tune_ctx *c, const double *x, char *out, size_t n)
 {
-    snprintf(out, n, "vflowopt:tokens=%g,r0=%.5f,r1=%.5f,t=%.4f,m=%.4f,alpha=%.4f", tokens, x[0],
-             x[1], x[2], x[3], x[4]);
+    /* stage layers from [1, L-2] and a gap of at least one layer: both before the last layer */
+    int k1 = (int)floor(x[6]), k2 = k1 + (int)floor(x[7]);
+    if (k2 > c->n_layers - 1) k2 = c->n_layers - 1;
+    snprintf(out, n, "vflowopt:tokens=%g,r0=%.5f,r1=%.5f,t=%.4f,m=%.4f,alpha=%.4f,beta=%.4f,"
+             "layers=%d/%d", c->tokens, x[0], x[1], x[2], x[3], x[4], x[5], k1, k2);
 }
 
 static int parse(int argc, char **argv, const char **model, const char **data, const char **out,
@@ -152,8 +158,9 @@ static int search(tune_ctx *c, int calls, uint64_t seed, int quiet, double *best
 {
     /* their space, with r0 around the budget's share of the tokens */
     double f = c->tokens / c->n_patches;
-    const double lo[NDIM] = {f * 0.5, 0.2, 0, 3, -1};
-    const double hi[NDIM] = {f * 3 < 1 ? f * 3 : 1, 1, 50, 24, 1};
+    const int L = c->n_layers;
+    const double lo[NDIM] = {f * 0.5, 0.2, 0, 3, -1, 0, 1, 1};
+    const double hi[NDIM] = {f * 3 < 1 ? f * 3 : 1, 1, 50, 24, 1, 3, L - 1.001, L - 1.001};
     uint64_t st = seed ? seed : 1;
     char spec[256];
     snprintf(spec, sizeof spec, "vflowopt:tokens=%g", c->tokens);
@@ -172,7 +179,7 @@ static int search(tune_ctx *c, int calls, uint64_t seed, int quiet, double *best
                 x[k] = x[k] < lo[k] ? lo[k] : x[k] > hi[k] ? hi[k] : x[k];
             }
         }
-        spec_of(c->tokens, x, spec, sizeof spec);
+        spec_of(c, x, spec, sizeof spec);
         double v = objective(c, spec);
         if (v > *best_f) {
             *best_f = v;
@@ -235,6 +242,12 @@ int cmd_tune(int argc, char **argv)
         fprintf(stderr, "prunelm tune: %s\n", err.msg);
         goto out;
     }
+    c.n_layers = plm_model_text_layers(m);
+    if (c.n_layers < 3) {
+        fprintf(stderr, "prunelm tune: %s: a decoder of %d layers has no room for VFlowOpt's "
+                "two stages\n", model, c.n_layers);
+        goto out;
+    }
     for (int i = 0; i < c.n; i++) {
         const float *h;
         if (!prefill(&c, i, "none", &h)) {
@@ -257,7 +270,7 @@ int cmd_tune(int argc, char **argv)
         goto out;
     }
     char spec[256], text[1024];
-    if (found && !isnan(best_x[0])) spec_of(tokens, best_x, spec, sizeof spec);
+    if (found && !isnan(best_x[0])) spec_of(&c, best_x, spec, sizeof spec);
     else snprintf(spec, sizeof spec, "vflowopt:tokens=%g", tokens);
     time_t now = time(NULL);
     char when[32];

@@ -54,10 +54,14 @@ set(PLM_CUDA_LIBS CUDA::cudart_static CUDA::cublasLt CUDA::cublas stdc++)
 
 # ---- GPU tests: plain C (no Criterion on the GPU machine), run by tests/gpu/run.sh ----------
 set(PLM_GPU_DIR ${CMAKE_BINARY_DIR}/gpu)
-add_executable(test_cuda_ops ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/test_cuda_ops.c)
-target_include_directories(test_cuda_ops PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(test_cuda_ops PRIVATE prunelm m)
-set_target_properties(test_cuda_ops PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+# Every op against the CPU backend (test_cuda_ops), and the decode step's kernels: GEMV, the
+# fused decoder ops, recorded CUDA-graph steps and split-K attention (test_cuda_decode).
+foreach(plm_gpu_exe test_cuda_ops test_cuda_decode)
+  add_executable(${plm_gpu_exe} ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/${plm_gpu_exe}.c)
+  target_include_directories(${plm_gpu_exe} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(${plm_gpu_exe} PRIVATE prunelm m)
+  set_target_properties(${plm_gpu_exe} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+endforeach()
 
 # FlexPrefill's attention_blocks and DeltaLLM's attention_delta against the CPU, the
 # block-sparse prefill benchmark (bench_attn_blocks OUT.md), and float32 vs tensor-core

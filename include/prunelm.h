@@ -92,6 +92,8 @@ void plm_model_free(plm_model *model);
 char *plm_model_describe(const plm_model *model);
 const plm_tokenizer *plm_model_tokenizer(const plm_model *model);
 int plm_model_has_vision(const plm_model *model);
+/* The decoder's layer count (where pruning stages and KV policies can act). */
+int plm_model_text_layers(const plm_model *model);
 
 typedef struct plm_session_params {
     int n_ctx;              /* 0: the model's max_position_embeddings */

@@ -45,6 +45,9 @@ void prune_patch_entropy(const uint8_t *rgb, int size, int patch, float *out);
 void prune_softmax(float *s, int64_t n);
 /* out = a + w * b */
 void prune_add_scaled(float *out, const float *a, float w, const float *b, int64_t n);
+/* out = minmax(a) + w * minmax(b), each rescaled to [0, 1] first so two scores of different
+ * units (a carried vision score, an attention probability) weigh as w says; out may alias b. */
+void prune_blend_scores(const float *a, const float *b, double w, int64_t n, float *out);
 /* VFlowOpt's "global" tokens: the indices whose received attention recv[i] exceeds t times
  * the mean. Returns their count (0 when none qualifies). */
 int64_t prune_global_rows(const float *recv, int64_t n, double t, int32_t *idx);

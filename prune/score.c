@@ -60,6 +60,26 @@ void prune_add_scaled(float *out, const float *a, float w, const float *b, int64
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + w * b[i];
 }
 
+static void min_max(const float *x, int64_t n, float *lo, float *span)
+{
+    float a = n ? x[0] : 0, b = a;
+    for (int64_t i = 1; i < n; i++) {
+        a = x[i] < a ? x[i] : a;
+        b = x[i] > b ? x[i] : b;
+    }
+    *lo = a;
+    *span = b > a ? b - a : 1; /* a constant score rescales to 0 */
+}
+
+void prune_blend_scores(const float *a, const float *b, double w, int64_t n, float *out)
+{
+    float la, sa, lb, sb;
+    min_max(a, n, &la, &sa);
+    min_max(b, n, &lb, &sb);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (a[i] - la) / sa + (float)w * ((b[i] - lb) / sb);
+}
+
 int64_t prune_global_rows(const float *recv, int64_t n, double t, int32_t *idx)
 {
     double mean = 0;

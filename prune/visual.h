@@ -45,6 +45,9 @@ typedef struct prune_visual {
     int contextual;            /* visionzip: merged contextual tokens */
     double r0, t, m, alpha;    /* vflowopt: vision keep ratio, global threshold, cell size,
                                   entropy weight */
+    double beta;               /* vflowopt [prunelm]: weight of the last prompt token's
+                                  attention beside the carried score at decoder stages (0: the
+                                  official carried score alone) */
     uint64_t seed;
     int n_stages;
     int stage_layer[PRUNE_MAX_STAGES]; /* pruned before this decoder layer */

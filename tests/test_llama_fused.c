@@ -5,7 +5,7 @@
  * device-side values read at replay, as a CUDA graph does, so every path must give bitwise
  * equal logits and KV caches. A wrong pointer, stride, deferred residual or step value in
  * llama_forward shows here without a GPU (the CUDA kernels themselves are checked by
- * tests/gpu/test_cuda_ops.c). */
+ * tests/gpu/test_cuda_decode.c). */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>

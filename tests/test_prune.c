@@ -186,6 +186,25 @@ Test(prune, softmax_and_scaled_add)
     cr_assert_float_eq(o[2], 4.0f, 1e-6);
 }
 
+Test(prune, blend_rescales_each_score_before_weighting)
+{
+    /* a carried score in the hundreds and attention probabilities: without the rescaling the
+     * first would decide alone; rescaled, weight 2 lets the attention win where they disagree */
+    float a[3] = {100, 300, 200}, b[3] = {0.5f, 0.1f, 0.3f}, o[3];
+    prune_blend_scores(a, b, 2.0, 3, o);
+    cr_assert_float_eq(o[0], 0 + 2 * 1.0f, 1e-6);
+    cr_assert_float_eq(o[1], 1 + 2 * 0.0f, 1e-6);
+    cr_assert_float_eq(o[2], 0.5f + 2 * 0.5f, 1e-6);
+    int32_t k[1];
+    cr_assert_eq(prune_topk(o, 3, 1, k), 1);
+    cr_assert_eq(k[0], 0);
+    /* a constant score adds nothing; out may alias b */
+    float c[3] = {7, 7, 7};
+    prune_blend_scores(c, b, 1.0, 3, b);
+    cr_assert_float_eq(b[0], 1.0f, 1e-6);
+    cr_assert_float_eq(b[1], 0.0f, 1e-6);
+}
+
 Test(prune, global_rows_receive_more_than_t_times_the_mean)
 {
     float recv[5] = {0.1f, 0.5f, 0.1f, 0.2f, 0.1f}; /* mean 0.2 */

@@ -51,7 +51,8 @@ Test(prune_model, keep_all_reproduces_the_unpruned_logits_exactly)
     plm_model *m = load();
     plm_session *base = run(m, "none", 4);
     /* (VisionZip always feeds the CLS row too, so it has no keep-all equivalent) */
-    const char *keep_all[] = {"vflowopt:r0=1,m=100,r1=1,r2=1", "fastv:tokens=16,k=1",
+    const char *keep_all[] = {"vflowopt:r0=1,m=100,r1=1,r2=1",
+                              "vflowopt:r0=1,m=100,r1=1,r2=1,beta=1", "fastv:tokens=16,k=1",
                               "pyramiddrop:layers=1,lambda=1", "uniform-grid:tokens=16",
                               "random:tokens=16", "sparsevlm:keep=16,layers=1"};
     for (size_t i = 0; i < sizeof keep_all / sizeof *keep_all; i++) {
@@ -91,6 +92,32 @@ Test(prune_model, fastv_cache_matches_the_unpruned_one_where_causality_says)
     cr_assert_lt(t->kv_bytes, plm_session_timings(base)->kv_bytes);
     plm_session_free(s);
     plm_session_free(base);
+    plm_model_free(m);
+}
+
+/* VFlowOpt's beta: with a weight of 100 on the last prompt token's attention its stage ranks
+ * as FastV's does at the same layer (the carried score only breaks near-ties); with beta=0 it
+ * ranks by the carried score alone, which here keeps a different set. */
+Test(prune_model, vflowopt_beta_blends_in_the_last_tokens_attention)
+{
+    plm_model *m = load();
+    plm_session *fv = run(m, "fastv:tokens=6,k=1", 1);
+    plm_session *vb = run(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375,beta=100", 1);
+    plm_session *v0 = run(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375", 1);
+    size_t nf, nb, n0;
+    int g;
+    const int32_t *kf = plm_session_kept_patches(fv, &nf, &g);
+    const int32_t *kb = plm_session_kept_patches(vb, &nb, &g);
+    const int32_t *k0 = plm_session_kept_patches(v0, &n0, &g);
+    cr_assert_eq(nf, 6);
+    cr_assert_eq(nb, 6);
+    cr_assert_eq(n0, 6);
+    cr_assert_eq(memcmp(kf, kb, nf * sizeof *kf), 0, "beta=100 should rank as FastV does");
+    cr_assert_neq(memcmp(kf, k0, nf * sizeof *kf), 0, "the carried score alone agreed with "
+                  "FastV: the test cannot tell the two apart");
+    plm_session_free(fv);
+    plm_session_free(vb);
+    plm_session_free(v0);
     plm_model_free(m);
 }
 

@@ -31,17 +31,21 @@ add_executable(prunelm-shapes ${PLM_SHAPES_DIR}/main.c)
 target_compile_definitions(prunelm-shapes PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
 target_link_libraries(prunelm-shapes PRIVATE plm_shapes)
 
-# tests/test_shapes.c becomes a target in the top-level tests loop; link it to plm_shapes and
-# tell it where the CLI is, whether that loop runs before or after this include().
+# tests/test_shapes_*.c (a scene and its pixels, the VQA task, the text tasks) become targets in
+# the top-level tests loop; link them to plm_shapes and tell them where the CLI is, whether that
+# loop runs before or after this include().
+set(PLM_SHAPES_TESTS test_shapes_scene test_shapes_vqa test_shapes_text)
 function(plm_shapes_wire_test)
-  if(TARGET test_shapes)
-    target_link_libraries(test_shapes PRIVATE plm_shapes)
-    target_compile_definitions(test_shapes PRIVATE PLM_SHAPES_WIRED=1
-      PLM_SHAPES_CLI="$<TARGET_FILE:prunelm-shapes>")
-    add_dependencies(test_shapes prunelm-shapes)
-  endif()
+  foreach(t IN LISTS PLM_SHAPES_TESTS)
+    if(TARGET ${t})
+      target_link_libraries(${t} PRIVATE plm_shapes)
+      target_compile_definitions(${t} PRIVATE PLM_SHAPES_WIRED=1
+        PLM_SHAPES_CLI="$<TARGET_FILE:prunelm-shapes>")
+      add_dependencies(${t} prunelm-shapes)
+    endif()
+  endforeach()
 endfunction()
-if(TARGET test_shapes OR CMAKE_VERSION VERSION_LESS 3.19)
+if(TARGET test_shapes_scene OR CMAKE_VERSION VERSION_LESS 3.19)
   plm_shapes_wire_test()
 else()
   cmake_language(DEFER CALL plm_shapes_wire_test)

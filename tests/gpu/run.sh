@@ -7,8 +7,9 @@
 # libs.tar.xz). The machine lacks some shared libraries libprunelm links (cJSON, OpenBLAS, ...):
 # they travel with the tests and go on LD_LIBRARY_PATH. cuBLAS comes from the machine's CUDA
 # toolkit (or pip's nvidia-cublas).
-# Environment: SANITIZE=1 also runs test_cuda_ops under compute-sanitizer's memcheck, racecheck,
-# synccheck and initcheck (each stopped after SANITIZE_TIMEOUT seconds, default 150).
+# Environment: SANITIZE=1 also runs test_cuda_ops and test_cuda_decode under compute-sanitizer's
+# memcheck, racecheck, synccheck and initcheck (each run stopped after SANITIZE_TIMEOUT seconds,
+# default 150).
 # Prints one SUMMARY line per test program and exits non-zero when any failed.
 set -u
 dir=${1:-build-cuda}
@@ -45,17 +46,21 @@ run_one() { # name, command...
 }
 
 run_one test_cuda_ops "$dir/test_cuda_ops"
+# The decode step's kernels: GEMV, fused decoder ops, recorded CUDA graphs, split-K attention.
+run_one test_cuda_decode "$dir/test_cuda_decode"
 if [ "${SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-    # API errors are not reported: the test plants a failing 1 PiB cudaMalloc on purpose, and
-    # the backend checks every API call's status itself. racecheck and initcheck run without
+    # API errors are not reported: test_cuda_ops plants a failing 1 PiB cudaMalloc on purpose,
+    # and the backend checks every API call's status itself. racecheck and initcheck run without
     # the matmul checks: they flag cuBLASLt's own kernels (nvjet_sm90_* races, which use
     # barriers racecheck does not model; splitKreduce reading its workspace), seen 2026-11-23.
-    for tool in memcheck racecheck synccheck initcheck; do
-        skip=
-        case $tool in racecheck|initcheck) skip=1 ;; esac
-        run_one "test_cuda_ops_$tool" env ${skip:+PLM_TEST_SKIP_MATMUL=1} \
-            timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" \
-            --report-api-errors no --error-exitcode 3 "$dir/test_cuda_ops"
+    for prog in test_cuda_ops test_cuda_decode; do
+        for tool in memcheck racecheck synccheck initcheck; do
+            skip=
+            case $tool in racecheck|initcheck) skip=1 ;; esac
+            run_one "${prog}_$tool" env ${skip:+PLM_TEST_SKIP_MATMUL=1} \
+                timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" \
+                --report-api-errors no --error-exitcode 3 "$dir/$prog"
+        done
     done
 fi
 # FlexPrefill's block-sparse and DeltaLLM's attention ops against the CPU.
