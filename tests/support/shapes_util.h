@@ -35,7 +35,7 @@ static inline void remove_tree(const char *d)
     char p[2048];
     while ((e = readdir(dd))) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
+        if (snprintf(p, sizeof p, "%s/%s", d, e->d_name) >= (int)sizeof p) continue;
         struct stat sb;
         if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
             remove_tree(p);
@@ -66,8 +66,11 @@ static inline const char *sub(const char *name)
     return p[k];
 }
 
+/* The whole file, NUL-terminated (the caller frees it), and its length in *len (0 when the
+ * file cannot be opened: then NULL). */
 static inline char *slurp(const char *path, size_t *len)
 {
+    if (len) *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
