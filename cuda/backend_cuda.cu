@@ -1,9 +1,10 @@
 /* The CUDA backend: one GPU, one stream, one cuBLASLt handle and workspace per instance. This file
  * owns the backend's life (creation, memory, host<->device copies, staging, error recording)
  * and the ops table; the kernels live in cu_*.cu beside it, each tested against the CPU backend
- * by tests/gpu/test_cuda_ops.c. Device pointers from one instance are valid in every instance on
- * the same GPU (one primary context per process), so a model's weights uploaded through one
- * instance serve the sessions' instances: upload() therefore returns only once the copy is done. */
+ * by tests/gpu/test_cuda_ops.c and test_cuda_decode.c. Device pointers from one instance are
+ * valid in every instance on the same GPU (one primary context per process), so a model's
+ * weights uploaded through one instance serve the sessions' instances: upload() therefore
+ * returns only once the copy is done. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

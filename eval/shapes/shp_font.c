@@ -1,7 +1,7 @@
 /* A 5x7 bitmap font for A-Z and 0-9, drawn so that the classic look-alikes differ by several
  * cells: the zero is slashed, O is round-cornered, I has full serifs while 1 has a flag and a
  * foot, S and 5 differ in the top row and left column, Z and 2 in the top-left corner, B and 8
- * in the left column, D and 0 in the corners. tests/test_shapes.c checks every pair differs in
+ * in the left column, D and 0 in the corners. tests/test_shapes_scene.c checks every pair differs in
  * at least three cells. */
 #include "shapes.h"
 
