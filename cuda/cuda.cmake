@@ -110,6 +110,23 @@ target_include_directories(bench_decode PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 target_link_libraries(bench_decode PRIVATE prunelm m)
 set_target_properties(bench_decode PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
 
+# The patch embedding as prunelm's patchify + matmul against cuDNN's convolution (issue 4:
+# measure both; bench_patch_embed OUT.txt). cuDNN is linked here only: the library keeps the
+# faster path, and the GPU machine has cuDNN while CI-like machines may not.
+find_library(PLM_CUDNN_LIB NAMES cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+find_path(PLM_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+if(PLM_CUDNN_LIB AND PLM_CUDNN_INCLUDE)
+  add_executable(bench_patch_embed ${CMAKE_CURRENT_SOURCE_DIR}/tests/gpu/bench_patch_embed.c)
+  target_include_directories(bench_patch_embed PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}
+                             ${PLM_CUDNN_INCLUDE})
+  target_link_libraries(bench_patch_embed PRIVATE prunelm CUDA::cudart ${PLM_CUDNN_LIB} m)
+  # cuDNN 9 marks its convolution API deprecated (the graph API replaces it); it still ships
+  target_compile_options(bench_patch_embed PRIVATE -Wno-deprecated-declarations)
+  set_target_properties(bench_patch_embed PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PLM_GPU_DIR})
+else()
+  message(STATUS "prunelm: cuDNN not found: no bench_patch_embed")
+endif()
+
 set(plm_gpu_copied "")
 foreach(soname libcjson.so.1 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0 libpng16.so.16)
   string(MAKE_C_IDENTIFIER ${soname} plm_var)

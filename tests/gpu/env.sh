@@ -30,3 +30,8 @@ if ldd "$dir/test_cuda_ops" | grep -q "libcublas.*not found"; then
     [ -n "$pipdir" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$pipdir
 fi
 
+# cuDNN (bench_patch_embed only) from pip's nvidia-cudnn where the toolkit has none
+if [ -x "$dir/bench_patch_embed" ] && ldd "$dir/bench_patch_embed" | grep -q "libcudnn.*not found"; then
+    pipdir=$(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null)
+    [ -n "$pipdir" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$pipdir
+fi

@@ -24,6 +24,7 @@ step() { # name, command...: logs to OUT/name.log, notes the status in summary.t
 step tests bash "$here/run.sh" "$dir"
 . "$here/env.sh" || exit 2
 step bench_decode "$dir/bench_decode" "$out/bench_decode.txt"
+[ -x "$dir/bench_patch_embed" ] && step bench_patch_embed "$dir/bench_patch_embed" "$out/bench_patch_embed.txt"
 [ -n "$tok" ] || exit 0
 l7b=$(mktemp -d /tmp/l7b-XXXXXX)
 step make_7b python3 "$here/../../eval/make_random_llava7b.py" --tokenizer "$tok" --out "$l7b"
