@@ -25,17 +25,18 @@ step tests bash "$here/run.sh" "$dir"
 . "$here/env.sh" || exit 2
 step bench_decode "$dir/bench_decode" "$out/bench_decode.txt"
 [ -x "$dir/bench_patch_embed" ] && step bench_patch_embed "$dir/bench_patch_embed" "$out/bench_patch_embed.txt"
-[ -n "$tok" ] || exit 0
-l7b=$(mktemp -d /tmp/l7b-XXXXXX)
-step make_7b python3 "$here/../../eval/make_random_llava7b.py" --tokenizer "$tok" --out "$l7b"
-img=$here/../../assets/images/default.png
-b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
-step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
-step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
-step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
-step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
-step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \
-    --prunelm "$dir/prunelm" --image "$img" --out "$out/bench_vs_hf.md"
-rm -rf "$l7b"
+if [ -n "$tok" ]; then
+    l7b=$(mktemp -d /tmp/l7b-XXXXXX)
+    step make_7b python3 "$here/../../eval/make_random_llava7b.py" --tokenizer "$tok" --out "$l7b"
+    img=$here/../../assets/images/default.png
+    b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
+    step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
+    step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
+    step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
+    step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
+    step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \
+        --prunelm "$dir/prunelm" --image "$img" --out "$out/bench_vs_hf.md"
+    rm -rf "$l7b"
+fi
 step bench_kv_store "$dir/bench_kv_store" "$out/bench_kv_store.txt"
 step tests_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 bash "$here/run.sh" "$dir"
