@@ -125,8 +125,16 @@ static void same_generation(const char *dir, const char *kv, int image)
     snprintf(name, sizeof name, "%s %s: CUDA tokens == CPU", strrchr(dir, '/') + 1, kv);
     check(c.ok && g.ok && c.n == g.n && !memcmp(c.ids, g.ids, c.n * sizeof *c.ids), name,
           "(%g tokens)", (double)g.n);
-    snprintf(name, sizeof name, "%s %s: CUDA kv_bytes == CPU", strrchr(dir, '/') + 1, kv);
-    check(c.ok && g.ok && c.kv_bytes == g.kv_bytes, name, "(%g bytes)", (double)g.kv_bytes);
+    /* float32 checkpoints: the same bytes. bf16 ones: the GPU rounds activations to bf16, so a
+     * policy deciding by a threshold (Scissorhands' "below the uniform share" counts) may pick
+     * other, equally good rows, and with int4 which rows are quantized, hence the bytes, follows
+     * (seen 2026-12-07: 10044 on the H100 against 10324 here, the tokens the same) */
+    const double tol = strstr(dir, "bf16") ? 0.05 : 0.0;
+    const double diff = fabs((double)c.kv_bytes - (double)g.kv_bytes);
+    snprintf(name, sizeof name, "%s %s: CUDA kv_bytes == CPU %llu%s", strrchr(dir, '/') + 1, kv,
+             (unsigned long long)c.kv_bytes, tol > 0 ? " (within 5%: bf16)" : "");
+    check(c.ok && g.ok && diff <= tol * (double)c.kv_bytes, name, "(%g bytes)",
+          (double)g.kv_bytes);
     free(c.ids);
     free(g.ids);
 }
