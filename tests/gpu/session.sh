@@ -4,13 +4,16 @@
 # the 7B benchmark (with the decode switches off, with pruning, and against transformers), the
 # KV-store benchmark, and the tests again with the fused ops, CUDA graphs and early launches off.
 #   bash tests/gpu/session.sh PACK OUT [TOKENIZER_JSON]
-# PACK is a pack.sh folder (or a CUDA build directory); OUT receives one log per step and
-# summary.txt. TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps.
+# PACK is a pack.sh folder (or a CUDA build directory). OUT receives summary.txt and
+# session.tgz, re-packed after every step (so a timeout loses only the step it cut): one log per
+# step and each benchmark's table (the device tool returns at most 8 files, so they travel in
+# one). TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps.
 set -u
 dir=${1:?PACK}
-out=${2:?OUT}
+dest=${2:?OUT}
 tok=${3:-}
-mkdir -p "$out"
+mkdir -p "$dest"
+out=$(mktemp -d /tmp/plm-session-XXXXXX)
 here=$(cd "$(dirname "$0")" && pwd)
 step() { # name, command...: logs to OUT/name.log, notes the status in summary.txt
     local name=$1
@@ -20,6 +23,8 @@ step() { # name, command...: logs to OUT/name.log, notes the status in summary.t
     local rc=$?
     echo "$name: rc=$rc $((SECONDS - t0))s" | tee -a "$out/summary.txt"
     grep '^SUMMARY' "$out/$name.log" >>"$out/summary.txt"
+    cp "$out/summary.txt" "$dest/"
+    tar -czf "$dest/session.tgz.tmp" -C "$out" . && mv "$dest/session.tgz.tmp" "$dest/session.tgz"
 }
 step tests bash "$here/run.sh" "$dir"
 . "$here/env.sh" || exit 2
