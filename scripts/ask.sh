@@ -8,5 +8,5 @@ if [ ! -x build/prunelm ]; then
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build build -j"$(nproc)" --target prunelm_cli >/dev/null
-if [ $# -eq 0 ]; then set -- "What colour is the big shape on the left?"; fi
+if [ $# -eq 0 ]; then set -- "What colour is the large cross?"; fi
 exec ./build/prunelm ask "$@"

@@ -475,6 +475,9 @@ def main():
     model.to(torch.bfloat16).save_pretrained(args.out, max_shard_size="15MB")
     model.float()
     proc.save_pretrained(args.out)
+    # the llava-hf layout has preprocessor_config.json; transformers 5 folds the image processor
+    # into processor_config.json, so it is written on its own too
+    ip.save_pretrained(args.out)
     torch.save(heads.state_dict(), heads_path)
     log(f"saved to {args.out}: {sorted(os.listdir(args.out))}")
 
