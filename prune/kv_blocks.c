@@ -103,28 +103,46 @@ plm_status kv_fp_last_block(const kv_fp_shape *s, const float *q_last, int64_t n
 {
     const int hd = s->head_dim, group = s->n_heads / s->n_kv, B = s->block;
     const int64_t tk = s->tk, nkb = n_blocks(tk, B), q_pos0 = s->tk - s->tq;
-    /* scores, then (when the caller keeps no token-level rows) vertical and slash per token */
-    float *sc = malloc((size_t)(3 * tk + 1) * sizeof *sc);
+    const int64_t first = q_pos0 + s->tq - n_last; /* position of the block's first query */
+    /* the block's scores [n_last x tk], then (when the caller keeps no token-level rows)
+     * vertical and slash per token */
+    float *sc = malloc((size_t)((n_last + 2) * tk + (hd + 1) * n_last + 1) * sizeof *sc);
     if (!sc) return plm_fail(err, PLM_E_NOMEM, "flexprefill: out of memory for %lld scores",
-                             (long long)tk);
+                             (long long)(n_last * tk));
+    float *tmp = sc + n_last * tk, *qt = tmp + 2 * tk, *acc = qt + (int64_t)hd * n_last;
     for (int h = 0; h < s->n_heads; h++) {
-        float *vt = vert_tok ? vert_tok + (int64_t)h * tk : sc + tk;
-        float *st = slash_tok ? slash_tok + (int64_t)h * tk : sc + 2 * tk;
+        float *vt = vert_tok ? vert_tok + (int64_t)h * tk : tmp;
+        float *st = slash_tok ? slash_tok + (int64_t)h * tk : tmp + tk;
         memset(vt, 0, (size_t)tk * sizeof *vt);
         memset(st, 0, (size_t)tk * sizeof *st);
         const int kh = h / group;
+        /* keys outer, the block's queries inner: each key row is read once per head (queries
+         * outer streamed the whole strided K n_last times: ~10 s at 16k tokens), and with the
+         * queries transposed, one key's n_last dot products advance channel by channel side by
+         * side, which vectorises while each sums its channels in order as dot() does: the same
+         * scores. Scores of keys a query cannot see are computed too and never read. */
+        for (int64_t r = 0; r < n_last; r++)
+            for (int d = 0; d < hd; d++)
+                qt[(int64_t)d * n_last + r] = q_last[r * s->q_stride + (int64_t)h * hd + d];
+        for (int64_t j = 0; j < tk; j++) {
+            const float *kr = k + j * s->k_stride + (int64_t)kh * hd;
+            memset(acc, 0, (size_t)n_last * sizeof *acc);
+            for (int d = 0; d < hd; d++) {
+                const float kd = kr[d], *qd = qt + (int64_t)d * n_last;
+                for (int64_t r = 0; r < n_last; r++) acc[r] += qd[r] * kd;
+            }
+            for (int64_t r = 0; r < n_last; r++) sc[r * tk + j] = s->scale * acc[r];
+        }
         for (int64_t r = 0; r < n_last; r++) {
-            const int64_t pos = q_pos0 + s->tq - n_last + r;
+            const int64_t pos = first + r;
             const int64_t nk = pos + 1 < tk ? pos + 1 : tk;
-            const float *q = q_last + r * s->q_stride + (int64_t)h * hd;
-            for (int64_t j = 0; j < nk; j++)
-                sc[j] = s->scale * dot(q, k + j * s->k_stride + (int64_t)kh * hd, hd);
-            softmax_inplace(sc, nk);
+            float *row = sc + r * tk;
+            softmax_inplace(row, nk);
             /* a-hat is the mean over the block's queries (official: qk.mean(-2)); the slash
              * sums each diagonal (sum_all_diagonal_matrix / last_q_len). */
             for (int64_t j = 0; j < nk; j++) {
-                vt[j] += sc[j] / (float)n_last;
-                st[pos - j] += sc[j] / (float)n_last;
+                vt[j] += row[j] / (float)n_last;
+                st[pos - j] += row[j] / (float)n_last;
             }
         }
         float *vb = vert_blk + (int64_t)h * nkb, *sb = slash_blk + (int64_t)h * nkb;
