@@ -107,7 +107,7 @@ plm_status eval_report(const char *const *specs, const char *const *kv,
             if (!seen && nt < MAX_TYPES) snprintf(types[nt++], sizeof types[0], "%s", t->string);
         }
     }
-    size_t cap = 4096 + (size_t)n * (512 + 16 * MAX_TYPES), len = 0;
+    size_t cap = 4096 + (size_t)n * (1024 + 16 * MAX_TYPES), len = 0;
     char *md = st == PLM_OK ? malloc(cap) : NULL;
     if (st == PLM_OK && !md) st = eval_fail(err, PLM_E_NOMEM, "out of memory");
     if (st == PLM_OK) {
@@ -134,6 +134,21 @@ plm_status eval_report(const char *const *specs, const char *const *kv,
             len += (size_t)snprintf(md + len, cap - len, " %.2f | %.1f | %.1f | %.1f |\n",
                                     num(s, "mean_kv_bytes") / (1 << 20), num(s, "mean_vision_ms"),
                                     num(s, "mean_prefill_ms"), num(s, "mean_decode_ms"));
+        }
+        /* settings where items failed (a prompt over the context, a bad image): their rows
+         * average the answered items only, so say how many did not */
+        int any = 0;
+        for (int i = 0; i < n; i++) {
+            const double ne = num(sum[i], "errors");
+            if (ne <= 0) continue;
+            const cJSON *fe = cJSON_GetObjectItemCaseSensitive(sum[i], "first_error");
+            if (!any++) len += (size_t)snprintf(md + len, cap - len, "\nFailed items (counted "
+                                                "wrong; the means above leave them out):\n");
+            len += (size_t)snprintf(md + len, cap - len, "- `%s`%s%s%s: %.0f of %.0f, first: "
+                                    "%.200s\n", specs[i] ? specs[i] : "none", kv ? " + `" : "",
+                                    kv ? (kv[i] ? kv[i] : "none") : "", kv ? "`" : "", ne,
+                                    num(sum[i], "items"),
+                                    cJSON_IsString(fe) ? fe->valuestring : "?");
         }
         len += (size_t)snprintf(md + len, cap - len, "\n![accuracy against image tokens per "
                                 "layer](%s)\n", strrchr(png_path, '/') ? strrchr(png_path, '/') + 1

@@ -56,6 +56,8 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     tally types[MAX_TYPES], all = {"all", 0, 0};
     int nt = 0;
     double vis = 0, pre = 0, dec = 0, gen = 0, kv = 0, img = 0, img_avg = 0;
+    int64_t errors = 0;
+    char first_error[512] = "";
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) >= 0) {
@@ -73,6 +75,13 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
             t->n++;
             t->correct += ok;
         }
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+        if (cJSON_IsString(e)) {
+            /* counted wrong, and kept out of the means: its zeros are no measurement */
+            if (!errors++) snprintf(first_error, sizeof first_error, "%s", e->valuestring);
+            cJSON_Delete(o);
+            continue;
+        }
         vis += num(o, "timings", "vision_ms");
         pre += num(o, "timings", "prefill_ms");
         dec += num(o, "timings", "decode_ms");
@@ -84,11 +93,13 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     }
     free(line);
     fclose(f);
-    double n = all.n ? (double)all.n : 1;
+    double n = all.n > errors ? (double)(all.n - errors) : 1; /* answered items, for the means */
     cJSON *s = cJSON_CreateObject(), *per = cJSON_CreateObject();
     cJSON_AddNumberToObject(s, "items", (double)all.n);
     cJSON_AddNumberToObject(s, "correct", (double)all.correct);
-    cJSON_AddNumberToObject(s, "accuracy", all.correct / n);
+    cJSON_AddNumberToObject(s, "accuracy", all.n ? all.correct / (double)all.n : 0);
+    cJSON_AddNumberToObject(s, "errors", (double)errors);
+    if (errors) cJSON_AddStringToObject(s, "first_error", first_error);
     for (int i = 0; i < nt; i++) {
         cJSON *t = cJSON_CreateObject();
         cJSON_AddNumberToObject(t, "items", (double)types[i].n);
@@ -108,7 +119,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     if (!text) return eval_fail(err, PLM_E_NOMEM, "out of memory");
     plm_status st = eval_write_text(summary_path, text, err);
     free(text);
-    if (accuracy) *accuracy = all.correct / n;
+    if (accuracy) *accuracy = all.n ? all.correct / (double)all.n : 0;
     return st;
 }
 

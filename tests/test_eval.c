@@ -133,6 +133,51 @@ Test(eval, resume_drops_a_torn_last_line)
     rmdir(dir);
 }
 
+/* An item that failed (its prompt over the context) counts as wrong, stays out of the means,
+ * and the report names it. */
+Test(eval, failed_items_count_wrong_and_leave_the_means)
+{
+    char dir[512], res[600], sum[600], md[600], png[600];
+    tmpdir(dir, sizeof dir, "err");
+    snprintf(res, sizeof res, "%s/results.jsonl", dir);
+    snprintf(sum, sizeof sum, "%s/summary.json", dir);
+    snprintf(md, sizeof md, "%s/report.md", dir);
+    snprintf(png, sizeof png, "%s/accuracy.png", dir);
+    write_file(res,
+               "{\"id\":\"a\",\"type\":\"passkey\",\"correct\":true,\"kv_bytes\":1000,"
+               "\"timings\":{\"prefill_ms\":4}}\n"
+               "{\"id\":\"b\",\"type\":\"passkey\",\"correct\":false,\"kv_bytes\":3000,"
+               "\"timings\":{\"prefill_ms\":8}}\n"
+               "{\"id\":\"c\",\"type\":\"passkey\",\"correct\":false,\"error\":\"the prompt "
+               "is 11308 tokens, over the context of 256\",\"kv_bytes\":0,"
+               "\"timings\":{\"prefill_ms\":0}}\n");
+    plm_error err;
+    double acc;
+    cr_assert_eq(eval_summarize(res, sum, &acc, &err), PLM_OK, "%s", err.msg);
+    cr_assert_float_eq(acc, 1.0 / 3, 1e-12);
+    char *text;
+    size_t len;
+    cr_assert_eq(plm_read_file(sum, 1 << 20, &text, &len, &err), PLM_OK);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert_eq(cJSON_GetObjectItem(j, "items")->valuedouble, 3);
+    cr_assert_eq(cJSON_GetObjectItem(j, "errors")->valuedouble, 1);
+    cr_assert_float_eq(cJSON_GetObjectItem(j, "mean_kv_bytes")->valuedouble, 2000, 1e-9);
+    cr_assert_float_eq(cJSON_GetObjectItem(j, "mean_prefill_ms")->valuedouble, 6, 1e-9);
+    cr_assert(strstr(cJSON_GetObjectItem(j, "first_error")->valuestring, "over the context"));
+    cJSON_Delete(j);
+    const char *specs[1] = {"none"}, *sums[1] = {sum};
+    cr_assert_eq(eval_report(specs, NULL, sums, 1, md, png, NULL, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(plm_read_file(md, 1 << 20, &text, &len, &err), PLM_OK);
+    cr_assert(strstr(text, "`none`: 1 of 3, first: the prompt is 11308 tokens"), "%s", text);
+    free(text);
+    remove(res);
+    remove(sum);
+    remove(md);
+    remove(png);
+    rmdir(dir);
+}
+
 /* A dataset of n questions about the fixture image, with answers taken from a first run so
  * some items are right and some wrong. */
 static void make_dataset(const char *dir, int n)
