@@ -21,8 +21,10 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/dtype.h"
 #include "cuda/cu_test_hooks.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/support/compare.h"
 
 #define RUNS 50
 #define C_IN 3
@@ -57,21 +59,6 @@ static void die(const char *what, const char *why)
 #define CUDA_OK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) die(#x, cudaGetErrorString(e_)); } while (0)
 #define DNN_OK(x) do { cudnnStatus_t s_ = (x); if (s_ != CUDNN_STATUS_SUCCESS) die(#x, cudnnGetErrorString(s_)); } while (0)
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static int cmp_float(const void *a, const void *b)
 {
     float x = *(const float *)a, y = *(const float *)b;
@@ -82,16 +69,6 @@ static float median(float *ms, int n)
 {
     qsort(ms, (size_t)n, sizeof *ms, cmp_float);
     return ms[n / 2];
-}
-
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    return sqrt(d / (r > 0 ? r : 1));
 }
 
 static void check(int ok, const char *what, double err, double tol)
@@ -251,8 +228,8 @@ int main(int argc, char **argv)
     float *y = xmalloc(ny * 4), *y16 = xmalloc(ny * 4);
     uint16_t *x16 = xmalloc(nx * 2), *w16 = xmalloc(nw * 2), *yb = xmalloc(ny * 2);
     rng = 0x5eed1234u;
-    for (size_t i = 0; i < nx; i++) x16[i] = to_bf16(x[i] = 2 * frand());
-    for (size_t i = 0; i < nw; i++) w16[i] = to_bf16(w[i] = frand() / sqrtf((float)K));
+    for (size_t i = 0; i < nx; i++) x16[i] = plm_f32_to_bf16(x[i] = 2 * frand());
+    for (size_t i = 0; i < nw; i++) w16[i] = plm_f32_to_bf16(w[i] = frand() / sqrtf((float)K));
 
     emit("Patch embedding, CLIP ViT-L/14 at %d px: [%d x %d] x [%d x %d]^T, median of %d "
          "runs (ms)\n", SIZE, NP, K, D, K, RUNS);
@@ -279,7 +256,7 @@ int main(int argc, char **argv)
     emit("| cuDNN convolution (NCHW in, NHWC out) | bf16 (image and output too) | %.4f | %s, "
          "cold L2, image conversion not timed |\n", d16, algo);
     float *ybf = xmalloc(ny * 4);
-    for (size_t i = 0; i < ny; i++) ybf[i] = from_bf16(yb[i]);
+    for (size_t i = 0; i < ny; i++) ybf[i] = plm_bf16_to_f32(yb[i]);
 
     double e;
     e = rel_l2(y16, y_ref, ny);
