@@ -69,13 +69,14 @@ Test(shapes, passkey_appears_once_at_varied_depths)
         cr_assert_str_eq(it.question, "What is the pass key?");
         cr_assert_eq(strlen(it.answer), 5);
         char line[64];
-        snprintf(line, sizeof line, "The pass key is %s. Remember it.", it.answer);
+        snprintf(line, sizeof line, "The pass key is %s. Remember it. %s is the pass key.",
+                 it.answer, it.answer);
         cr_assert_eq(occurrences(c, line), 1);
-        cr_assert_eq(occurrences(c, it.answer), 1);
+        cr_assert_eq(occurrences(c, it.answer), 2);
         int digits = 0;
         for (const char *p = c; *p; p++) digits += *p >= '0' && *p <= '9';
-        cr_assert_eq(digits, 5, "the filler holds digits");
-        cr_assert_eq(occurrences(c, "pass key"), 1);
+        cr_assert_eq(digits, 10, "the filler holds digits");
+        cr_assert_eq(occurrences(c, "pass key"), 2);
         shallow += it.depth_pct < 30;
         deep += it.depth_pct > 70;
         shp_text_item_free(&it);
@@ -135,7 +136,9 @@ static void check_text(cJSON *o, void *user)
     const char *ctx = str_field(o, "context");
     cr_assert_eq(strlen(ctx), (size_t)num_field(o, "n_chars"));
     cr_assert_eq(num_field(o, "tokens"), 1024);
-    cr_assert_eq(occurrences(ctx, str_field(o, "answer")), 1);
+    /* a pass key is said twice (see shp_text_passkey), each multi-key key once */
+    const int said = strcmp(str_field(o, "type"), "passkey") ? 1 : 2;
+    cr_assert_eq(occurrences(ctx, str_field(o, "answer")), said);
     (*n)++;
 }
 

@@ -146,7 +146,10 @@ plm_status shp_text_passkey(shp_text_item *it, int tokens, shp_rng *r, plm_error
     size_t target = (size_t)tokens * SHP_CHARS_PER_TOKEN;
     unsigned key = (unsigned)shp_rng_range(r, 10000, 99999);
     needle nd;
-    snprintf(nd.text, sizeof nd.text, "The pass key is %u. Remember it. ", key);
+    /* the key said twice, as in Mohtashami & Jaggi's (2023) pass-key prompt: predicting the
+     * second copy from the first is the copying a reader needs at the question, close by */
+    snprintf(nd.text, sizeof nd.text, "The pass key is %u. Remember it. %u is the pass key. ",
+             key, key);
     size_t filler_total = target > sizeof INTRO + strlen(nd.text)
                               ? target - sizeof INTRO - strlen(nd.text) : 0;
     nd.at = filler_total * shp_rng_below(r, 101) / 100;
