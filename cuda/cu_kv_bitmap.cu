@@ -158,28 +158,13 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
 {
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int kh = blockIdx.y / p.qgroups, qg = blockIdx.y % p.qgroups;
-    const int h0 = kh * p.group + qg * G;
-    const int ng = min(G, p.group - qg * G);
-    const int64_t i = blockIdx.z, split = blockIdx.x;
-    int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
-    if (nk > a.tk) nk = a.tk;
-    const int64_t r0 = split * p.chunk;
-    const int64_t r1 = min(r0 + p.chunk, nk);
+    const kvs_tile tile = kvs_tile_of<G>(a, p.group, p.qgroups, p.chunk);
+    const int kh = tile.kh, h0 = tile.h0, ng = tile.ng;
+    const int64_t i = tile.i, split = tile.split, r0 = tile.r0, r1 = tile.r1;
     const int d0 = lane * P;
 
     float q[G][P], acc[G][P], m[G], l[G];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int t = 0; t < P; t++) {
-            const int d = d0 + t;
-            q[g][t] = g < ng && d < hd ? a.q[i * a.q_stride + (int64_t)(h0 + g) * hd + d] : 0.0f;
-            acc[g][t] = 0.0f;
-        }
-    }
+    kvs_start<P, G>(a, tile, d0, q, acc, m, l);
 
     /* One step: KVS_ROWS rows from j0 (rows at or past `end` score -inf). */
     auto step = [&](int64_t j0, int64_t end, bool compressed) {

@@ -117,29 +117,14 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvq_attend(kvq_attn p)
     const plm_attn_args &a = p.a;
     const plm_kv_int4 &st = p.st;
     const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32, cb = hd / 2;
-    const int kh = blockIdx.y / p.qgroups, qg = blockIdx.y % p.qgroups;
-    const int h0 = kh * p.group + qg * G;
-    const int ng = min(G, p.group - qg * G);
-    const int64_t i = blockIdx.z, split = blockIdx.x;
-    int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
-    if (nk > a.tk) nk = a.tk;
-    const int64_t r0 = split * p.chunk;
-    const int64_t r1 = min(r0 + p.chunk, nk);
+    const kvs_tile tile = kvs_tile_of<G>(a, p.group, p.qgroups, p.chunk);
+    const int kh = tile.kh, h0 = tile.h0, ng = tile.ng;
+    const int64_t i = tile.i, split = tile.split, r0 = tile.r0, r1 = tile.r1;
     const int d0 = lane * P;
     const int64_t nq = st.n_q[kh];
 
     float q[G][P], acc[G][P], m[G], l[G];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY;
-        l[g] = 0.0f;
-#pragma unroll
-        for (int t = 0; t < P; t++) {
-            const int d = d0 + t;
-            q[g][t] = g < ng && d < hd ? a.q[i * a.q_stride + (int64_t)(h0 + g) * hd + d] : 0.0f;
-            acc[g][t] = 0.0f;
-        }
-    }
+    kvs_start<P, G>(a, tile, d0, q, acc, m, l);
     /* the key group whose min/scale the lane holds */
     int32_t cur = -1;
     float kmn[P], ksc[P];
@@ -231,52 +216,15 @@ __device__ static inline float kvq_dot(const plm_attn_args &a, const plm_kv_int4
     return kvs_warp_sum(s) * a.scale;
 }
 
-__device__ static float kvq_block_reduce(float v, int op, float *red)
-{
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float r = red[0];
-    for (int w = 1; w < KVS_WARPS; w++) r = op ? r + red[w] : fmaxf(r, red[w]);
-    return r;
-}
-
 __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvq_probs(plm_attn_args a, plm_kv_int4 st)
 {
     __shared__ float sq[KVS_MAX_HD], red[KVS_WARPS];
-    const int h = blockIdx.x, kh = h / (a.n_heads / a.n_kv), warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    float *out = a.out + (int64_t)h * a.tk;
-    for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] = 0.0f;
-    for (int64_t i = 0; i < a.tq; i++) {
-        __syncthreads();
+    const int h = blockIdx.x, kh = h / (a.n_heads / a.n_kv);
+    auto load = [&](int64_t i) {
         const float *qrow = a.q + i * a.q_stride + (int64_t)h * a.head_dim;
         for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) sq[d] = qrow[d];
-        __syncthreads();
-        int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
-        if (nk > a.tk) nk = a.tk;
-        const bool park = a.tq == 1; /* one query: its logits wait in out */
-        float mx = -INFINITY;
-        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
-            const float s = kvq_dot(a, st, kh, j, sq);
-            mx = fmaxf(mx, s);
-            if (park && lane == 0) out[j] = s;
-        }
-        const float M = kvq_block_reduce(mx, 0, red);
-        float sum = 0.0f;
-        for (int64_t j = warp; j < nk; j += KVS_WARPS)
-            sum += __expf((park ? out[j] : kvq_dot(a, st, kh, j, sq)) - M);
-        const float S = kvq_block_reduce(sum, 1, red);
-        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
-            const float s = park ? out[j] : kvq_dot(a, st, kh, j, sq);
-            if (lane == 0) out[j] = park ? __expf(s - M) / S : out[j] + __expf(s - M) / S;
-        }
-    }
-    if (a.tq > 1) {
-        __syncthreads();
-        for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] /= (float)a.tq;
-    }
+    };
+    kvs_probs(a, load, [&](int64_t j) { return kvq_dot(a, st, kh, j, sq); }, red);
 }
 
 /* ---- merges: one block walks the list in order --------------------------------------------- */

@@ -58,6 +58,106 @@ static inline int kvs_plan_splits(int64_t units, int64_t nk, int64_t resident, i
     return n < 1 ? 1 : (int)n;
 }
 
+/* Where a store attend block works: query i (blockIdx.z), query heads h0 .. h0 + ng - 1 of kv
+ * head kh (G per block, blockIdx.y = kh * qgroups + qg), list rows [r0, r1): split blockIdx.x
+ * of `chunk` rows, cut at the keys query i sees. */
+struct kvs_tile {
+    int kh, h0, ng;
+    int64_t i, split, r0, r1;
+};
+
+template <int G>
+__device__ static inline kvs_tile kvs_tile_of(const plm_attn_args &a, int group, int qgroups,
+                                              int64_t chunk)
+{
+    kvs_tile t;
+    const int qg = blockIdx.y % qgroups;
+    t.kh = blockIdx.y / qgroups;
+    t.h0 = t.kh * group + qg * G;
+    t.ng = min(G, group - qg * G);
+    t.i = blockIdx.z;
+    t.split = blockIdx.x;
+    int64_t nk = a.causal ? a.q_pos0 + t.i + 1 : a.tk;
+    if (nk > a.tk) nk = a.tk;
+    t.r0 = t.split * chunk;
+    t.r1 = min(t.r0 + chunk, nk);
+    return t;
+}
+
+/* The online-softmax state at its start, and q[g] the lane's P channels of query head h0 + g
+ * (0 past the tile's heads or the head). */
+template <int P, int G>
+__device__ static inline void kvs_start(const plm_attn_args &a, const kvs_tile &t, int d0,
+                                        float (&q)[G][P], float (&acc)[G][P], float (&m)[G],
+                                        float (&l)[G])
+{
+    const int hd = a.head_dim;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < P; c++) {
+            const int d = d0 + c;
+            q[g][c] = g < t.ng && d < hd ? a.q[t.i * a.q_stride + (int64_t)(t.h0 + g) * hd + d]
+                                         : 0.0f;
+            acc[g][c] = 0.0f;
+        }
+    }
+}
+
+/* Block-wide max (op 0) or sum (op 1) of each warp's lane-0 value; red: KVS_WARPS floats of
+ * shared memory. */
+__device__ static inline float kvs_block_reduce(float v, int op, float *red)
+{
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    __syncthreads();
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+    for (int w = 1; w < KVS_WARPS; w++) r = op ? r + red[w] : fmaxf(r, red[w]);
+    return r;
+}
+
+/* A store's attention probabilities for H2O-style scores: block h writes out[h * tk + j], the
+ * softmax row of key j averaged over the tq queries. load(i) puts query i of head h where dot
+ * reads it (shared memory; the caller syncs before and after); dot(j) is key j's scaled logit,
+ * summed over the warp (every lane gets it). One query parks its logits in its out row; several
+ * recompute them on each pass. */
+template <typename Load, typename Dot>
+__device__ static void kvs_probs(const plm_attn_args &a, Load load, Dot dot, float *red)
+{
+    const int h = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *out = a.out + (int64_t)h * a.tk;
+    for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] = 0.0f;
+    for (int64_t i = 0; i < a.tq; i++) {
+        __syncthreads();
+        load(i);
+        __syncthreads();
+        int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
+        if (nk > a.tk) nk = a.tk;
+        const bool park = a.tq == 1;
+        float mx = -INFINITY;
+        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
+            const float s = dot(j);
+            mx = fmaxf(mx, s);
+            if (park && lane == 0) out[j] = s;
+        }
+        const float M = kvs_block_reduce(mx, 0, red);
+        float sum = 0.0f;
+        for (int64_t j = warp; j < nk; j += KVS_WARPS) sum += __expf((park ? out[j] : dot(j)) - M);
+        const float S = kvs_block_reduce(sum, 1, red);
+        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
+            const float s = park ? out[j] : dot(j);
+            if (lane == 0) out[j] = park ? __expf(s - M) / S : out[j] + __expf(s - M) / S;
+        }
+    }
+    if (a.tq > 1) {
+        __syncthreads();
+        for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] /= (float)a.tq;
+    }
+}
+
 /* The block's end: merge the warps' states for each of its ng query heads (h0..) and write the
  * output row (one split) or the split's state to work (several). Dynamic shared memory:
  * KVS_WARPS * (32 * P + 2) floats. */

@@ -47,14 +47,9 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvt_attend(kvt_attn p)
 {
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int kh = blockIdx.y / p.qgroups, qg = blockIdx.y % p.qgroups;
-    const int h0 = kh * p.group + qg * G;
-    const int ng = min(G, p.group - qg * G);
-    const int64_t i = blockIdx.z, split = blockIdx.x;
-    int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
-    if (nk > a.tk) nk = a.tk;
-    const int64_t r0 = split * p.chunk;
-    const int64_t r1 = min(r0 + p.chunk, nk);
+    const kvs_tile tile = kvs_tile_of<G>(a, p.group, p.qgroups, p.chunk);
+    const int kh = tile.kh, h0 = tile.h0, ng = tile.ng;
+    const int64_t i = tile.i, split = tile.split, r0 = tile.r0, r1 = tile.r1;
     const int d0 = lane * P;
     const int64_t w = (int64_t)a.n_kv * p.nc;
     const int64_t nthin = p.n_thin[kh];
@@ -134,59 +129,19 @@ __device__ static inline float kvt_dot(const plm_attn_args &a, const float *thin
     return kvs_warp_sum(s) * a.scale;
 }
 
-/* Block-wide max (op 0) or sum (op 1) of each warp's lane-0 value. */
-__device__ static float kvt_block_reduce(float v, int op, float *red)
-{
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    __syncthreads();
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    float r = red[0];
-    for (int w = 1; w < KVS_WARPS; w++) r = op ? r + red[w] : fmaxf(r, red[w]);
-    return r;
-}
-
 __global__ void __launch_bounds__(KVS_WARPS * 32)
     k_kvt_probs(plm_attn_args a, const float *thin, const int32_t *chan, const int32_t *n_thin,
                 int nc)
 {
     __shared__ float sq[KVS_MAX_HD], sqt[KVS_MAX_HD], red[KVS_WARPS];
-    const int h = blockIdx.x, kh = h / (a.n_heads / a.n_kv), warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    float *out = a.out + (int64_t)h * a.tk;
-    for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] = 0.0f;
-    for (int64_t i = 0; i < a.tq; i++) {
-        __syncthreads();
+    const int h = blockIdx.x, kh = h / (a.n_heads / a.n_kv);
+    auto load = [&](int64_t i) {
         const float *qrow = a.q + i * a.q_stride + (int64_t)h * a.head_dim;
         for (int d = threadIdx.x; d < a.head_dim; d += blockDim.x) sq[d] = qrow[d];
         for (int c = threadIdx.x; c < nc; c += blockDim.x) sqt[c] = qrow[chan[kh * nc + c]];
-        __syncthreads();
-        int64_t nk = a.causal ? a.q_pos0 + i + 1 : a.tk;
-        if (nk > a.tk) nk = a.tk;
-        /* one query: park the logits in out (its own row); several: recompute per pass */
-        const bool park = a.tq == 1;
-        float mx = -INFINITY;
-        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
-            const float s = kvt_dot(a, thin, n_thin, nc, kh, j, sq, sqt);
-            mx = fmaxf(mx, s);
-            if (park && lane == 0) out[j] = s;
-        }
-        const float M = kvt_block_reduce(mx, 0, red);
-        float sum = 0.0f;
-        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
-            const float s = park ? out[j] : kvt_dot(a, thin, n_thin, nc, kh, j, sq, sqt);
-            sum += __expf(s - M);
-        }
-        const float S = kvt_block_reduce(sum, 1, red);
-        for (int64_t j = warp; j < nk; j += KVS_WARPS) {
-            const float s = park ? out[j] : kvt_dot(a, thin, n_thin, nc, kh, j, sq, sqt);
-            if (lane == 0) out[j] = park ? __expf(s - M) / S : out[j] + __expf(s - M) / S;
-        }
-    }
-    if (a.tq > 1) {
-        __syncthreads();
-        for (int64_t j = threadIdx.x; j < a.tk; j += blockDim.x) out[j] /= (float)a.tq;
-    }
+    };
+    kvs_probs(a, load, [&](int64_t j) { return kvt_dot(a, thin, n_thin, nc, kh, j, sq, sqt); },
+              red);
 }
 
 /* ---- merges: one block walks the list in order --------------------------------------------- */
