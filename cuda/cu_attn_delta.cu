@@ -110,13 +110,8 @@ __global__ void __launch_bounds__(AD_WARPS * 32)
     for (int r = 0; r < AD_RPW; r++) {
         const int64_t qi = q0 + warp * AD_RPW + r;
         if (qi >= a.tq) continue;
-        float *o = a.out + (qi * a.n_heads + h) * hd;
-        const float inv = nk[r] > 0 ? 1.0f / l[r] : 0.0f;
-#pragma unroll
-        for (int t = 0; t < MAXT; t++) {
-            const int d = lane + 32 * t;
-            if (d < hd) o[d] = nk[r] > 0 ? acc[r][t] * inv : 0.0f;
-        }
+        /* a row that saw no key has l = 0 (lane 0 of any tile it saw was a live key) */
+        cu_flash_store<MAXT>(a.out + (qi * a.n_heads + h) * hd, acc[r], l[r], hd, lane);
     }
 }
 

@@ -44,4 +44,18 @@ __device__ __forceinline__ void cu_flash_tile(float s, float &m, float &l, float
     m = mnew;
 }
 
+/* Writes a warp's finished row: o = acc / l; zero for a row that saw no key (l = 0), like the
+ * CPU reference. */
+template <int MAXT>
+__device__ __forceinline__ void cu_flash_store(float *o, const float (&acc)[MAXT], float l, int hd,
+                                               int lane)
+{
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int t = 0; t < MAXT; t++) {
+        const int d = lane + 32 * t;
+        if (d < hd) o[d] = acc[t] * inv;
+    }
+}
+
 #endif
