@@ -17,31 +17,12 @@
 #include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 
 enum { REPS = 20, WARMUP = 2 };
 
 static plm_backend *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static int n_pass, n_fail;
-
-static void *dev(const void *host, size_t bytes)
-{
-    void *d = gpu->ops->alloc(gpu, bytes);
-    if (!d) {
-        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
-                gpu->ops->alloc_error ? gpu->ops->alloc_error(gpu) : "?");
-        exit(2);
-    }
-    if (host) gpu->ops->upload(gpu, d, host, bytes);
-    return d;
-}
-
-static void verdict(int ok, const char *what)
-{
-    ok ? n_pass++ : n_fail++;
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    fflush(stdout);
-}
 
 static int cmp_float(const void *x, const void *y)
 {
@@ -68,8 +49,7 @@ typedef struct shape {
 int main(int argc, char **argv)
 {
     char why[256], line[512], table[4096] = "";
-    plm_error err;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
+    if (!bench_backends(NULL, &gpu, why, sizeof why)) {
         printf("FAIL cuda: %s\n0 passed, 1 failed\n", why);
         return 1;
     }
@@ -97,7 +77,8 @@ int main(int argc, char **argv)
                            .kv_stride = (int64_t)s->kv * s->hd, .n_heads = s->heads,
                            .n_kv = s->kv, .head_dim = s->hd, .causal = s->causal,
                            .scale = 1.0f / sqrtf((float)s->hd)};
-        a.q = dev(q, nq * 4), a.k = dev(k, nk * 4), a.v = dev(v, nk * 4), a.out = dev(NULL, nq * 4);
+        a.q = dev(gpu, q, nq * 4), a.k = dev(gpu, k, nk * 4), a.v = dev(gpu, v, nk * 4);
+        a.out = dev(gpu, NULL, nq * 4);
 
         const double fp32 = time_attention(&a, 0);
         gpu->ops->download(gpu, ref, a.out, nq * 4);
@@ -111,7 +92,7 @@ int main(int argc, char **argv)
         snprintf(line, sizeof line, "%s: tensor-core output finite (%zu bad) and within 2e-2 of "
                  "float32 (rel. L2 %.3g)%s%s", s->name, bad, rel, e ? "; backend error: " : "",
                  e ? e : "");
-        verdict(!e && !bad && rel <= 2e-2 && fp32 > 0 && tc > 0, line);
+        check(!e && !bad && rel <= 2e-2 && fp32 > 0 && tc > 0, line);
 
         snprintf(line, sizeof line,
                  "| %s | %lld | %d x %d | %s | %.3f | %.3f | %.2fx | %.2f | %.2f | %.2g |\n",
@@ -127,15 +108,9 @@ int main(int argc, char **argv)
     }
     printf("\nattention, float32 kernel vs bf16 tensor cores (median of %d, CUDA events):\n%s",
            REPS, table);
-    if (argc > 1) {
-        FILE *f = fopen(argv[1], "w");
-        if (!f || fprintf(f, "# attention: float32 kernel vs bf16 tensor cores (median of %d)\n\n%s",
-                          REPS, table) < 0 || fclose(f) != 0) {
-            printf("FAIL writing %s\n", argv[1]);
-            n_fail++;
-        }
-    }
+    if (argc > 1)
+        bench_save(argv[1], "# attention: float32 kernel vs bf16 tensor cores (median of %d)\n\n%s",
+                   REPS, table);
     plm_backend_free(gpu);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return bench_finish(NULL);
 }

@@ -19,30 +19,18 @@
 #include "prune/kv_blocks.h"
 #include "tests/support/compare.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 
 enum { NH = 32, NKV = 8, HD = 128, BLK = 128 };
 
 static plm_backend *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static int n_pass, n_fail;
 
 static double now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
-}
-
-static void *dev(const void *host, size_t bytes)
-{
-    void *d = gpu->ops->alloc(gpu, bytes);
-    if (!d) {
-        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
-                gpu->ops->alloc_error ? gpu->ops->alloc_error(gpu) : "?");
-        exit(2);
-    }
-    if (host) gpu->ops->upload(gpu, d, host, bytes);
-    return d;
 }
 
 /* Synthetic rows with the structure long prompts show: dims 0..63 carry a segment vector
@@ -107,17 +95,11 @@ static void random_mask(uint8_t *m, int64_t nb, double density)
                     kb <= qb && (kb == 0 || kb == qb || (frand() * 0.5 + 0.5) < density);
 }
 
-static void verdict(int ok, const char *what)
-{
-    ok ? n_pass++ : n_fail++;
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-}
-
 int main(int argc, char **argv)
 {
     char why[256], line[512], table[8192] = "";
     plm_error err;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
+    if (!bench_backends(NULL, &gpu, why, sizeof why)) {
         printf("FAIL cuda: %s\n0 passed, 1 failed\n", why);
         return 1;
     }
@@ -141,8 +123,9 @@ int main(int argc, char **argv)
         plm_attn_args a = {.tq = T, .tk = T, .q_stride = NH * HD, .kv_stride = NKV * HD,
                            .n_heads = NH, .n_kv = NKV, .head_dim = HD, .causal = 1,
                            .scale = 1.0f / sqrtf((float)HD)};
-        a.q = dev(q, nq * 4), a.k = dev(k, nk * 4), a.v = dev(v, nk * 4), a.out = dev(NULL, nq * 4);
-        uint8_t *dmask = dev(NULL, nm);
+        a.q = dev(gpu, q, nq * 4), a.k = dev(gpu, k, nk * 4), a.v = dev(gpu, v, nk * 4);
+        a.out = dev(gpu, NULL, nq * 4);
+        uint8_t *dmask = dev(gpu, NULL, nm);
 
         const double dense = time_op(&a, NULL, 1);
         gpu->ops->download(gpu, ref, a.out, nq * 4);
@@ -152,7 +135,7 @@ int main(int argc, char **argv)
         gpu->ops->download(gpu, out, a.out, nq * 4);
         const double e_all = rel_l2(out, ref, nq);
         snprintf(line, sizeof line, "%lld tokens: all tiles == dense (rel %.2g)", (long long)T, e_all);
-        verdict(e_all <= 1e-5 && !gpu->ops->error(gpu), line);
+        check(e_all <= 1e-5 && !gpu->ops->error(gpu), line);
 
         /* FlexPrefill's own mask on these inputs (decided on the host) */
         const kv_fp_shape fs = {.n_heads = NH, .n_kv = NKV, .head_dim = HD, .tq = T, .tk = T,
@@ -164,7 +147,7 @@ int main(int argc, char **argv)
         plm_status st = kv_flexprefill_mask(&fs, &fp, q + (T - BLK) * NH * HD, qp, k, mask,
                                             NULL, &err);
         const double host_ms = now_ms() - t0;
-        verdict(st == PLM_OK, st == PLM_OK ? "flexprefill mask" : err.msg);
+        check(st == PLM_OK, st == PLM_OK ? "flexprefill mask" : err.msg);
         const double dens = kv_blocks_density(mask, NH, T, T, BLK);
         gpu->ops->upload(gpu, dmask, mask, nm);
         const double flex = time_op(&a, dmask, 0);
@@ -173,7 +156,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nq; i++) bad += !isfinite(out[i]);
         snprintf(line, sizeof line, "%lld tokens: flexprefill output finite (%zu bad), rel. diff "
                  "to dense %.3g", (long long)T, bad, rel_l2(out, ref, nq));
-        verdict(!bad && !gpu->ops->error(gpu), line);
+        check(!bad && !gpu->ops->error(gpu), line);
 
         double ms[3];
         const double dd[3] = {0.10, 0.30, 0.50};
@@ -189,7 +172,7 @@ int main(int argc, char **argv)
         printf("%s", line);
         fflush(stdout);
         const char *e = gpu->ops->error(gpu);
-        verdict(!e, e ? e : "no backend error");
+        check(!e, e ? e : "no backend error");
         gpu->ops->release(gpu, (void *)a.q), gpu->ops->release(gpu, (void *)a.k);
         gpu->ops->release(gpu, (void *)a.v), gpu->ops->release(gpu, a.out);
         gpu->ops->release(gpu, dmask);
@@ -197,15 +180,10 @@ int main(int argc, char **argv)
     }
     printf("\nattention_blocks vs dense, %d heads / %d kv heads, head_dim %d, block %d:\n%s", NH,
            NKV, HD, BLK, table);
-    if (argc > 1) {
-        FILE *f = fopen(argv[1], "w");
-        if (!f || fprintf(f, "# attention_blocks vs dense (%d/%d heads, head_dim %d, block %d)\n\n%s",
-                          NH, NKV, HD, BLK, table) < 0 || fclose(f) != 0) {
-            printf("FAIL writing %s\n", argv[1]);
-            n_fail++;
-        }
-    }
+    if (argc > 1)
+        bench_save(argv[1],
+                   "# attention_blocks vs dense (%d/%d heads, head_dim %d, block %d)\n\n%s", NH,
+                   NKV, HD, BLK, table);
     plm_backend_free(gpu);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
-    return n_fail ? 1 : 0;
+    return bench_finish(NULL);
 }

@@ -20,7 +20,6 @@
  * (<= 1e-2: it rounds x to bf16); split-K matches the old kernel (<= 1e-5). Prints the table
  * (and writes it to OUT.txt), "N passed, M failed" last, and exits 1 on a failed check. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +29,13 @@
 #include "cuda/cu_test_hooks.h"
 #include "tests/support/compare.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 
 #define RUNS 50
 #define COPY_BYTES ((size_t)1 << 30)
 
 static plm_backend *cpu, *gpu, *old; /* old: PLM_CUDA_GEMV=0 and PLM_CUDA_ATTN_DECODE=0 */
 static plm_backend *nopdl;           /* PLM_CUDA_PDL=0 */
-static FILE *out;
-static int n_pass, n_fail;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
 static uint16_t to_bf16(float f)
@@ -45,37 +43,6 @@ static uint16_t to_bf16(float f)
     uint32_t u;
     memcpy(&u, &f, 4);
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static void emit(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fputs(line, stdout);
-    fputs(line, out);
-    fflush(stdout);
-}
-
-static void check(int ok, const char *what, double err, double tol)
-{
-    if (ok) n_pass++;
-    else n_fail++;
-    emit("%s %s err=%.3g (tol %.0e)\n", ok ? "PASS" : "FAIL", what, err, tol);
-}
-
-static void *dev(plm_backend *be, const void *host, size_t bytes)
-{
-    void *d = be->ops->alloc(be, bytes);
-    if (!d) {
-        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
-                be->ops->alloc_error ? be->ops->alloc_error(be) : "?");
-        exit(2);
-    }
-    if (host) be->ops->upload(be, d, host, bytes);
-    return d;
 }
 
 static int cmp_f(const void *a, const void *b)
@@ -172,9 +139,9 @@ static void bench_matmul(const char *what, int64_t n, int64_t k, double bw, doub
     char name[128];
     const double e_cpu = rel_l2(got, want, (size_t)n), e_lt = rel_l2(got_old, got, (size_t)n);
     snprintf(name, sizeof name, "gemv_vs_cpu_%lldx%lld", (long long)n, (long long)k);
-    check(e_cpu <= 1e-5 && *us_new > 0, name, e_cpu, 1e-5);
+    check_tol(e_cpu <= 1e-5 && *us_new > 0, name, e_cpu, 1e-5);
     snprintf(name, sizeof name, "gemv_vs_cublaslt_%lldx%lld", (long long)n, (long long)k);
-    check(e_lt <= 1e-2 && *us_old > 0, name, e_lt, 1e-2);
+    check_tol(e_lt <= 1e-2 && *us_old > 0, name, e_lt, 1e-2);
     gpu->ops->release(gpu, (void *)j.w.data), gpu->ops->release(gpu, (void *)j.x);
     gpu->ops->release(gpu, j.y), old->ops->release(old, jo.y);
     free(wh), free(x), free(want), free(got), free(got_old);
@@ -206,7 +173,7 @@ static void bench_attention(const float *dk, const float *dv, const float *dq, i
     char name[96];
     const double e = rel_l2(got, got_old, NH * HD);
     snprintf(name, sizeof name, "attn_decode_vs_old_tk%lld", (long long)tk);
-    check(e <= 1e-5 && us_new > 0 && us_old > 0, name, e, 1e-5);
+    check_tol(e <= 1e-5 && us_new > 0 && us_old > 0, name, e, 1e-5);
     gpu->ops->release(gpu, j.a.out), old->ops->release(old, jo.a.out);
     free(got), free(got_old);
 }
@@ -345,7 +312,7 @@ static void bench_fused(double bw)
         char name[64];
         snprintf(name, sizeof name, "fused_vs_plain_%s", w == 0 ? "qkv" : "glu");
         const double e = rel_l2(got, ref, (size_t)n);
-        check(e <= 1e-6 && tf > 0 && tp > 0, name, e, 1e-6);
+        check_tol(e <= 1e-6 && tf > 0 && tp > 0, name, e, 1e-6);
     }
     /* a whole token's weights: 32 x (4 x 4096^2 + 3 x 11008 x 4096) + the lm_head */
     const double tok = 2.0 * (LAYERS * (4.0 * LD * LD + 3.0 * LI * LD) + (double)LV * LD);
@@ -390,10 +357,10 @@ static void bench_fused(double bw)
          "tokens/s without attention (%.0f recorded)\n", tok / 1e9, tok / (bw * 1e3),
          1e6 / t[1][1], t_rec > 0 ? 1e6 / t_rec : 0.0);
     /* the fused norm sums in another order; 32 layers of random weights carry that on */
-    check(rel_l2(res[1][1], res[0][0], LV) <= 1e-3, "token_fused_pdl_vs_plain",
-          rel_l2(res[1][1], res[0][0], LV), 1e-3);
-    check(max_abs_diff(res[1][1], res[0][1], LV) == 0.0, "token_pdl_on_equals_off",
-          max_abs_diff(res[1][1], res[0][1], LV), 0);
+    check_tol(rel_l2(res[1][1], res[0][0], LV) <= 1e-3, "token_fused_pdl_vs_plain",
+              rel_l2(res[1][1], res[0][0], LV), 1e-3);
+    check_tol(max_abs_diff(res[1][1], res[0][1], LV) == 0.0, "token_pdl_on_equals_off",
+              max_abs_diff(res[1][1], res[0][1], LV), 0);
     for (int a = 0; a < 2; a++)
         for (int b = 0; b < 2; b++) free(res[a][b]);
     free(hx);
@@ -406,17 +373,9 @@ static void bench_fused(double bw)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT.txt\n", argv[0]);
-        return 2;
-    }
     char why[256];
+    bench_start(argc, argv, &cpu, &gpu, why, sizeof why);
     plm_error err;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cpu_new(0, &cpu, &err) != PLM_OK ||
-        plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
-        printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);
-        return 1;
-    }
     setenv("PLM_CUDA_GEMV", "0", 1);
     setenv("PLM_CUDA_ATTN_DECODE", "0", 1);
     plm_status st = plm_backend_cuda_new(0, &old, &err);
@@ -428,11 +387,6 @@ int main(int argc, char **argv)
     if (st != PLM_OK) {
         printf("FAIL second CUDA backend: %s\n0 passed, 1 failed\n", err.msg);
         return 1;
-    }
-    out = fopen(argv[1], "w");
-    if (!out) {
-        fprintf(stderr, "%s: cannot open for writing\n", argv[1]);
-        return 2;
     }
     const double bw = copy_gbps();
     emit("# %s; median of %d runs, cold L2; bound: device-to-device copy of 1 GiB = %.0f GB/s "
@@ -483,11 +437,11 @@ int main(int argc, char **argv)
         emit("FAIL backend error: %s\n", e ? e : eo);
         n_fail++;
     }
-    emit("%d passed, %d failed\n", n_pass, n_fail);
-    fclose(out);
     plm_backend_free(nopdl);
     plm_backend_free(old);
     plm_backend_free(gpu);
     plm_backend_free(cpu);
-    return n_fail ? 1 : 0;
+    const int status = bench_finish(bench_out);
+    fclose(bench_out);
+    return status;
 }

@@ -21,6 +21,7 @@
 #include "prune/kv_bitmap.h"
 #include "tests/support/compare.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 
 #define HEADS 32
 #define KV 32
@@ -30,7 +31,6 @@
 
 static plm_backend *cpu, *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static int n_pass, n_fail;
 
 typedef struct job {
     int bitmap; /* 0: be->ops->attention; 1: kv_bitmap attend */
@@ -67,31 +67,11 @@ static double time_us(const job *j)
     return 1e6 * t / (double)n;
 }
 
-static void check(int ok, const char *what)
-{
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-}
-
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT.txt\n", argv[0]);
-        return 2;
-    }
     char why[256];
+    bench_start(argc, argv, &cpu, &gpu, why, sizeof why);
     plm_error err;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cpu_new(0, &cpu, &err) != PLM_OK ||
-        plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
-        printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);
-        return 1;
-    }
-    FILE *out = fopen(argv[1], "w");
-    if (!out) {
-        fprintf(stderr, "%s: cannot open for writing\n", argv[1]);
-        return 2;
-    }
     const int64_t stride = KV * HD;
     const size_t n = (size_t)MAX_CTX * stride;
     float *k = malloc(n * 4), *v = malloc(n * 4), *q = malloc(HEADS * HD * 4);
@@ -117,13 +97,10 @@ int main(int argc, char **argv)
 
     const int64_t ctxs[] = {4096, 8192, 16384, 32768};
     const double sps[] = {0.0, 0.5, 0.7};
-    char line[512];
-    snprintf(line, sizeof line, "# %s; %d heads, %d kv heads, head_dim %d, 1 query, window %d\n"
-             "%-6s %-5s %10s %10s %10s %9s %9s %12s %12s %6s %11s\n",
-             why, HEADS, KV, HD, WINDOW, "ctx", "spars", "dense_us", "splitk_us", "bitmap_us",
-             "x_dense", "x_splitk", "dense_MiB", "bitmap_MiB", "ratio", "compress_us");
-    fputs(line, stdout);
-    fputs(line, out);
+    emit("# %s; %d heads, %d kv heads, head_dim %d, 1 query, window %d\n"
+         "%-6s %-5s %10s %10s %10s %9s %9s %12s %12s %6s %11s\n",
+         why, HEADS, KV, HD, WINDOW, "ctx", "spars", "dense_us", "splitk_us", "bitmap_us",
+         "x_dense", "x_splitk", "dense_MiB", "bitmap_MiB", "ratio", "compress_us");
     for (size_t ci = 0; ci < sizeof ctxs / sizeof *ctxs; ci++)
         for (size_t si = 0; si < sizeof sps / sizeof *sps; si++) {
             const int64_t len = ctxs[ci], nc = len - WINDOW;
@@ -163,14 +140,10 @@ int main(int argc, char **argv)
             const double dense_mib = (double)kv_bitmap_dense_bytes(&kb, len) / 1048576.0;
             const double bitmap_mib = (double)(kv_bitmap_bytes(&kb, nc) +
                                                kv_bitmap_dense_bytes(&kb, WINDOW)) / 1048576.0;
-            snprintf(line, sizeof line,
-                     "%-6lld %-5.2f %10.1f %10.1f %10.1f %9.2f %9.2f %12.1f %12.1f %6.3f %11.0f\n",
-                     (long long)len, sps[si], dense_us, splitk_us, bitmap_us,
-                     dense_us / bitmap_us, splitk_us / bitmap_us, dense_mib, bitmap_mib,
-                     bitmap_mib / dense_mib, compress_us);
-            fputs(line, stdout);
-            fputs(line, out);
-            fflush(out);
+            emit("%-6lld %-5.2f %10.1f %10.1f %10.1f %9.2f %9.2f %12.1f %12.1f %6.3f %11.0f\n",
+                 (long long)len, sps[si], dense_us, splitk_us, bitmap_us, dense_us / bitmap_us,
+                 splitk_us / bitmap_us, dense_mib, bitmap_mib, bitmap_mib / dense_mib,
+                 compress_us);
             const char *e = gpu->ops->error(gpu);
             char what[256];
             if (e) {
@@ -205,8 +178,6 @@ int main(int argc, char **argv)
             }
             kv_bitmap_release(gpu, &kb);
         }
-    fclose(out);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
     gpu->ops->release(gpu, dk);
     gpu->ops->release(gpu, dv);
     gpu->ops->release(gpu, dq);
@@ -219,5 +190,6 @@ int main(int argc, char **argv)
     free(q);
     free(want);
     free(got);
-    return n_fail ? 1 : 0;
+    fclose(bench_out);
+    return bench_finish(NULL); /* on stdout only: OUT.txt holds the table alone */
 }

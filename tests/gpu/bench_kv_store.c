@@ -23,6 +23,7 @@
 #include "prune/kv_thin.h"
 #include "tests/support/compare.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 
 #define HEADS 32
 #define KV 32
@@ -34,7 +35,6 @@
 
 static plm_backend *cpu, *gpu;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static int n_pass, n_fail;
 
 enum { J_DENSE, J_THIN, J_INT4 };
 
@@ -72,14 +72,6 @@ static double time_us(const job *j)
         t = now_s() - t0;
     } while (t < 0.3);
     return 1e6 * t / (double)n;
-}
-
-static void check(int ok, const char *what)
-{
-    if (ok) n_pass++;
-    else n_fail++;
-    printf("%s %s\n", ok ? "PASS" : "FAIL", what);
-    fflush(stdout);
 }
 
 static void fail_setup(const char *what, const plm_error *err)
@@ -123,22 +115,9 @@ static void against_cpu(const job *gj, job cj, const char *what)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT.txt\n", argv[0]);
-        return 2;
-    }
     char why[256];
+    bench_start(argc, argv, &cpu, &gpu, why, sizeof why);
     plm_error err;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cpu_new(0, &cpu, &err) != PLM_OK ||
-        plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
-        printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);
-        return 1;
-    }
-    FILE *out = fopen(argv[1], "w");
-    if (!out) {
-        fprintf(stderr, "%s: cannot open for writing\n", argv[1]);
-        return 2;
-    }
     const int64_t stride = KV * HD;
     const size_t n = (size_t)MAX_CTX * stride;
     float *k = malloc(n * 4), *v = malloc(n * 4), *q = malloc(HEADS * HD * 4);
@@ -169,14 +148,11 @@ int main(int argc, char **argv)
         for (int d = 0; d < HD; d++) chan_all[h * HD + d] = d;
 
     const int64_t ctxs[] = {4096, 8192, 16384, 32768};
-    char line[512];
-    snprintf(line, sizeof line, "# %s; %d heads, %d kv heads, head_dim %d, 1 query; ThinK recent "
-             "%d, KIVI group %d residual %d\n%-6s %9s %9s %10s %10s %9s %7s %7s %9s %9s %9s "
-             "%9s %9s\n", why, HEADS, KV, HD, THINK_RECENT, KIVI_GROUP, KIVI_RESIDUAL, "ctx",
-             "dense_us", "splitk_us", "think40_us", "think50_us", "int4_us", "x_th50", "x_int4",
-             "dense_MiB", "th40_MiB", "int4_MiB", "thin_us", "quant_us");
-    fputs(line, stdout);
-    fputs(line, out);
+    emit("# %s; %d heads, %d kv heads, head_dim %d, 1 query; ThinK recent %d, KIVI group %d "
+         "residual %d\n%-6s %9s %9s %10s %10s %9s %7s %7s %9s %9s %9s %9s %9s\n", why, HEADS, KV,
+         HD, THINK_RECENT, KIVI_GROUP, KIVI_RESIDUAL, "ctx", "dense_us", "splitk_us",
+         "think40_us", "think50_us", "int4_us", "x_th50", "x_int4", "dense_MiB", "th40_MiB",
+         "int4_MiB", "thin_us", "quant_us");
     for (size_t ci = 0; ci < sizeof ctxs / sizeof *ctxs; ci++) {
         const int64_t len = ctxs[ci], n_thin = len - THINK_RECENT;
         job j = {J_DENSE, {0}, NULL};
@@ -242,13 +218,10 @@ int main(int argc, char **argv)
                                (double)kv_thin_bytes(&t40)) * mib;
         const double q_mib = ((double)(len - kv_int4_rows(&qs) / KV) * KV * HD * 8 +
                               (double)kv_int4_bytes(&qs)) * mib;
-        snprintf(line, sizeof line, "%-6lld %9.1f %9.1f %10.1f %10.1f %9.1f %7.2f %7.2f %9.1f "
-                 "%9.1f %9.1f %9.0f %9.0f\n", (long long)len, dense_us, splitk_us, th_us[0],
-                 th_us[1], int4_us, splitk_us / th_us[1], dense_us / int4_us, dense_mib, th_mib,
-                 q_mib, thin_build, quant_us);
-        fputs(line, stdout);
-        fputs(line, out);
-        fflush(out);
+        emit("%-6lld %9.1f %9.1f %10.1f %10.1f %9.1f %7.2f %7.2f %9.1f %9.1f %9.1f %9.0f %9.0f\n",
+             (long long)len, dense_us, splitk_us, th_us[0], th_us[1], int4_us,
+             splitk_us / th_us[1], dense_us / int4_us, dense_mib, th_mib, q_mib, thin_build,
+             quant_us);
         const char *e = gpu->ops->error(gpu);
         char what[256];
         if (e) {
@@ -290,8 +263,6 @@ int main(int argc, char **argv)
         kv_thin_release(gpu, &t50);
         kv_int4_release(gpu, &qs);
     }
-    fclose(out);
-    printf("%d passed, %d failed\n", n_pass, n_fail);
     gpu->ops->release(gpu, dk);
     gpu->ops->release(gpu, dv);
     gpu->ops->release(gpu, dq);
@@ -305,5 +276,6 @@ int main(int argc, char **argv)
     free(chan40);
     free(chan50);
     free(chan_all);
-    return n_fail ? 1 : 0;
+    fclose(bench_out);
+    return bench_finish(NULL); /* on stdout only: OUT.txt holds the table alone */
 }

@@ -15,7 +15,6 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +23,7 @@
 #include "core/dtype.h"
 #include "cuda/cu_test_hooks.h"
 #include "tests/gpu/gpu_util.h"
+#include "tests/gpu/bench_util.h"
 #include "tests/support/compare.h"
 
 #define RUNS 50
@@ -34,21 +34,6 @@
 #define NP (GRID * GRID)
 #define K (C_IN * PATCH * PATCH)
 #define D 1024
-
-static FILE *out;
-static int n_pass, n_fail;
-
-static void emit(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fputs(line, stdout);
-    if (out) fputs(line, out);
-    fflush(stdout);
-}
 
 static void die(const char *what, const char *why)
 {
@@ -69,13 +54,6 @@ static float median(float *ms, int n)
 {
     qsort(ms, (size_t)n, sizeof *ms, cmp_float);
     return ms[n / 2];
-}
-
-static void check(int ok, const char *what, double err, double tol)
-{
-    if (ok) n_pass++;
-    else n_fail++;
-    emit("%s %s err=%.3g (tol %.0e)\n", ok ? "PASS" : "FAIL", what, err, tol);
 }
 
 /* prunelm's path on its own backend */
@@ -207,22 +185,9 @@ static float gemm_time(plm_backend *be, plm_dtype t, const float *x, const float
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s OUT.txt\n", argv[0]);
-        return 2;
-    }
     char why[256];
-    plm_error err;
     plm_backend *gpu;
-    if (!plm_cuda_available(why, sizeof why) || plm_backend_cuda_new(0, &gpu, &err) != PLM_OK) {
-        printf("FAIL no CUDA backend: %s\n0 passed, 1 failed\n", why);
-        return 1;
-    }
-    out = fopen(argv[1], "w");
-    if (!out) {
-        fprintf(stderr, "%s: cannot open for writing\n", argv[1]);
-        return 2;
-    }
+    bench_start(argc, argv, NULL, &gpu, why, sizeof why);
     const size_t nx = (size_t)C_IN * SIZE * SIZE, nw = (size_t)D * K, ny = (size_t)NP * D;
     float *x = xmalloc(nx * 4), *w = xmalloc(nw * 4), *y_ref = xmalloc(ny * 4);
     float *y = xmalloc(ny * 4), *y16 = xmalloc(ny * 4);
@@ -260,15 +225,14 @@ int main(int argc, char **argv)
 
     double e;
     e = rel_l2(y16, y_ref, ny);
-    check(e <= 1e-2, "prunelm bf16 weight vs float32", e, 1e-2);
+    check_tol(e <= 1e-2, "prunelm bf16 weight vs float32", e, 1e-2);
     e = rel_l2(y, y_ref, ny);
-    check(e <= 1e-2, "cuDNN float32 vs prunelm float32", e, 1e-2);
+    check_tol(e <= 1e-2, "cuDNN float32 vs prunelm float32", e, 1e-2);
     e = rel_l2(ybf, y_ref, ny);
-    check(e <= 1e-2, "cuDNN bf16 vs prunelm float32", e, 1e-2);
+    check_tol(e <= 1e-2, "cuDNN bf16 vs prunelm float32", e, 1e-2);
     const float best_dnn = d32 < d16 ? d32 : d16, best_gemm = t32 < tb ? t32 : tb;
     emit("faster: %s (%.4f ms against %.4f ms)\n", best_gemm <= best_dnn ? "GEMM" : "cuDNN",
          best_gemm <= best_dnn ? best_gemm : best_dnn, best_gemm <= best_dnn ? best_dnn : best_gemm);
-    emit("%d passed, %d failed\n", n_pass, n_fail);
 
     dnn_free(&p32);
     dnn_free(&p16);
@@ -276,6 +240,7 @@ int main(int argc, char **argv)
     cudnnDestroy(h);
     plm_backend_free(gpu);
     free(x); free(w); free(y_ref); free(y); free(y16); free(x16); free(w16); free(yb); free(ybf);
-    fclose(out);
-    return n_fail ? 1 : 0;
+    const int status = bench_finish(bench_out);
+    fclose(bench_out);
+    return status;
 }
