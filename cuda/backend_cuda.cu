@@ -542,6 +542,10 @@ static int setup(cu_backend *b)
      * 120 tokens/s with it against 112 without (eval/results/bench_7b_2026-11-23.md) */
     b->gemv = !(gv && strcmp(gv, "0") == 0);
     b->attn_decode = !(ad && strcmp(ad, "0") == 0);
+    /* PLM_CUDA_DECODE_WAVES=2: the decode attention's grid planned as two waves, as before
+     * 2026-12-07 (comparisons) */
+    const char *dw = getenv("PLM_CUDA_DECODE_WAVES");
+    b->ad_waves = dw && atoi(dw) >= 1 && atoi(dw) <= 4 ? atoi(dw) : 1;
     const char *at = getenv("PLM_CUDA_ATTN");
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;
     /* Programmatic dependent launch needs Hopper; PLM_CUDA_PDL=0 turns it off (comparisons). */

@@ -53,6 +53,7 @@ typedef struct cu_backend {
     int pdl;         /* programmatic dependent launch (sm_90+, PLM_CUDA_PDL != 0): see cu_pdl_* */
     int n_sm;        /* streaming multiprocessors: sizes the GEMV's persistent grid */
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
+    int ad_waves;    /* cu_attn_decode's grid: at most this many waves of resident blocks */
 
     /* Recording a decode step (cu_graph.cu): while capturing, a failure marks the recording
      * bad instead of the backend failed (nothing ran; the caller runs the ops again), and

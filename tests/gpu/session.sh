@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session's measurements in one device call (the device tool lends ~30 minutes a
 # session; each call pays a start), most important first: the GPU tests, the decode benchmark,
-# the 7B benchmark (with the decode switches off, with pruning, and against transformers), the
+# the 7B benchmark (with the decode switches off, the decode attention's old two-wave grid, with
+# pruning, and against transformers), the
 # KV-store benchmark, and the tests again with the fused ops, CUDA graphs and early launches off.
 #   bash tests/gpu/session.sh PACK OUT [TOKENIZER_JSON]
 # PACK is a pack.sh folder (or a CUDA build directory). OUT receives summary.txt and
@@ -37,6 +38,7 @@ if [ -n "$tok" ]; then
     b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
     step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
     step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
+    step bench_7b_waves2 env PLM_CUDA_DECODE_WAVES=2 "${b7[@]}"
     step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
     step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
     step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \
