@@ -421,6 +421,7 @@ static void op_destroy(plm_backend *be)
     /* Teardown is best effort: errors here have nowhere to go. */
     cudaSetDevice(b->device);
     if (b->stream) cudaStreamSynchronize(b->stream);
+    cu_prof_finish(b);
     stage_free(b);
     for (int i = 0; i < CU_STAGE_SLOTS; i++)
         if (b->stage_done[i]) cudaEventDestroy(b->stage_done[i]);
@@ -550,7 +551,7 @@ static int setup(cu_backend *b)
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;
     /* Programmatic dependent launch needs Hopper; PLM_CUDA_PDL=0 turns it off (comparisons). */
     const char *pd = getenv("PLM_CUDA_PDL");
-    b->pdl = b->sm_major >= 9 && !(pd && strcmp(pd, "0") == 0);
+    b->pdl = b->sm_major >= 9 && !(pd && strcmp(pd, "0") == 0) && !getenv("PLM_CUDA_PROFILE");
     if (!CU_OK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, b->device)))
         return 0;
     return 1;
@@ -581,12 +582,16 @@ extern "C" plm_status plm_backend_cuda_new(int device, plm_backend **out, plm_er
     cu_backend *b = (cu_backend *)calloc(1, sizeof *b);
     if (!b) return plm_fail(err, PLM_E_NOMEM, "cuda backend: out of memory");
     const char *fu = getenv("PLM_CUDA_FUSED"), *gr = getenv("PLM_CUDA_GRAPH");
-    b->base.ops = &cuda_ops[!(fu && strcmp(fu, "0") == 0)][!(gr && strcmp(gr, "0") == 0)];
+    const char *prof = getenv("PLM_CUDA_PROFILE");
+    prof = prof && *prof ? prof : NULL;
+    /* a profile times kernels one by one: no recorded steps (see cu_profile.cu) */
+    const int graph = !(gr && strcmp(gr, "0") == 0) && !prof;
+    b->base.ops = &cuda_ops[!(fu && strcmp(fu, "0") == 0)][graph];
     b->device = device;
     b->sm_major = prop.major;
     b->sm_minor = prop.minor;
     b->smem_optin = prop.sharedMemPerBlockOptin;
-    if (!setup(b)) {
+    if (!setup(b) || (prof && !cu_prof_start(b, prof))) {
         plm_status st = plm_fail(err, PLM_E_DEVICE, "CUDA device %d (%s): %s", device, prop.name,
                                  b->err);
         op_destroy(&b->base);

@@ -26,6 +26,18 @@ typedef struct cu_buf {
     size_t cap;
 } cu_buf;
 
+/* A cuBLASLt algorithm chosen for one matmul shape (cu_matmul.cu), so a repeated shape (a vision
+ * tower has a few, 24 times each) skips the preference object and the heuristic query: host
+ * time that a GEMM of a few microseconds on the GPU cannot hide. */
+#define CU_LT_CACHE 64
+typedef struct cu_lt_algo {
+    int64_t m, n, k;
+    int ab, bias;                 /* cudaDataType_t of W and x; bias epilogue */
+    uint32_t al_a, al_b, al_c;    /* pointer alignments the heuristic was told */
+    int state;                    /* 0 empty, 1 algo holds the choice, 2 Lt has none */
+    cublasLtMatmulAlgo_t algo;
+} cu_lt_algo;
+
 typedef struct cu_backend {
     plm_backend base;
     int device;
@@ -38,6 +50,8 @@ typedef struct cu_backend {
     size_t lt_ws_bytes;
     int force_gemmex; /* PLM_CUDA_GEMM=gemmex: always take the cublasGemmEx path (testing) */
     long n_matmul, n_fallback; /* for cu_test_hooks.h */
+    cu_lt_algo lt_cache[CU_LT_CACHE];
+    unsigned lt_next; /* the entry a new shape replaces once the cache is full */
 
     void *stage_host[CU_STAGE_SLOTS]; /* pinned */
     cudaEvent_t stage_done[CU_STAGE_SLOTS];
@@ -54,6 +68,7 @@ typedef struct cu_backend {
     int n_sm;        /* streaming multiprocessors: sizes the GEMV's persistent grid */
     int attn_decode; /* PLM_CUDA_ATTN_DECODE != 0: attention with tq <= 8 uses cu_attn_decode */
     int ad_waves;    /* cu_attn_decode's grid: at most this many waves of resident blocks */
+    struct cu_prof *prof; /* the kernel profile (PLM_CUDA_PROFILE), or NULL */
 
     /* Recording a decode step (cu_graph.cu): while capturing, a failure marks the recording
      * bad instead of the backend failed (nothing ran; the caller runs the ops again), and
@@ -83,8 +98,17 @@ int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char 
 /* Each returns 1 on success; on failure records where and why and returns 0. */
 #define CU_OK(b, call) cu_check_rt((b), (call), #call, __FILE__, __LINE__)
 #define CU_BLAS_OK(b, call) cu_check_blas((b), (call), #call, __FILE__, __LINE__)
-/* After every kernel launch: catches bad configurations at once (and earlier async faults). */
-#define CU_LAUNCHED(b, name) cu_check_rt((b), cudaGetLastError(), "launch of " name, __FILE__, __LINE__)
+/* After every kernel launch: catches bad configurations at once (and earlier async faults), and
+ * marks the kernel's end for the profile (cu_profile.cu). kernel: a string literal. */
+int cu_launched(cu_backend *b, const char *kernel, const char *file, int line);
+#define CU_LAUNCHED(b, name) cu_launched((b), (name), __FILE__, __LINE__)
+
+/* The kernel profile (PLM_CUDA_PROFILE=FILE, cu_profile.cu): start writes nothing yet (0 with
+ * the failure recorded); mark records an event after the kernel just enqueued (name: a string
+ * literal; nothing while recording a graph); finish writes FILE and frees the profile. */
+int cu_prof_start(cu_backend *b, const char *path);
+void cu_prof_mark(cu_backend *b, const char *name);
+void cu_prof_finish(cu_backend *b);
 
 /* Copies host bytes to dst (device) through pinned staging, in stream order; host may be reused
  * on return. Returns 1, or 0 with the failure recorded. */
@@ -149,7 +173,9 @@ static inline int cu_launch_pdl(cu_backend *b, const char *name, void (*kernel)(
     cfg.attrs = at;
     cfg.numAttrs = b->pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
-    return cu_check_rt(b, e, name, __FILE__, __LINE__);
+    if (!cu_check_rt(b, e, name, __FILE__, __LINE__)) return 0;
+    if (b->prof) cu_prof_mark(b, name);
+    return 1;
 }
 
 /* ---- launchers (one file each) ---- */

@@ -313,7 +313,7 @@ static void cu_kvb_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_bi
     p.work = kb->work;
     kvs_with_pg(hd, G, [&](auto P, auto G_) {
         kvs_launch(b, k_kvb_attend<decltype(P)::value, decltype(G_)::value>,
-                   "launch of k_kvb_attend", (int)P, p, nk, kb->work_floats);
+                   "k_kvb_attend", (int)P, p, nk, kb->work_floats);
     });
 }
 

@@ -382,7 +382,7 @@ static void op_kvq_attend(plm_backend *be, const plm_attn_args *a, const plm_kv_
     p.work = st->work;
     kvs_with_pg(a->head_dim, G, [&](auto P, auto G_) {
         kvs_launch(b, k_kvq_attend<decltype(P)::value, decltype(G_)::value>,
-                   "launch of k_kvq_attend", (int)P, p, nk, st->work_floats);
+                   "k_kvq_attend", (int)P, p, nk, st->work_floats);
     });
 }
 

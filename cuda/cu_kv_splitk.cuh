@@ -262,7 +262,7 @@ __device__ static inline void kvs_softmax_step(float (&s)[G][KVS_ROWS],
 /* The store attend launch: plans the splits for one wave of resident blocks of kern (an
  * instance of the store's kernel for P lanes' channels), launches it on grid (splits,
  * n_kv * qgroups, tq), then combines the splits. Params holds a, qgroups, n_splits, chunk and
- * work, the kernel's argument; `launch` names the launch in a failure ("launch of k_..."). */
+ * work, the kernel's argument; `launch` names the kernel (a string literal: "k_..."). */
 template <typename Params>
 static void kvs_launch(cu_backend *b, void (*kern)(Params), const char *launch, int P, Params &p,
                        int64_t nk, int64_t work_floats)
@@ -280,7 +280,7 @@ static void kvs_launch(cu_backend *b, void (*kern)(Params), const char *launch, 
                                  work_floats, &p.chunk);
     dim3 grid((unsigned)p.n_splits, (unsigned)(a.n_kv * p.qgroups), (unsigned)a.tq);
     kern<<<grid, KVS_WARPS * 32, smem, b->stream>>>(p);
-    if (!cu_check_rt(b, cudaGetLastError(), launch, __FILE__, __LINE__) || p.n_splits == 1)
+    if (!cu_launched(b, launch, __FILE__, __LINE__) || p.n_splits == 1)
         return;
     k_kvs_combine<<<dim3((unsigned)a.n_heads, (unsigned)a.tq), 128, 0, b->stream>>>(
         p.work, a.out, a.n_heads, a.head_dim, p.n_splits);

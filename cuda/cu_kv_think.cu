@@ -207,7 +207,7 @@ static void cu_kvt_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_th
     p.work = st->work;
     kvs_with_pg(a->head_dim, G, [&](auto P, auto G_) {
         kvs_launch(b, k_kvt_attend<decltype(P)::value, decltype(G_)::value>,
-                   "launch of k_kvt_attend", (int)P, p, nk, st->work_floats);
+                   "k_kvt_attend", (int)P, p, nk, st->work_floats);
     });
 }
 

@@ -71,6 +71,23 @@ static uint32_t ptr_align(const void *p)
 
 enum { LT_DONE = 1, LT_FALLBACK = 0, LT_FAILED = -1 };
 
+/* The cache entry for a matmul's shape, dtype, epilogue and alignments: the one that matches,
+ * else a fresh one (state 0) taking an empty slot or the oldest. */
+static cu_lt_algo *lt_entry(cu_backend *b, const cu_lt_algo *key)
+{
+    for (int i = 0; i < CU_LT_CACHE; i++) {
+        cu_lt_algo *e = &b->lt_cache[i];
+        if (e->state && e->m == key->m && e->n == key->n && e->k == key->k &&
+            e->ab == key->ab && e->bias == key->bias && e->al_a == key->al_a &&
+            e->al_b == key->al_b && e->al_c == key->al_c)
+            return e;
+    }
+    cu_lt_algo *e = &b->lt_cache[b->lt_next++ % CU_LT_CACHE];
+    *e = *key;
+    e->state = 0;
+    return e;
+}
+
 /* One cuBLASLt matmul; LT_FALLBACK when Lt has no algorithm for this shape/alignment. */
 static int lt_matmul(cu_backend *b, float *y, const void *w, const void *x, cudaDataType_t ab,
                      const float *bias, int64_t m, int64_t n, int64_t k)
@@ -85,6 +102,7 @@ static int lt_matmul(cu_backend *b, float *y, const void *w, const void *x, cuda
     const uint32_t al_a = ptr_align(w), al_b = ptr_align(x), al_c = ptr_align(y);
     const float alpha = 1.0f, beta = 0.0f;
     cublasLtMatmulHeuristicResult_t heur;
+    cu_lt_algo key = {}, *cached = NULL;
     int found = 0;
     cublasStatus_t s;
 
@@ -103,6 +121,14 @@ static int lt_matmul(cu_backend *b, float *y, const void *w, const void *x, cuda
         !CU_BLAS_OK(b, cublasLtMatrixLayoutCreate(&lb, ab, (uint64_t)k, (uint64_t)m, k)) ||
         !CU_BLAS_OK(b, cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, (uint64_t)n, (uint64_t)m, n)))
         goto out;
+    key.m = m, key.n = n, key.k = k, key.ab = (int)ab, key.bias = bias != NULL;
+    key.al_a = al_a, key.al_b = al_b, key.al_c = al_c;
+    cached = lt_entry(b, &key);
+    if (cached->state == 2) { /* asked before: Lt has no algorithm for it */
+        ret = LT_FALLBACK;
+        goto out;
+    }
+    if (cached->state == 1) goto run;
     if (!CU_BLAS_OK(b, cublasLtMatmulPreferenceCreate(&pref)) ||
         !CU_BLAS_OK(b, cublasLtMatmulPreferenceSetAttribute(
                            pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws)) ||
@@ -118,17 +144,24 @@ static int lt_matmul(cu_backend *b, float *y, const void *w, const void *x, cuda
     /* No algorithm (or "not supported") is an answer, not an error: the caller falls back. */
     s = cublasLtMatmulAlgoGetHeuristic(b->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
     if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && found == 0)) {
+        cached->state = 2;
         ret = LT_FALLBACK;
         goto out;
     }
     if (!CU_BLAS_OK(b, s)) goto out;
-    s = cublasLtMatmul(b->lt, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &heur.algo, b->lt_ws,
-                       b->lt_ws_bytes, b->stream);
+    cached->algo = heur.algo;
+    cached->state = 1;
+run:
+    s = cublasLtMatmul(b->lt, op, &alpha, w, la, x, lb, &beta, y, lc, y, lc, &cached->algo,
+                       b->lt_ws, b->lt_ws_bytes, b->stream);
     if (s == CUBLAS_STATUS_NOT_SUPPORTED) {
         ret = LT_FALLBACK;
         goto out;
     }
-    if (CU_BLAS_OK(b, s)) ret = LT_DONE;
+    if (CU_BLAS_OK(b, s)) {
+        ret = LT_DONE;
+        cu_prof_mark(b, "cublasLtMatmul");
+    }
 out:
     /* Destroying descriptors only frees host memory; their statuses cannot change the result. */
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -150,9 +183,10 @@ static void gemmex(cu_backend *b, float *y, const void *w, const void *x, cudaDa
     }
     const float alpha = 1.0f, beta = bias ? 1.0f : 0.0f;
     if (bias && !fill_rows(b, y, bias, m, n)) return;
-    CU_BLAS_OK(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k, &alpha,
-                               w, ab, (int)k, x, ab, (int)k, &beta, y, CUDA_R_32F, (int)n,
-                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (CU_BLAS_OK(b, cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)m, (int)k,
+                                   &alpha, w, ab, (int)k, x, ab, (int)k, &beta, y, CUDA_R_32F,
+                                   (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)))
+        cu_prof_mark(b, "cublasGemmEx");
 }
 
 void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, const float *bias,

@@ -44,7 +44,8 @@ set(PLM_CUDA_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_gemv.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_attn_decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_graph.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_timing.cu)
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_timing.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/cuda/cu_profile.cu)
 set_source_files_properties(${PLM_CUDA_SOURCES} PROPERTIES
   COMPILE_OPTIONS "${PLM_CUDA_GENCODE};-lineinfo;-Xcompiler=-Wall,-Wno-unused-function")
 

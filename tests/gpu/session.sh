@@ -39,6 +39,10 @@ if [ -n "$tok" ]; then
     step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
     step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
     step bench_7b_waves2 env PLM_CUDA_DECODE_WAVES=2 "${b7[@]}"
+    # where the time goes, kernel by kernel (no profiler runs on the GPU machine): the last
+    # 8000 kernels cover the timed run's vision tower, prefill and 16 decode steps
+    step profile_7b env PLM_CUDA_PROFILE="$out/profile_7b.txt" "$dir/prunelm" bench \
+        --model "$l7b" --image "$img" --prompt-tokens 40 --gen 16 --repeat 1
     step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
     step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
     step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/dtype.h"
@@ -410,6 +411,68 @@ static void test_patchify(int channels, int size, int patch)
     free(pix), free(want), free(got);
 }
 
+/* ---- the kernel profile (PLM_CUDA_PROFILE) ---- */
+
+/* A backend made with PLM_CUDA_PROFILE writes, when freed, one row per kernel it ran (an
+ * elementwise kernel and a cuBLASLt matmul here) with their call counts, and refuses a path it
+ * cannot write. */
+static void test_profile(void)
+{
+    char path[] = "/tmp/plm-profile-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd < 0) {
+        result(0, "profile_file", 0, 0, "mkstemp failed");
+        return;
+    }
+    close(fd);
+    setenv("PLM_CUDA_PROFILE", path, 1);
+    plm_backend *g = NULL;
+    plm_error err;
+    const plm_status st = plm_backend_cuda_new(0, &g, &err);
+    unsetenv("PLM_CUDA_PROFILE");
+    if (st != PLM_OK) {
+        result(0, "profile_backend_new", 0, 0, err.msg);
+        return;
+    }
+    enum { M = 16, N = 64, K = 96 }; /* M > 8: cuBLASLt, not the GEMV */
+    seed(11);
+    float *x = rand_vec(M * K, 1.0f, 0.0f), *w = rand_vec(N * K, 0.1f, 0.0f);
+    float *dx = dev_from(g, x, M * K * 4), *dy = dev_nan(g, M * N);
+    plm_weight wt = {.data = dev_from(g, w, N * K * 4), .dtype = PLM_F32, .rows = N, .cols = K};
+    for (int i = 0; i < 3; i++) {
+        g->ops->add(g, dx, dx, dx, M * K);
+        g->ops->matmul(g, dy, dx, &wt, NULL, M);
+    }
+    result(!g->ops->error(g), "profile_ops_run", 0, 0, g->ops->error(g));
+    g->ops->release(g, dx), g->ops->release(g, dy), g->ops->release(g, (void *)wt.data);
+    plm_backend_free(g); /* writes the profile */
+    FILE *f = fopen(path, "r");
+    char line[256];
+    int add_calls = -1, mm_calls = -1, trace = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        char name[64];
+        int calls;
+        if (sscanf(line, "%63s %d", name, &calls) == 2) {
+            if (!strcmp(name, "k_add")) add_calls = calls;
+            if (!strcmp(name, "cublasLtMatmul")) mm_calls = calls;
+        }
+        trace += strncmp(line, "# the last", 10) == 0;
+    }
+    if (f) fclose(f);
+    unlink(path);
+    /* the first kernel of a batch only opens it: 6 launches, 5 timed */
+    printf("  profile: k_add %d calls, cublasLtMatmul %d calls\n", add_calls, mm_calls);
+    result(add_calls + mm_calls == 5 && add_calls >= 2 && mm_calls >= 2 && trace == 1,
+           "profile_counts_kernels", 0, 0, "wrong rows in the profile");
+    setenv("PLM_CUDA_PROFILE", "/nonexistent/dir/profile.txt", 1);
+    const plm_status bad = plm_backend_cuda_new(0, &g, &err);
+    unsetenv("PLM_CUDA_PROFILE");
+    if (bad == PLM_OK) plm_backend_free(g);
+    result(bad != PLM_OK && strstr(err.msg, "PLM_CUDA_PROFILE"), "profile_bad_path_refused", 0, 0,
+           bad == PLM_OK ? "accepted" : err.msg);
+    free(x), free(w);
+}
+
 /* ---- failures are reported, not crashed on ---- */
 
 static void test_errors(void)
@@ -507,6 +570,7 @@ int main(void)
     test_patchify(3, 336, 14);
     test_patchify(3, 30, 7);
     test_patchify(1, 8, 8);
+    test_profile();
     test_errors();
     return cuda_check_end();
 }
