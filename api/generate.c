@@ -246,7 +246,8 @@ static int is_eos(const llama_config *c, int32_t tok)
     return 0;
 }
 
-static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf *answer)
+static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf *answer,
+                      double t_call)
 {
     plm_model *m = s->m;
     const llama_config *c = &m->cfg.text;
@@ -258,7 +259,10 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
                                           llama_scratch_floats(c, T)));
     float *x = s->scratch, *lg = x + T * D, *fe = lg + n_logits * V, *sb = fe + feat;
     float *wk = sb + stage;
-    if (feat) op->upload(s->be, fe, s->feats, feat * sizeof(float));
+    if (feat && s->feats_dev_ok)
+        op->copy2d(s->be, fe, D, s->feats_dev, D, (int64_t)s->n_feat, D);
+    else if (feat)
+        op->upload(s->be, fe, s->feats, feat * sizeof(float));
     s->stage_buf = NULL; /* points into the scratch while this prefill runs */
     PLM_TRY(ensure_kv(s, (int)T + s->max_new));
     llama_kv_clear(&s->kv);
@@ -332,6 +336,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     t0 = plm_now_ms();
     for (int i = 0; st == PLM_OK && i < s->max_new; i++) {
         int32_t tok = sampler_pick(&smp, s->logits, (size_t)V);
+        if (i == 0) s->t.ttft_ms = plm_now_ms() - t_call;
         s->tokens[s->n_tokens++] = tok;
         s->t.n_generated++;
         if (is_eos(c, tok) && !s->p.ignore_eos) break;
@@ -376,6 +381,7 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
 {
     if (answer) *answer = NULL;
     if (!prompt) return plm_fail(&s->err, PLM_E_ARG, "no prompt");
+    const double t_call = plm_now_ms();
     double keep_load = s->t.load_image_ms;
     memset(&s->t, 0, sizeof s->t);
     s->t.load_image_ms = keep_load;
@@ -386,7 +392,7 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     s->t.n_prompt = (int)s->n_prompt;
     s->t.n_image_tokens = (int)s->n_feat;
     strbuf b = {0};
-    plm_status st = run(s, on_token, user, &b);
+    plm_status st = run(s, on_token, user, &b, t_call);
     if (st == PLM_OK && answer) {
         *answer = b.p ? b.p : strdup("");
         if (!*answer) st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory");

@@ -115,6 +115,32 @@ static plm_status keep_features(plm_session *s, const float *rows, int64_t n, co
     if (scores) memcpy(sc, scores, (size_t)n * sizeof *sc);
     else for (int64_t i = 0; i < n; i++) sc[i] = 0;
     s->n_feat = (size_t)n;
+    s->feats_host_ok = 1;
+    s->feats_dev_ok = 0;
+    return PLM_OK;
+}
+
+/* Device rows [n x Dt] kept as the image features where they are (scores 0): the prefill
+ * copies them on the device, and the host copy is made only if asked for. */
+static plm_status keep_device_features(plm_session *s, const float *rows, int64_t n)
+{
+    const int64_t Dt = s->m->cfg.text.hidden;
+    const size_t need = (size_t)(n ? n : 1) * (size_t)Dt;
+    float *sc = realloc(s->img_scores, (size_t)(n ? n : 1) * sizeof *sc);
+    if (!sc) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
+    s->img_scores = sc;
+    for (int64_t i = 0; i < n; i++) sc[i] = 0;
+    if (need > s->feats_dev_floats) {
+        s->be->ops->release(s->be, s->feats_dev);
+        s->feats_dev = s->be->ops->alloc(s->be, need * sizeof(float));
+        s->feats_dev_floats = s->feats_dev ? need : 0;
+        if (!s->feats_dev)
+            return plm_fail(&s->err, PLM_E_NOMEM, "out of device memory for image features");
+    }
+    if (n) s->be->ops->copy2d(s->be, s->feats_dev, Dt, rows, Dt, n, Dt);
+    s->n_feat = (size_t)n;
+    s->feats_host_ok = 0;
+    s->feats_dev_ok = 1;
     return PLM_OK;
 }
 
@@ -138,12 +164,7 @@ static plm_status remember_rows(plm_session *s, int cls, const int32_t *patches,
 static plm_status project_and_keep(plm_session *s, const vis_bufs *b, int64_t n)
 {
     vit_project(&s->m->vit, s->be, b->sel, n, b->proj, b->ph);
-    float *host = malloc((size_t)(n * b->Dt) * sizeof *host);
-    if (!host) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
-    s->be->ops->download(s->be, host, b->proj, (size_t)(n * b->Dt) * sizeof *host);
-    plm_status st = keep_features(s, host, n, NULL);
-    free(host);
-    return st;
+    return keep_device_features(s, b->proj, n);
 }
 
 /* Random patches, a grid, or all: gather [CLS?] + patches, then project. */

@@ -86,6 +86,7 @@ void plm_session_free(plm_session *s)
         llama_kv_free(&s->kv, s->be);
         s->be->ops->release(s->be, s->scratch);
         s->be->ops->release(s->be, s->probs);
+        s->be->ops->release(s->be, s->feats_dev);
         plm_backend_free(s->be);
     }
     drop_image(s);
@@ -166,6 +167,16 @@ const float *plm_session_image_features(const plm_session *s, size_t *rows, size
 {
     *rows = s->n_feat;
     *cols = (size_t)s->m->cfg.text.hidden;
+    if (!s->feats_host_ok && s->feats_dev_ok && s->n_feat) {
+        /* the host copy is a cache of the device rows, filled on first ask: logically const */
+        plm_session *w = (plm_session *)s;
+        const size_t n = s->n_feat * *cols;
+        float *f = realloc(w->feats, n * sizeof *f);
+        if (!f) return NULL;
+        w->feats = f;
+        w->be->ops->download(w->be, f, w->feats_dev, n * sizeof *f);
+        w->feats_host_ok = 1;
+    }
     return s->feats;
 }
 

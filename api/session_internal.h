@@ -22,8 +22,13 @@ struct plm_session {
     int has_image;
     float *pixels;             /* host [3 x ph x pw] */
     int ph, pw;
-    float *feats;              /* host [n_feat x hidden] */
+    float *feats;              /* host [n_feat x hidden] when feats_host_ok */
     size_t n_feat;
+    float *feats_dev;          /* device [n_feat x hidden] when feats_dev_ok: a vision stage
+                                  that projects on the device keeps its rows there (no copy
+                                  to the host and back before the prefill) */
+    size_t feats_dev_floats;
+    int feats_host_ok, feats_dev_ok;
     int32_t *tokens;
     size_t n_prompt, n_tokens, cap_tokens;
     int keep_logits;
@@ -66,8 +71,9 @@ plm_status session_ensure_scratch(plm_session *s, size_t n);
 /* Visual pruning (api/prune_glue.c). */
 /* Device scratch the vision stage needs, in floats. */
 size_t session_vision_scratch(const plm_session *s);
-/* Runs the vision tower on s->pixels with the policy's vision stage: s->feats receives
- * s->n_feat rows of projected embeddings (host), s->img_scores their carried scores. */
+/* Runs the vision tower on s->pixels with the policy's vision stage: s->n_feat rows of
+ * projected embeddings, in s->feats_dev or s->feats (host; see feats_dev_ok, feats_host_ok),
+ * s->img_scores their carried scores. */
 plm_status session_encode_image(plm_session *s, float *dev_scratch);
 /* The decoder hook for the prefill (NULL when no decoder stage applies). */
 const llama_hook *session_prefill_hook(plm_session *s, llama_hook *storage);

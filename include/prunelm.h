@@ -124,6 +124,8 @@ typedef int (*plm_token_fn)(const char *piece, int32_t token, void *user);
 
 typedef struct plm_timings {
     double load_image_ms, vision_ms, prefill_ms, decode_ms;
+    double ttft_ms; /* wall time from the call to the first answer token: the vision tower,
+                       tokenizing, the prefill and the host work between them */
     int n_prompt, n_generated;
     int n_image_tokens;      /* image tokens in the prompt (after any vision-stage pruning) */
     int n_image_tokens_last; /* image tokens that reach the last decoder layer */
