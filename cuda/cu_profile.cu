@@ -5,9 +5,10 @@
  * between them, plus any copy enqueued with it and any idle time while the GPU waited for the
  * host (a host-bound stretch shows up as long "kernels"). Profiling turns early launches and
  * recorded decode steps off (an event between two kernels defeats the one, and a recording
- * cannot hold the events). At the backend's end FILE receives a table per kernel name (calls,
- * total ms, mean us, share) and then the last PROF_TRACE kernels in order, so the phases of the
- * last run (vision tower, prefill, decode steps) can be told apart. */
+ * cannot hold the events). At the end of a backend that timed a kernel FILE receives a table
+ * per kernel name (calls, total ms, mean us, share) and then the last PROF_TRACE kernels in
+ * order, so the phases of the last run (vision tower, prefill, decode steps) can be told apart;
+ * of several such backends in one program, the last one freed writes it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +28,7 @@ typedef struct prof_name {
 typedef struct cu_prof cu_prof;
 
 struct cu_prof {
-    FILE *out;
+    char path[1024];
     cudaEvent_t ev[PROF_RING];
     const char *name[PROF_RING]; /* the kernel that ends at ev[i] */
     int n;                       /* events pending; ev[0] only opens the batch */
@@ -46,17 +47,20 @@ int cu_prof_start(cu_backend *b, const char *path)
         cu_fail(b, "PLM_CUDA_PROFILE: out of host memory");
         return 0;
     }
-    p->out = fopen(path, "w");
-    if (!p->out) {
+    /* refused now rather than after the run; written at the end, by the backend that timed
+     * something (a program may make a backend that only probes the GPU) */
+    FILE *f = strlen(path) < sizeof p->path ? fopen(path, "a") : NULL;
+    if (!f) {
         cu_fail(b, "PLM_CUDA_PROFILE: cannot open %s for writing", path);
         free(p);
         return 0;
     }
+    fclose(f);
+    strcpy(p->path, path);
     for (int i = 0; i < PROF_RING; i++) {
         if (cudaEventCreate(&p->ev[i]) != cudaSuccess) {
             (void)cudaGetLastError();
             for (int j = 0; j < i; j++) cudaEventDestroy(p->ev[j]);
-            fclose(p->out);
             free(p);
             cu_fail(b, "PLM_CUDA_PROFILE: cannot create CUDA events");
             return 0;
@@ -117,29 +121,35 @@ static int by_ms(const void *x, const void *y)
     return a < c ? 1 : a > c ? -1 : 0;
 }
 
+static void prof_write(cu_prof *p, FILE *out)
+{
+    double total = 0.0;
+    for (int i = 0; i < p->n_names; i++) total += p->names[i].ms;
+    qsort(p->names, (size_t)p->n_names, sizeof p->names[0], by_ms);
+    fprintf(out, "# prunelm CUDA kernel profile: %ld kernels timed, %.3f ms in all%s\n",
+            p->n_trace, total, p->dropped ? " (some names over the table's size left out)" : "");
+    fprintf(out, "%-40s %8s %11s %10s %7s\n", "kernel", "calls", "total_ms", "mean_us",
+            "share");
+    for (int i = 0; i < p->n_names; i++) {
+        const prof_name *n = &p->names[i];
+        fprintf(out, "%-40s %8ld %11.3f %10.2f %6.1f%%\n", n->name, n->calls, n->ms,
+                1e3 * n->ms / (double)n->calls, total > 0 ? 100.0 * n->ms / total : 0.0);
+    }
+    const long first = p->n_trace > PROF_TRACE ? p->n_trace - PROF_TRACE : 0;
+    fprintf(out, "# the last %ld kernels in order: seq kernel us\n", p->n_trace - first);
+    for (long i = first; i < p->n_trace; i++)
+        fprintf(out, "%ld %s %.2f\n", i, p->trace_name[i % PROF_TRACE],
+                p->trace_us[i % PROF_TRACE]);
+    fclose(out);
+}
+
 void cu_prof_finish(cu_backend *b)
 {
     cu_prof *p = b->prof;
     if (!p) return;
     prof_read(p);
-    double total = 0.0;
-    for (int i = 0; i < p->n_names; i++) total += p->names[i].ms;
-    qsort(p->names, (size_t)p->n_names, sizeof p->names[0], by_ms);
-    fprintf(p->out, "# prunelm CUDA kernel profile: %ld kernels timed, %.3f ms in all%s\n",
-            p->n_trace, total, p->dropped ? " (some names over the table's size left out)" : "");
-    fprintf(p->out, "%-40s %8s %11s %10s %7s\n", "kernel", "calls", "total_ms", "mean_us",
-            "share");
-    for (int i = 0; i < p->n_names; i++) {
-        const prof_name *n = &p->names[i];
-        fprintf(p->out, "%-40s %8ld %11.3f %10.2f %6.1f%%\n", n->name, n->calls, n->ms,
-                1e3 * n->ms / (double)n->calls, total > 0 ? 100.0 * n->ms / total : 0.0);
-    }
-    const long first = p->n_trace > PROF_TRACE ? p->n_trace - PROF_TRACE : 0;
-    fprintf(p->out, "# the last %ld kernels in order: seq kernel us\n", p->n_trace - first);
-    for (long i = first; i < p->n_trace; i++)
-        fprintf(p->out, "%ld %s %.2f\n", i, p->trace_name[i % PROF_TRACE],
-                p->trace_us[i % PROF_TRACE]);
-    fclose(p->out);
+    FILE *out = p->n_trace ? fopen(p->path, "w") : NULL;
+    if (out) prof_write(p, out);
     for (int i = 0; i < PROF_RING; i++) cudaEventDestroy(p->ev[i]);
     (void)cudaGetLastError();
     free(p);
