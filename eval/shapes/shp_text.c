@@ -80,7 +80,7 @@ static void sentence(shp_rng *r, char *buf, size_t n)
 
 typedef struct needle {
     size_t at;        /* filler characters before it */
-    char text[96];
+    char text[128];
 } needle;
 
 /* Appends filler up to about `target` characters in total, inserting the needles (sorted by
@@ -185,8 +185,9 @@ plm_status shp_text_multikey(shp_text_item *it, int tokens, shp_rng *r, plm_erro
             fresh = 1;
             for (int j = 0; j < i; j++) fresh &= keys[j] != keys[i];
         } while (!fresh);
-        snprintf(nd[i].text, sizeof nd[i].text, "The key for %s is %u. ", KEY_WORDS[words[i]],
-                 keys[i]);
+        /* said twice, as the pass key (see shp_text_passkey) */
+        snprintf(nd[i].text, sizeof nd[i].text, "The key for %s is %u. %u is the key for %s. ",
+                 KEY_WORDS[words[i]], keys[i], keys[i], KEY_WORDS[words[i]]);
         lines += strlen(nd[i].text);
     }
     size_t filler_total = target > sizeof INTRO + lines ? target - sizeof INTRO - lines : 0;
