@@ -68,7 +68,7 @@ Test(shapes, passkey_appears_once_at_varied_depths)
         assert_length(it.context.len, tokens);
         cr_assert_str_eq(it.question, "What is the pass key?");
         cr_assert_eq(strlen(it.answer), 5);
-        char line[64];
+        char line[160];
         snprintf(line, sizeof line, "The pass key is %s. Remember it. %s is the pass key.",
                  it.answer, it.answer);
         cr_assert_eq(occurrences(c, line), 1);
