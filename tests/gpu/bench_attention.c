@@ -77,8 +77,8 @@ int main(int argc, char **argv)
                            .kv_stride = (int64_t)s->kv * s->hd, .n_heads = s->heads,
                            .n_kv = s->kv, .head_dim = s->hd, .causal = s->causal,
                            .scale = 1.0f / sqrtf((float)s->hd)};
-        a.q = dev(gpu, q, nq * 4), a.k = dev(gpu, k, nk * 4), a.v = dev(gpu, v, nk * 4);
-        a.out = dev(gpu, NULL, nq * 4);
+        a.q = dev_from(gpu, q, nq * 4), a.k = dev_from(gpu, k, nk * 4), a.v = dev_from(gpu, v, nk * 4);
+        a.out = dev_from(gpu, NULL, nq * 4);
 
         const double fp32 = time_attention(&a, 0);
         gpu->ops->download(gpu, ref, a.out, nq * 4);

@@ -123,9 +123,9 @@ int main(int argc, char **argv)
         plm_attn_args a = {.tq = T, .tk = T, .q_stride = NH * HD, .kv_stride = NKV * HD,
                            .n_heads = NH, .n_kv = NKV, .head_dim = HD, .causal = 1,
                            .scale = 1.0f / sqrtf((float)HD)};
-        a.q = dev(gpu, q, nq * 4), a.k = dev(gpu, k, nk * 4), a.v = dev(gpu, v, nk * 4);
-        a.out = dev(gpu, NULL, nq * 4);
-        uint8_t *dmask = dev(gpu, NULL, nm);
+        a.q = dev_from(gpu, q, nq * 4), a.k = dev_from(gpu, k, nk * 4), a.v = dev_from(gpu, v, nk * 4);
+        a.out = dev_from(gpu, NULL, nq * 4);
+        uint8_t *dmask = dev_from(gpu, NULL, nm);
 
         const double dense = time_op(&a, NULL, 1);
         gpu->ops->download(gpu, ref, a.out, nq * 4);

@@ -93,8 +93,8 @@ static double median_us(job *j)
 static double copy_gbps(void)
 {
     job j = {.be = gpu, .kind = 2, .bytes = COPY_BYTES};
-    j.dst = dev(gpu, NULL, COPY_BYTES);
-    j.src = dev(gpu, NULL, COPY_BYTES);
+    j.dst = dev_from(gpu, NULL, COPY_BYTES);
+    j.src = dev_from(gpu, NULL, COPY_BYTES);
     const double us = median_us(&j);
     gpu->ops->release(gpu, j.dst), gpu->ops->release(gpu, (void *)j.src);
     return us > 0 ? 2.0 * (double)COPY_BYTES / (us * 1e3) : 0;
@@ -120,14 +120,14 @@ static void bench_matmul(const char *what, int64_t n, int64_t k, double bw, doub
 
     job j = {.be = gpu, .kind = 0};
     j.w = wc;
-    j.w.data = dev(gpu, wh, nw * 2); /* valid in `old` too: one context per process */
-    j.x = dev(gpu, x, (size_t)k * 4);
-    j.y = dev(gpu, NULL, (size_t)n * 4);
+    j.w.data = dev_from(gpu, wh, nw * 2); /* valid in `old` too: one context per process */
+    j.x = dev_from(gpu, x, (size_t)k * 4);
+    j.y = dev_from(gpu, NULL, (size_t)n * 4);
     *us_new = median_us(&j);
     gpu->ops->download(gpu, got, j.y, (size_t)n * 4);
     job jo = j;
     jo.be = old;
-    jo.y = dev(old, NULL, (size_t)n * 4);
+    jo.y = dev_from(old, NULL, (size_t)n * 4);
     *us_old = median_us(&jo);
     old->ops->download(old, got_old, jo.y, (size_t)n * 4);
 
@@ -153,7 +153,7 @@ static void bench_attention(const float *dk, const float *dv, const float *dq, i
     enum { NH = 32, NKV = 32, HD = 128 };
     float *got = malloc(NH * HD * 4), *got_old = malloc(NH * HD * 4);
     job j = {.be = gpu, .kind = 1};
-    plm_attn_args a = {.out = dev(gpu, NULL, NH * HD * 4), .q = dq, .k = dk, .v = dv, .tq = 1,
+    plm_attn_args a = {.out = dev_from(gpu, NULL, NH * HD * 4), .q = dq, .k = dk, .v = dv, .tq = 1,
                        .tk = tk, .q_stride = NH * HD, .kv_stride = NKV * HD, .q_pos0 = tk - 1,
                        .n_heads = NH, .n_kv = NKV, .head_dim = HD, .causal = 1,
                        .scale = 1.0f / sqrtf((float)HD)};
@@ -162,7 +162,7 @@ static void bench_attention(const float *dk, const float *dv, const float *dq, i
     gpu->ops->download(gpu, got, j.a.out, NH * HD * 4);
     job jo = j;
     jo.be = old;
-    jo.a.out = dev(old, NULL, NH * HD * 4);
+    jo.a.out = dev_from(old, NULL, NH * HD * 4);
     const double us_old = median_us(&jo);
     old->ops->download(old, got_old, jo.a.out, NH * HD * 4);
     const double bytes = 2.0 * (double)tk * NKV * HD * 4;
@@ -200,7 +200,7 @@ static plm_weight dev_weight(int64_t n, int64_t k)
     }
     const float sc = 1.0f / sqrtf((float)k);
     for (size_t i = 0; i < nw; i++) h[i] = to_bf16(sc * frand());
-    plm_weight w = {PLM_BF16, n, k, dev(gpu, h, nw * 2)};
+    plm_weight w = {PLM_BF16, n, k, dev_from(gpu, h, nw * 2)};
     free(h);
     return w;
 }
@@ -287,10 +287,10 @@ static void bench_fused(double bw)
     l.down = dev_weight(LD, LI), l.head = dev_weight(LV, LD);
     float *hx = malloc(LD * 4);
     for (int i = 0; i < LD; i++) hx[i] = frand();
-    l.x = dev(gpu, hx, LD * 4), l.h = dev(gpu, hx, LD * 4), l.norm = dev(gpu, hx, LD * 4);
-    l.qb = dev(gpu, NULL, LD * 4), l.kb = dev(gpu, NULL, LD * 4), l.vb = dev(gpu, NULL, LD * 4);
-    l.g = dev(gpu, NULL, LI * 4), l.u = dev(gpu, NULL, LI * 4);
-    l.logits = dev(gpu, NULL, LV * 4);
+    l.x = dev_from(gpu, hx, LD * 4), l.h = dev_from(gpu, hx, LD * 4), l.norm = dev_from(gpu, hx, LD * 4);
+    l.qb = dev_from(gpu, NULL, LD * 4), l.kb = dev_from(gpu, NULL, LD * 4), l.vb = dev_from(gpu, NULL, LD * 4);
+    l.g = dev_from(gpu, NULL, LI * 4), l.u = dev_from(gpu, NULL, LI * 4);
+    l.logits = dev_from(gpu, NULL, LV * 4);
 
     emit("\n%-34s %10s %10s %7s %8s %7s\n", "fused decoder ops (bf16, m=1)", "fused_us", "plain_us",
          "x", "fused%bw", "pdl");
@@ -421,10 +421,10 @@ int main(int argc, char **argv)
         return 2;
     }
     for (size_t i = 0; i < nkv; i++) h[i] = frand();
-    float *dk = dev(gpu, h, nkv * 4);
+    float *dk = dev_from(gpu, h, nkv * 4);
     for (size_t i = 0; i < nkv; i++) h[i] = frand();
-    float *dv = dev(gpu, h, nkv * 4);
-    float *dq = dev(gpu, h, W * 4);
+    float *dv = dev_from(gpu, h, nkv * 4);
+    float *dq = dev_from(gpu, h, W * 4);
     free(h);
     static const int64_t tks[] = {629, 4096, 32768};
     for (int i = 0; i < 3; i++) bench_attention(dk, dv, dq, tks[i], bw);

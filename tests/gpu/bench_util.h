@@ -102,18 +102,4 @@ static inline int bench_finish(FILE *log)
     return n_fail ? 1 : 0;
 }
 
-/* A buffer of `bytes` on be, holding host's bytes where host is not NULL; exits 2 when be
- * cannot allocate it. */
-static inline void *dev(plm_backend *be, const void *host, size_t bytes)
-{
-    void *d = be->ops->alloc(be, bytes);
-    if (!d) {
-        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
-                be->ops->alloc_error ? be->ops->alloc_error(be) : "?");
-        exit(2);
-    }
-    if (host) be->ops->upload(be, d, host, bytes);
-    return d;
-}
-
 #endif

@@ -60,18 +60,6 @@ static inline void check(plm_backend *g, const char *name, const float *got, con
     result(!e && !bad && err <= tol, name, err, tol, why[0] ? why : NULL);
 }
 
-static inline void *dev_from(plm_backend *g, const void *h, size_t bytes)
-{
-    void *d = g->ops->alloc(g, bytes);
-    if (!d) {
-        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
-                g->ops->alloc_error ? g->ops->alloc_error(g) : "?");
-        exit(2);
-    }
-    if (bytes) g->ops->upload(g, d, h, bytes);
-    return d;
-}
-
 /* A device buffer of n floats, all NaN. */
 static inline float *dev_nan(plm_backend *g, size_t n)
 {

@@ -1,5 +1,5 @@
-/* What every GPU test and benchmark draws on: a seeded xorshift source, a checked malloc and a
- * monotonic clock. Plain C: the GPU machine has no Criterion. The programs share one generator
+/* What every GPU test and benchmark draws on: a seeded xorshift source, a checked malloc, a
+ * checked device buffer and a monotonic clock. Plain C: the GPU machine has no Criterion. The programs share one generator
  * so their random inputs stay comparable; each gives `rng` its own seed (a definition
  * `static uint64_t rng = ...;` after this header, or an assignment before the first draw). */
 #ifndef PLM_TESTS_GPU_UTIL_H
@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "core/backend.h"
 
 static uint64_t rng;
 
@@ -28,6 +30,20 @@ static inline void *xmalloc(size_t n)
         exit(2);
     }
     return p;
+}
+
+/* A buffer of `bytes` on be, holding host's bytes where host is not NULL; exits 2 when be
+ * cannot allocate it. */
+static inline void *dev_from(plm_backend *be, const void *host, size_t bytes)
+{
+    void *d = be->ops->alloc(be, bytes);
+    if (!d) {
+        fprintf(stderr, "device alloc of %zu bytes failed: %s\n", bytes,
+                be->ops->alloc_error ? be->ops->alloc_error(be) : "?");
+        exit(2);
+    }
+    if (host && bytes) be->ops->upload(be, d, host, bytes);
+    return d;
 }
 
 static inline double now_s(void)
