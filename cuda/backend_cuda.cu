@@ -551,7 +551,7 @@ static int setup(cu_backend *b)
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;
     /* Programmatic dependent launch needs Hopper; PLM_CUDA_PDL=0 turns it off (comparisons). */
     const char *pd = getenv("PLM_CUDA_PDL");
-    b->pdl = b->sm_major >= 9 && !(pd && strcmp(pd, "0") == 0) && !getenv("PLM_CUDA_PROFILE");
+    b->pdl = b->sm_major >= 9 && !(pd && strcmp(pd, "0") == 0);
     if (!CU_OK(b, cudaDeviceGetAttribute(&b->n_sm, cudaDevAttrMultiProcessorCount, b->device)))
         return 0;
     return 1;
@@ -597,6 +597,7 @@ extern "C" plm_status plm_backend_cuda_new(int device, plm_backend **out, plm_er
         op_destroy(&b->base);
         return st;
     }
+    if (b->prof) b->pdl = 0; /* a profile times kernels one by one: no early launches either */
     *out = &b->base;
     return PLM_OK;
 }
