@@ -278,13 +278,8 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         if (!ps) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
         s->pending_shift = ps;
         memset(ps, 0, (size_t)c->n_layers * sizeof *ps);
-        size_t need = (size_t)c->n_heads * (size_t)T;
-        if (need > s->probs_floats) {
-            s->be->ops->release(s->be, s->probs);
-            s->probs = s->be->ops->alloc(s->be, need * sizeof(float));
-            s->probs_floats = s->probs ? need : 0;
-            if (!s->probs) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for scores");
-        }
+        PLM_TRY(session_dev_grow(s, &s->probs, &s->probs_floats,
+                                 (size_t)c->n_heads * (size_t)T, "attention scores"));
     }
     double t0 = plm_now_ms();
     embed_prompt(s, x, fe);

@@ -130,13 +130,7 @@ static plm_status keep_device_features(plm_session *s, const float *rows, int64_
     if (!sc) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
     s->img_scores = sc;
     for (int64_t i = 0; i < n; i++) sc[i] = 0;
-    if (need > s->feats_dev_floats) {
-        s->be->ops->release(s->be, s->feats_dev);
-        s->feats_dev = s->be->ops->alloc(s->be, need * sizeof(float));
-        s->feats_dev_floats = s->feats_dev ? need : 0;
-        if (!s->feats_dev)
-            return plm_fail(&s->err, PLM_E_NOMEM, "out of device memory for image features");
-    }
+    PLM_TRY(session_dev_grow(s, &s->feats_dev, &s->feats_dev_floats, need, "image features"));
     if (n) s->be->ops->copy2d(s->be, s->feats_dev, Dt, rows, Dt, n, Dt);
     s->n_feat = (size_t)n;
     s->feats_host_ok = 0;

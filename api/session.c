@@ -188,16 +188,22 @@ const float *plm_session_pixels(const plm_session *s, int *h, int *w)
 }
 
 /* Grows the device scratch to at least n floats. */
+plm_status session_dev_grow(plm_session *s, float **buf, size_t *floats, size_t n,
+                            const char *what)
+{
+    if (n <= *floats) return PLM_OK;
+    s->be->ops->release(s->be, *buf);
+    *buf = s->be->ops->alloc(s->be, n * sizeof(float));
+    *floats = *buf ? n : 0;
+    if (!*buf)
+        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for %zu MiB of %s",
+                        n * sizeof(float) >> 20, what);
+    return PLM_OK;
+}
+
 plm_status session_ensure_scratch(plm_session *s, size_t n)
 {
-    if (n <= s->scratch_floats) return PLM_OK;
-    s->be->ops->release(s->be, s->scratch);
-    s->scratch = s->be->ops->alloc(s->be, n * sizeof(float));
-    s->scratch_floats = s->scratch ? n : 0;
-    if (!s->scratch)
-        return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for %zu MiB of scratch",
-                        n * sizeof(float) >> 20);
-    return PLM_OK;
+    return session_dev_grow(s, &s->scratch, &s->scratch_floats, n, "scratch");
 }
 
 plm_status plm_session_device_memory(plm_session *s, uint64_t *used, uint64_t *total)

@@ -65,6 +65,10 @@ struct plm_session {
 };
 
 double plm_now_ms(void);
+/* Grows the device buffer *buf (*floats long) to at least n floats, its contents dropped;
+ * `what` names it in the out-of-memory message. */
+plm_status session_dev_grow(plm_session *s, float **buf, size_t *floats, size_t n,
+                            const char *what);
 /* Grows the device scratch to at least n floats. */
 plm_status session_ensure_scratch(plm_session *s, size_t n);
 
