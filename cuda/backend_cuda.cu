@@ -430,6 +430,7 @@ static void op_destroy(plm_backend *be)
     cu_buf_free(&b->tmp);
     cu_buf_free(&b->stats);
     cu_buf_free(&b->decode_work);
+    cu_buf_free(&b->decode_count);
     if (b->lt_ws) cudaFree(b->lt_ws);
     if (b->lt) cublasLtDestroy(b->lt);
     if (b->blas) cublasDestroy(b->blas);

@@ -3,7 +3,8 @@
  * so one query runs n_heads blocks on a GPU of 132 SMs and each block walks all tk keys alone.
  * Here the keys of each kv head are split into chunks over enough blocks to fill the GPU; each
  * block computes a partial softmax (running max, normaliser, unnormalised output) over its
- * chunk and a second kernel combines the partials, rescaled to their common max.
+ * chunk, and the last block of a row to finish combines the partials, rescaled to their common
+ * max (one launch: a second kernel cost 7-9 us a layer on the 7B).
  *
  * A block owns (split s, kv head kh, up to QB query rows of that kv head). The query rows of
  * kv head kh are the pairs u = i * group + g (query i, head kh * group + g), u < tq * group;
@@ -43,6 +44,7 @@ typedef struct ad_params {
     int nk_max;   /* keys the last query sees (all of them with rows) */
     int vec;      /* K and V rows 16-byte aligned and P >= 4: float4 loads */
     float *work;  /* [tq x n_heads x n_splits x (hd + 2)] when n_splits > 1 */
+    unsigned *count; /* per block row (blockIdx.y): splits done; 0 between calls */
     int cap;      /* most splits: the grid's x size with q_pos0_dev */
 } ad_params;
 
@@ -85,6 +87,30 @@ __device__ static inline void ad_load(const float *src, int d0, int hd, bool liv
     } else {
 #pragma unroll
         for (int t = 0; t < P; t++) out[t] = live && d0 + t < hd ? __ldg(src + d0 + t) : 0.0f;
+    }
+}
+
+/* out[qh] = sum_s acc_s e^(M_s - M) / sum_s L_s e^(M_s - M), over the splits that saw a key
+ * (L_s > 0; the others were never scored and hold M_s = -inf). The block's threads split the
+ * channels; the partials come from other blocks, so they are read past L1 (__ldcg). */
+__device__ static void ad_combine(const float *work, float *out, int64_t qh, int hd, int n_splits)
+{
+    const float *w = work + qh * n_splits * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) M = fmaxf(M, __ldcg(w + s * (hd + 2)));
+    float L = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float ls = __ldcg(w + s * (hd + 2) + 1);
+        if (ls > 0.0f) L += ls * expf(__ldcg(w + s * (hd + 2)) - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_splits; s++) {
+            const float *ws = w + s * (hd + 2);
+            const float ls = __ldcg(ws + 1);
+            if (ls > 0.0f) o += __ldcg(ws + 2 + d) * expf(__ldcg(ws) - M);
+        }
+        out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
     }
 }
 
@@ -238,37 +264,25 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
             }
         }
     }
-}
-
-/* out[qh] = sum_s acc_s e^(M_s - M) / sum_s L_s e^(M_s - M), over the splits that saw a key
- * (L_s > 0; the others were never scored and hold M_s = -inf). Block (head, query). */
-__global__ void k_attn_decode_combine(const float *__restrict__ work, float *__restrict__ out,
-                                      int n_heads, int hd, int n_splits,
-                                      const int32_t *q_pos0_dev, int tq, int cap)
-{
-    cu_pdl_trigger();
-    if (q_pos0_dev) { /* as k_attn_decode counted them; one split wrote out itself */
-        int chunk;
-        ad_split((int64_t)*q_pos0_dev + tq, cap, &chunk, &n_splits);
-        if (n_splits == 1) return;
+    if (n_splits == 1) return;
+    /* The last of the row's splits to finish combines them all (the threadFenceReduction
+     * pattern of CUDA's samples): one kernel per decode attention instead of two. */
+    __shared__ int ad_last;
+    __threadfence(); /* this block's partials are visible before its arrival is counted */
+    __syncthreads();
+    if (threadIdx.x == 0)
+        ad_last = atomicAdd(&p.count[blockIdx.y], 1u) == (unsigned)n_splits - 1;
+    __syncthreads();
+    if (!ad_last) return;
+    __threadfence();
+#pragma unroll
+    for (int g = 0; g < QB; g++) {
+        const int u = u0 + g;
+        if (u >= p.pairs) break;
+        const int64_t qh = (int64_t)(u / p.group) * a.n_heads + kh * p.group + u % p.group;
+        ad_combine(p.work, a.out, qh, hd, n_splits);
     }
-    const int64_t qh = (int64_t)blockIdx.y * n_heads + blockIdx.x;
-    const float *w = work + qh * n_splits * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits; s++) M = fmaxf(M, w[s * (hd + 2)]);
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float *ws = w + s * (hd + 2);
-        if (ws[1] > 0.0f) L += ws[1] * expf(ws[0] - M);
-    }
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_splits; s++) {
-            const float *ws = w + s * (hd + 2);
-            if (ws[1] > 0.0f) o += ws[2 + d] * expf(ws[0] - M);
-        }
-        out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
-    }
+    if (threadIdx.x == 0) p.count[blockIdx.y] = 0; /* ready for the next call (or replay) */
 }
 
 template <int P, int QB> static void ad_launch(cu_backend *b, const ad_params &p)
@@ -276,11 +290,7 @@ template <int P, int QB> static void ad_launch(cu_backend *b, const ad_params &p
     const size_t smem = sizeof(float) * ((size_t)(QB + AD_WARPS) * 32 * P + 2 * AD_WARPS);
     const dim3 grid((unsigned)p.n_splits, (unsigned)(p.a.n_kv * p.qblocks));
     k_attn_decode<P, QB><<<grid, AD_WARPS * 32, smem, b->stream>>>(p);
-    if (!CU_LAUNCHED(b, "k_attn_decode") || p.n_splits == 1) return;
-    k_attn_decode_combine<<<dim3((unsigned)p.a.n_heads, (unsigned)p.a.tq), 128, 0, b->stream>>>(
-        p.work, p.a.out, p.a.n_heads, p.a.head_dim, p.n_splits, p.a.q_pos0_dev, (int)p.a.tq,
-        p.cap);
-    CU_LAUNCHED(b, "k_attn_decode_combine");
+    CU_LAUNCHED(b, "k_attn_decode");
 }
 
 /* QB: query rows per block, the pairs rounded up to a power of two, at most 8 (4 for P = 8,
@@ -336,8 +346,8 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
     if (cap < 1) cap = 1;
     p.cap = (int)cap;
     ad_split(nk, cap, &p.chunk, &p.n_splits);
-    /* q_pos0 known on the device only: a grid of cap splits, those past the key count idle, and
-     * the combine always launched (it returns when one split did all) */
+    /* q_pos0 known on the device only: a grid of cap splits, those past the key count idle (they
+     * return before counting themselves) */
     if (a->q_pos0_dev) p.n_splits = (int)cap;
     p.work = NULL;
     if (cap > 1) { /* reserve for cap splits even when this call needs fewer (see above) */
@@ -345,6 +355,19 @@ int cu_attn_decode(cu_backend *b, const plm_attn_args *a)
         if (!cu_buf_reserve(b, &b->decode_work, floats * sizeof(float), "decode attention"))
             return 1;
         p.work = (float *)b->decode_work.p;
+    }
+    /* the arrival counters, one per block row: zeroed when (re)allocated, then reset by the
+     * block that combines (never grown while a step is being recorded: the unrecorded step
+     * before it grew them) */
+    p.count = NULL;
+    if (cap > 1) {
+        const size_t had = b->decode_count.cap;
+        const size_t bytes = (size_t)a->n_kv * (size_t)p.qblocks * sizeof(unsigned);
+        if (!cu_buf_reserve(b, &b->decode_count, bytes, "decode attention counters")) return 1;
+        if (b->decode_count.cap != had &&
+            !CU_OK(b, cudaMemsetAsync(b->decode_count.p, 0, b->decode_count.cap, b->stream)))
+            return 1;
+        p.count = (unsigned *)b->decode_count.p;
     }
     switch (P) {
     case 1: ad_launch_qb<1>(b, p, qb); break;

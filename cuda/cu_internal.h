@@ -63,6 +63,7 @@ typedef struct cu_backend {
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
     cu_buf decode_work; /* cu_attn_decode: the splits' partial softmax states */
+    cu_buf decode_count; /* cu_attn_decode: splits done per block row (0 between calls) */
     int gemv;        /* PLM_CUDA_GEMV != 0: matmuls with m <= 8 and 16-bit weights use cu_gemv */
     int pdl;         /* programmatic dependent launch (sm_90+, PLM_CUDA_PDL != 0): see cu_pdl_* */
     int n_sm;        /* streaming multiprocessors: sizes the GEMV's persistent grid */
