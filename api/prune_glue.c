@@ -279,6 +279,43 @@ out:
     return st;
 }
 
+/* The vision tower recorded once (a CUDA graph where the backend has the graph ops) and then
+ * replayed with each image's pixels copied in: its ~420 kernels are launch-bound otherwise
+ * (4.3 ms of kernels for the 7B's ViT-L, eval/results/gpu_session_2026-12-07b.md). As
+ * lm/llama.c's step_graph: records only for buffers the run before used too (that run, op by
+ * op, grew what the recording needs); returns 1 when the tower ran so, 0: run it op by op. */
+static int encode_recorded(plm_session *s, float *pix, float *feat, const vit_taps *taps,
+                           float *enc, size_t pix_bytes)
+{
+    const plm_backend_ops *op = s->be->ops;
+    if (!op->graph_begin || s->vit_graph_off) return 0;
+    const void *key[3] = {s->m, pix, taps ? taps->q : NULL};
+    if (memcmp(s->vit_graph_key, key, sizeof key) != 0) {
+        if (s->vit_graph) op->graph_free(s->be, s->vit_graph);
+        s->vit_graph = NULL;
+        memcpy(s->vit_graph_key, key, sizeof key);
+        return 0;
+    }
+    for (int tries = 0; tries < 2; tries++) {
+        if (!s->vit_graph) {
+            if (!op->graph_begin(s->be)) {
+                s->vit_graph_off = 1;
+                return 0;
+            }
+            vit_encode(&s->m->vit, s->be, pix, feat, taps, enc);
+            s->vit_graph = op->graph_end(s->be);
+            if (!s->vit_graph) { /* nothing ran: the caller runs the tower */
+                s->vit_graph_off = 1;
+                return 0;
+            }
+        }
+        if (op->graph_launch(s->be, s->vit_graph, pix, s->pixels, pix_bytes)) return 1;
+        op->graph_free(s->be, s->vit_graph); /* the backend's buffers moved: record again */
+        s->vit_graph = NULL;
+    }
+    return 0;
+}
+
 plm_status session_encode_image(plm_session *s, float *dev_scratch)
 {
     plm_model *m = s->m;
@@ -299,10 +336,14 @@ plm_status session_encode_image(plm_session *s, float *dev_scratch)
     b.sel = b.probs + (int64_t)v->n_heads * b.T;
     b.ph = b.sel + b.T * (b.fd > b.D ? b.fd : b.D);
     b.proj = b.ph + b.T * vm->pcfg.hidden;
-    s->be->ops->upload(s->be, pix, s->pixels, (size_t)3 * s->ph * s->pw * sizeof(float));
+    const size_t pix_bytes = (size_t)3 * s->ph * s->pw * sizeof(float);
     const prune_vis_mode mode = s->prune_on ? s->prune.vis : PRUNE_VIS_NONE;
     vit_taps taps = {b.q, b.k};
-    vit_encode(vm, s->be, pix, b.feat, mode >= PRUNE_VIS_VISIONZIP ? &taps : NULL, enc);
+    const vit_taps *tp = mode >= PRUNE_VIS_VISIONZIP ? &taps : NULL;
+    if (!encode_recorded(s, pix, b.feat, tp, enc, pix_bytes)) {
+        s->be->ops->upload(s->be, pix, s->pixels, pix_bytes);
+        vit_encode(vm, s->be, pix, b.feat, tp, enc);
+    }
     int32_t *idx = malloc((size_t)b.np * sizeof *idx);
     if (!idx) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     int64_t n = -1;

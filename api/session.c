@@ -87,6 +87,7 @@ void plm_session_free(plm_session *s)
         s->be->ops->release(s->be, s->scratch);
         s->be->ops->release(s->be, s->probs);
         s->be->ops->release(s->be, s->feats_dev);
+        if (s->vit_graph) s->be->ops->graph_free(s->be, s->vit_graph);
         plm_backend_free(s->be);
     }
     drop_image(s);

@@ -29,6 +29,9 @@ struct plm_session {
                                   to the host and back before the prefill) */
     size_t feats_dev_floats;
     int feats_host_ok, feats_dev_ok;
+    void *vit_graph;           /* the vision tower recorded (graph ops), or NULL */
+    const void *vit_graph_key[3]; /* what it was recorded for: model, device pixels, taps */
+    int vit_graph_off;         /* recording failed once: run the tower op by op */
     int32_t *tokens;
     size_t n_prompt, n_tokens, cap_tokens;
     int keep_logits;
