@@ -112,6 +112,12 @@ static plm_status encode_image(plm_session *s)
     s->pw = w;
     PLM_TRY(session_ensure_scratch(s, session_vision_scratch(s)));
     PLM_TRY(session_encode_image(s, s->scratch));
+    if (s->feats_dev_ok && !s->feats_host_ok && s->n_feat) {
+        /* rows kept on the device were only enqueued: wait for them (a one-float download) so
+         * vision_ms is the tower's time, not the host's time to enqueue it */
+        float one;
+        s->be->ops->download(s->be, &one, s->feats_dev, sizeof one);
+    }
     s->t.vision_ms = plm_now_ms() - t0;
     if (s->p.cache_vision) {
         PLM_TRY(save_vision(s, 0));

@@ -2,6 +2,7 @@
  * Plain C (the GPU machine has no Criterion); run from the repository root by tests/gpu/run.sh.
  * Prints one PASS/FAIL line per check and "N passed, M failed" last. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +178,73 @@ static void recorded_vs_unrecorded(const char *name, int image)
     free_run(&e);
 }
 
+/* Sets image `which` on s (0 and 2: the fixture's PNG; 1 and 3: synthetic RGB of other sizes),
+ * answers, and copies the projected image rows into *f (n floats). */
+static int image_round(plm_session *s, const char *png, int which, float **f, size_t *n)
+{
+    plm_status st;
+    if (which % 2 == 0) {
+        st = plm_session_set_image_file(s, png);
+    } else {
+        const int w = which == 1 ? 53 : 96, h = which == 1 ? 41 : 96;
+        uint8_t *rgb = malloc((size_t)w * h * 3);
+        if (!rgb) return 0;
+        for (int i = 0; i < w * h * 3; i++) rgb[i] = (uint8_t)((i * (which == 1 ? 7 : 13)) % 251);
+        st = plm_session_set_image_rgb(s, rgb, w, h);
+        free(rgb);
+    }
+    if (st != PLM_OK || plm_session_generate(s, Q_PROMPT, NULL, NULL, NULL) != PLM_OK) {
+        printf("FAIL image %d: %s\n", which, plm_last_error(s));
+        return 0;
+    }
+    size_t rows, cols;
+    const float *src = plm_session_image_features(s, &rows, &cols);
+    *n = rows * cols;
+    *f = malloc(*n * sizeof(float));
+    if (!*f || !src) return 0;
+    memcpy(*f, src, *n * sizeof(float));
+    return 1;
+}
+
+/* One session sees four images (A, B, A, C): from the second on, the vision tower runs as a
+ * recording replayed with new pixels (api/prune_glue.c encode_recorded). Each image's rows must
+ * match a CPU session's; a replay that read stale pixels or buffers would not. */
+static void vision_replayed_vs_cpu(const char *name, int bf16, const char *prune)
+{
+    char dir[512], img[600], label[256];
+    snprintf(dir, sizeof dir, FIX "%s", name);
+    snprintf(img, sizeof img, "%s/image.png", dir);
+    plm_model *m[2] = {NULL, NULL};
+    plm_session *s[2] = {NULL, NULL};
+    plm_error err;
+    int ok = 1;
+    for (int d = 0; d < 2 && ok; d++) {
+        plm_model_params mp = plm_model_default_params();
+        mp.device = d ? PLM_DEVICE_CPU : PLM_DEVICE_CUDA;
+        plm_session_params sp = plm_session_default_params();
+        sp.max_tokens = 2;
+        ok = plm_model_load(dir, &mp, &m[d], &err) == PLM_OK &&
+             plm_session_new(m[d], &sp, &s[d], &err) == PLM_OK &&
+             (!prune || plm_session_set_prune(s[d], prune) == PLM_OK);
+        if (!ok) printf("FAIL %s: %s\n", name, s[d] ? plm_last_error(s[d]) : err.msg);
+    }
+    for (int which = 0; which < 4 && ok; which++) {
+        float *g = NULL, *c = NULL;
+        size_t ng = 0, nc = 0;
+        ok = image_round(s[0], img, which, &g, &ng) && image_round(s[1], img, which, &c, &nc);
+        snprintf(label, sizeof label, "%s/%s%simage%d_replayed_vision_vs_cpu", name,
+                 prune ? prune : "", prune ? "/" : "", which);
+        const double e = ok && ng == nc && ng ? rel_l2(g, c, ng) : 1e9;
+        check(e < (bf16 ? 3e-2 : 1e-4), label, "rel_l2=%.3g", e);
+        free(g), free(c);
+    }
+    if (!ok) failed++;
+    for (int d = 0; d < 2; d++) {
+        plm_session_free(s[d]);
+        plm_model_free(m[d]);
+    }
+}
+
 int main(void)
 {
     char why[256];
@@ -197,6 +265,9 @@ int main(void)
      * (cuBLASLt may pick another algorithm for the recorded step's K/V staging rows) */
     recorded_vs_unrecorded("gqa_bf16_sharded", 1);
     recorded_vs_unrecorded("gqa_bf16_sharded", 0);
+    vision_replayed_vs_cpu("tiny_f32", 0, NULL);
+    vision_replayed_vs_cpu("gqa_bf16_sharded", 1, NULL);
+    vision_replayed_vs_cpu("mqa_f32_oldnames", 0, "visionzip:tokens=5,contextual=1");
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
