@@ -175,6 +175,7 @@ static cu_backend *enter(plm_backend *be)
     cu_backend *b = (cu_backend *)be;
     if (b->failed) return NULL;
     if (!CU_OK(b, cudaSetDevice(b->device))) return NULL;
+    b->op_seq++; /* a twin serves the next op only (cu_twin) */
     return b;
 }
 
@@ -304,7 +305,7 @@ static void op_act(plm_backend *be, float *y, const float *x, int64_t n, plm_act
 static void op_silu_mul(plm_backend *be, float *y, const float *gate, const float *up, int64_t n)
 {
     cu_backend *b = enter(be);
-    if (b) cu_silu_mul(b, y, gate, up, n);
+    if (b) cu_silu_mul(b, y, gate, up, -1, n);
 }
 
 static void op_rope(plm_backend *be, float *x, int64_t t, int64_t stride, int n_heads, int hd,
@@ -385,7 +386,7 @@ static void op_matmul_glu(plm_backend *be, float *y, float *tmp, const float *x,
     if (!b || (gemv_on(b, m) && cu_gemv_glu(b, y, x, gate, gate_b, up, up_b, m))) return;
     cu_matmul(b, y, x, gate, gate_b, m);
     cu_matmul(b, tmp, x, up, up_b, m);
-    cu_silu_mul(b, y, y, tmp, m * gate->rows);
+    cu_silu_mul(b, y, y, tmp, m, m * gate->rows);
 }
 
 static void op_add_rmsnorm(plm_backend *be, float *y, float *x, const float *h, const float *g,
@@ -427,6 +428,7 @@ static void op_destroy(plm_backend *be)
         if (b->stage_done[i]) cudaEventDestroy(b->stage_done[i]);
     cu_buf_free(&b->stage_dev);
     cu_buf_free(&b->conv);
+    cu_buf_free(&b->twin_buf);
     cu_buf_free(&b->tmp);
     cu_buf_free(&b->stats);
     cu_buf_free(&b->decode_work);
@@ -548,6 +550,8 @@ static int setup(cu_backend *b)
      * 2026-12-07 (comparisons) */
     const char *dw = getenv("PLM_CUDA_DECODE_WAVES");
     b->ad_waves = dw && atoi(dw) >= 1 && atoi(dw) <= 4 ? atoi(dw) : 1;
+    const char *tw = getenv("PLM_CUDA_TWIN");
+    b->twin_off = tw && strcmp(tw, "0") == 0;
     const char *at = getenv("PLM_CUDA_ATTN");
     b->attn_fp32 = at && strcmp(at, "fp32") == 0;
     /* Programmatic dependent launch needs Hopper; PLM_CUDA_PDL=0 turns it off (comparisons). */

@@ -39,15 +39,25 @@ __device__ static float act1(float x, int act)
     return x;
 }
 
-__global__ void k_act(float *y, const float *x, int64_t n, int act)
+/* tw: the bf16/f16 twin of y for the GEMM after (cu_twin), or NULL */
+__global__ void k_act(float *y, const float *x, int64_t n, int act, void *tw, int tw_kind)
 {
-    GRID_STRIDE(i, n) y[i] = act1(x[i], act);
+    GRID_STRIDE(i, n) {
+        const float v = act1(x[i], act);
+        y[i] = v;
+        cu_twin_store(tw, tw_kind, i, v);
+    }
 }
 
-__global__ void k_silu_mul(float *y, const float *gate, const float *up, int64_t n)
+__global__ void k_silu_mul(float *y, const float *gate, const float *up, int64_t n, void *tw,
+                           int tw_kind)
 {
     cu_pdl_trigger();
-    GRID_STRIDE(i, n) y[i] = act1(gate[i], PLM_ACT_SILU) * up[i];
+    GRID_STRIDE(i, n) {
+        const float v = act1(gate[i], PLM_ACT_SILU) * up[i];
+        y[i] = v;
+        cu_twin_store(tw, tw_kind, i, v);
+    }
 }
 
 template <typename T> __device__ static float widen(T v);
@@ -105,15 +115,20 @@ void cu_act(cu_backend *b, float *y, const float *x, int64_t n, plm_act act)
         return;
     }
     if (!size_ok(b, "act", n)) return;
-    k_act<<<cu_grid(n, EW_THREADS), EW_THREADS, 0, b->stream>>>(y, x, n, (int)act);
-    CU_LAUNCHED(b, "k_act");
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, -1, n, &kind);
+    k_act<<<cu_grid(n, EW_THREADS), EW_THREADS, 0, b->stream>>>(y, x, n, (int)act, tw, kind);
+    if (CU_LAUNCHED(b, "k_act")) cu_twin_done(b);
 }
 
-void cu_silu_mul(cu_backend *b, float *y, const float *gate, const float *up, int64_t n)
+void cu_silu_mul(cu_backend *b, float *y, const float *gate, const float *up, int64_t rows,
+                 int64_t n)
 {
     if (!size_ok(b, "silu_mul", n)) return;
-    k_silu_mul<<<cu_grid(n, EW_THREADS), EW_THREADS, 0, b->stream>>>(y, gate, up, n);
-    CU_LAUNCHED(b, "k_silu_mul");
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, rows, n, &kind);
+    k_silu_mul<<<cu_grid(n, EW_THREADS), EW_THREADS, 0, b->stream>>>(y, gate, up, n, tw, kind);
+    if (CU_LAUNCHED(b, "k_silu_mul")) cu_twin_done(b);
 }
 
 void cu_embed(cu_backend *b, float *y, const plm_weight *w, const int32_t *ids, int64_t n)

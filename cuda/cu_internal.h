@@ -6,6 +6,8 @@
 #define PLM_CUDA_CU_INTERNAL_H
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
@@ -38,6 +40,21 @@ typedef struct cu_lt_algo {
     cublasLtMatmulAlgo_t algo;
 } cu_lt_algo;
 
+/* A bf16 (or f16) copy of a float32 activation, written by the kernel that produced it
+ * (norms, activations, SiLU gating) so the 16-bit GEMM that reads it next skips its rounding
+ * pass: 2 bytes more written by the producer instead of 4 read + 2 written and a launch. The
+ * values are the rounding pass's, bit for bit. A twin serves only the op right after the one
+ * that made it, and only when no kernel ran in between: ops are the unit the model code
+ * sequences, and cu_matmul runs first in every op that calls it, so the float32 rows cannot
+ * have changed since. */
+enum { CU_TWIN_NONE = 0, CU_TWIN_BF16 = 1, CU_TWIN_F16 = 2 };
+typedef struct cu_twin {
+    const float *of; /* the float32 rows it copies, or NULL: none */
+    int64_t n;       /* elements */
+    int kind;        /* CU_TWIN_BF16 or CU_TWIN_F16 */
+    unsigned long long seq, launch; /* op_seq and n_launch when it was made */
+} cu_twin;
+
 typedef struct cu_backend {
     plm_backend base;
     int device;
@@ -49,7 +66,7 @@ typedef struct cu_backend {
     void *lt_ws;
     size_t lt_ws_bytes;
     int force_gemmex; /* PLM_CUDA_GEMM=gemmex: always take the cublasGemmEx path (testing) */
-    long n_matmul, n_fallback; /* for cu_test_hooks.h */
+    long n_matmul, n_fallback, n_twin_used; /* for cu_test_hooks.h */
     cu_lt_algo lt_cache[CU_LT_CACHE];
     unsigned lt_next; /* the entry a new shape replaces once the cache is full */
 
@@ -60,6 +77,12 @@ typedef struct cu_backend {
     cu_buf stage_dev; /* where staged bytes land; reused in stream order */
 
     cu_buf conv; /* activations rounded to bf16/f16 for a matmul */
+    cu_buf twin_buf; /* the twin (below) the last producing kernel wrote */
+    cu_twin twin;
+    int twin_want; /* CU_TWIN_BF16/F16: the 16-bit type the last rounded matmul needed */
+    int twin_off;  /* PLM_CUDA_TWIN=0: producers write no twins (comparisons) */
+    unsigned long long op_seq; /* backend ops entered so far */
+    unsigned long long n_launch; /* kernels launched so far (cu_launched) */
     cu_buf tmp;  /* copy2d through a temporary when the ranges overlap */
     cu_buf stats; /* attn_probs: per (query, head) softmax max and normaliser */
     cu_buf decode_work; /* cu_attn_decode: the splits' partial softmax states */
@@ -175,6 +198,7 @@ static inline int cu_launch_pdl(cu_backend *b, const char *name, void (*kernel)(
     cfg.numAttrs = b->pdl ? 1 : 0;
     cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, args...);
     if (!cu_check_rt(b, e, name, __FILE__, __LINE__)) return 0;
+    b->n_launch++;
     if (b->prof) cu_prof_mark(b, name);
     return 1;
 }
@@ -189,7 +213,9 @@ void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t
 void cu_add(cu_backend *b, float *y, const float *a, const float *c, int64_t n);
 void cu_add_row(cu_backend *b, float *y, const float *x, const float *row, int64_t m, int64_t n);
 void cu_act(cu_backend *b, float *y, const float *x, int64_t n, plm_act act);
-void cu_silu_mul(cu_backend *b, float *y, const float *gate, const float *up, int64_t n);
+/* rows: of the n elements, or -1 when the op does not say (judges whether to write a twin) */
+void cu_silu_mul(cu_backend *b, float *y, const float *gate, const float *up, int64_t rows,
+                 int64_t n);
 void cu_embed(cu_backend *b, float *y, const plm_weight *w, const int32_t *ids, int64_t n);
 void cu_copy2d(cu_backend *b, float *dst, int64_t dst_stride, const float *src,
                int64_t src_stride, int64_t rows, int64_t cols);
@@ -238,6 +264,29 @@ char *cu_stage_merges(cu_backend *b, const int32_t *head, const int32_t *dst,
                       const char *what);
 /* Converts n floats to bf16 (bf16 != 0) or f16 into dst (device), on b's stream. */
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16);
+
+/* Producers of twins (see cu_twin): cu_twin_begin returns where the kernel about to be launched
+ * should write the twin of y (n elements in `rows` rows; rows < 0: unknown), and its kind, or
+ * NULL when none is wanted (decode-sized rows, float32 weights, switched off, or no room while
+ * recording); cu_twin_done, after the launch, makes it available. cu_twin_take returns the twin
+ * of x when the current op may use it, else NULL. */
+void *cu_twin_begin(cu_backend *b, const float *y, int64_t rows, int64_t n, int *kind);
+void cu_twin_done(cu_backend *b);
+const void *cu_twin_take(cu_backend *b, const float *x, int64_t n, int kind);
+
+/* Writes element i of a twin (kind as cu_twin_begin gave it; tw NULL: nothing). Saturating
+ * for f16, like k_round_f16. */
+__device__ static inline void cu_twin_store(void *tw, int kind, int64_t i, float v)
+{
+    if (!tw) return;
+    if (kind == CU_TWIN_BF16) {
+        ((__nv_bfloat16 *)tw)[i] = __float2bfloat16_rn(v);
+    } else {
+        if (v > 65504.0f) v = 65504.0f; /* NaN stays NaN, as there */
+        else if (v < -65504.0f) v = -65504.0f;
+        ((__half *)tw)[i] = __float2half_rn(v);
+    }
+}
 /* The bitmap KV store's ops (cu_kv_bitmap.cu; Mustafar, prune/kv_bitmap.h). */
 extern const plm_kv_bitmap_ops cu_kv_bitmap_ops;
 

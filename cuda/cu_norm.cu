@@ -20,8 +20,9 @@ __device__ static float block_sum(float v, float *red)
     return v;
 }
 
+/* tw: the bf16/f16 twin of y for the GEMM after (cu_twin), or NULL */
 __global__ void k_layernorm(float *y, const float *x, const float *g, const float *bias,
-                            int64_t n, float eps)
+                            int64_t n, float eps, void *tw, int tw_kind)
 {
     __shared__ float red[32];
     const float *xr = x + blockIdx.x * n;
@@ -36,11 +37,15 @@ __global__ void k_layernorm(float *y, const float *x, const float *g, const floa
     }
     const float var = block_sum(v, red) / (float)n;
     const float inv = 1.0f / sqrtf(var + eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-        yr[i] = ((xr[i] - mean) * inv) * g[i] + (bias ? bias[i] : 0.0f);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float o = ((xr[i] - mean) * inv) * g[i] + (bias ? bias[i] : 0.0f);
+        yr[i] = o;
+        cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
+    }
 }
 
-__global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps)
+__global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps,
+                          void *tw, int tw_kind)
 {
     __shared__ float red[32];
     cu_pdl_trigger();
@@ -49,14 +54,18 @@ __global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, f
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
     const float inv = 1.0f / sqrtf(block_sum(s, red) / (float)n + eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float o = g[i] * (xr[i] * inv);
+        yr[i] = o;
+        cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
+    }
 }
 
 /* k_rmsnorm after x += h. Each thread reads its own elements of h before any are written, so
  * y may be h. The next op (a GEMV) may start loading its
  * weights meanwhile (cu_pdl_trigger). */
 __global__ void k_add_rmsnorm(float *y, float *x, const float *h, const float *g, int64_t n,
-                              float eps)
+                              float eps, void *tw, int tw_kind)
 {
     __shared__ float red[32];
     cu_pdl_trigger();
@@ -70,7 +79,11 @@ __global__ void k_add_rmsnorm(float *y, float *x, const float *h, const float *g
         s += v * v;
     }
     const float inv = 1.0f / sqrtf(block_sum(s, red) / (float)n + eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = g[i] * (xr[i] * inv);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float o = g[i] * (xr[i] * inv);
+        yr[i] = o;
+        cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
+    }
 }
 
 /* Fewer threads for short rows so most of the block is not idle; always whole warps. */
@@ -94,16 +107,20 @@ void cu_layernorm(cu_backend *b, float *y, const float *x, const float *g, const
                   int64_t m, int64_t n, float eps)
 {
     if (!norm_args_ok(b, "layernorm", m, n) || m == 0 || n == 0) return;
-    k_layernorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, bias, n, eps);
-    CU_LAUNCHED(b, "k_layernorm");
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, m, m * n, &kind);
+    k_layernorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, bias, n, eps, tw, kind);
+    if (CU_LAUNCHED(b, "k_layernorm")) cu_twin_done(b);
 }
 
 void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t m, int64_t n,
                 float eps)
 {
     if (!norm_args_ok(b, "rmsnorm", m, n) || m == 0 || n == 0) return;
-    k_rmsnorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, n, eps);
-    CU_LAUNCHED(b, "k_rmsnorm");
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, m, m * n, &kind);
+    k_rmsnorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, n, eps, tw, kind);
+    if (CU_LAUNCHED(b, "k_rmsnorm")) cu_twin_done(b);
 }
 
 void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const float *g,
@@ -114,6 +131,8 @@ void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const flo
      * kernel, and its latency is a few dependent loads per thread */
     int threads = 32;
     while (threads < 1024 && threads * 4 < n) threads *= 2;
-    k_add_rmsnorm<<<(unsigned)m, threads, 0, b->stream>>>(y, x, h, g, n, eps);
-    CU_LAUNCHED(b, "k_add_rmsnorm");
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, m, m * n, &kind);
+    k_add_rmsnorm<<<(unsigned)m, threads, 0, b->stream>>>(y, x, h, g, n, eps, tw, kind);
+    if (CU_LAUNCHED(b, "k_add_rmsnorm")) cu_twin_done(b);
 }

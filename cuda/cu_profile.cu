@@ -164,6 +164,7 @@ int cu_launched(cu_backend *b, const char *kernel, const char *file, int line)
         snprintf(what, sizeof what, "launch of %s", kernel);
         return cu_check_rt(b, e, what, file, line);
     }
+    b->n_launch++; /* a twin made before this kernel may be stale now (cu_twin_take) */
     if (b->prof) cu_prof_mark(b, kernel);
     return 1;
 }

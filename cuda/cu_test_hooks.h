@@ -12,6 +12,8 @@ extern "C" {
 /* Matmuls run on this CUDA backend so far, and how many of them took the cublasGemmEx
  * fallback because cuBLASLt had no algorithm (or PLM_CUDA_GEMM=gemmex forced it). */
 void plm_cuda_gemm_counts(plm_backend *be, long *n_matmul, long *n_fallback);
+/* Matmuls that read a producer's bf16/f16 twin instead of rounding their input (cu_twin). */
+long plm_cuda_twin_uses(plm_backend *be);
 
 /* For benchmarks (cuda/cu_timing.cu). Times fn(ctx), which enqueues ops on be, n times: before
  * each run the GPU reads a 256 MiB buffer (so L2 holds none of the op's inputs) and then idles

@@ -102,6 +102,142 @@ static void matmuls_gemmex(void)
     plm_backend_free(g2);
 }
 
+/* ---- bf16/f16 twins (cu_twin): producers write the rounded copy the next GEMM reads ---- */
+
+enum { TW_M = 300, TW_D = 256, TW_I = 512, TW_STEPS = 9 };
+
+typedef struct twin_run {
+    float *out;      /* TW_STEPS x [TW_M x TW_I] on the host: each step's last matmul */
+    long uses;       /* matmuls that read a twin */
+    int expected;    /* uses the fused/unfused op table should give */
+} twin_run;
+
+/* One producer -> matmul chain after another on g (weights of dtype dt), then three cases a twin
+ * must not serve: the rows changed by an op that writes no twin (add), by an upload, and a twin
+ * of other rows in between. */
+static void twin_chain(plm_backend *g, plm_dtype dt, twin_run *r)
+{
+    const plm_backend_ops *o = g->ops;
+    const int64_t M = TW_M, D = TW_D, I = TW_I;
+    seed(4242);
+    float *x = rand_vec((size_t)(M * I), 2.0f, 0.5f), *c = rand_vec((size_t)(M * I), 1.0f, 0.0f);
+    float *gm = rand_vec((size_t)I, 1.0f, 1.0f), *bt = rand_vec((size_t)I, 0.5f, 0.0f);
+    float *w1f = rand_vec((size_t)(D * D), 1.0f / 16, 0.0f);
+    float *wgf = rand_vec((size_t)(I * D), 1.0f / 16, 0.0f);
+    float *wdf = rand_vec((size_t)(D * I), 1.0f / 22, 0.0f);
+    void *w1h = to_dtype(w1f, (size_t)(D * D), dt), *wgh = to_dtype(wgf, (size_t)(I * D), dt);
+    void *wdh = to_dtype(wdf, (size_t)(D * I), dt);
+    const size_t es = plm_dtype_size(dt);
+    plm_weight w1 = {dt, D, D, dev_from(g, w1h, (size_t)(D * D) * es)};
+    plm_weight wg = {dt, I, D, dev_from(g, wgh, (size_t)(I * D) * es)};
+    plm_weight wd = {dt, D, I, dev_from(g, wdh, (size_t)(D * I) * es)};
+    float *dx = dev_from(g, x, (size_t)(M * I) * 4), *dc = dev_from(g, c, (size_t)(M * I) * 4);
+    float *dg = dev_from(g, gm, (size_t)I * 4), *db = dev_from(g, bt, (size_t)I * 4);
+    float *h = dev_nan(g, (size_t)(M * I)), *h2 = dev_nan(g, (size_t)(M * I));
+    float *res = dev_from(g, x, (size_t)(M * D) * 4), *u = dev_nan(g, (size_t)(M * I));
+    float *y = dev_nan(g, (size_t)(M * I)), *y2 = dev_nan(g, (size_t)(M * D));
+    const long before = plm_cuda_twin_uses(g);
+    int step = 0, exp = 0;
+#define TW_KEEP(buf, n)                                                                            \
+    do {                                                                                           \
+        o->download(g, r->out + (size_t)step * M * I, (buf), (size_t)(n) * sizeof(float));         \
+        step++;                                                                                    \
+    } while (0)
+    o->matmul(g, y, dx, &w1, NULL, M); /* the first 16-bit GEMM: producers write twins after it */
+    o->rmsnorm(g, h, dx, dg, M, D, 1e-6f);
+    o->matmul(g, y, h, &w1, NULL, M), exp++;
+    TW_KEEP(y, M * D);
+    o->layernorm(g, h, dx, dg, db, M, D, 1e-5f);
+    o->matmul(g, y, h, &w1, NULL, M), exp++;
+    TW_KEEP(y, M * D);
+    if (o->add_rmsnorm) {
+        o->add_rmsnorm(g, h, res, dc, dg, M, D, 1e-6f);
+    } else {
+        o->add(g, res, res, dc, M * D);
+        o->rmsnorm(g, h, res, dg, M, D, 1e-6f);
+    }
+    if (o->matmul_multi) {
+        float *ys[2] = {y, y2};
+        const plm_weight *ws[2] = {&w1, &w1};
+        const float *bs[2] = {NULL, db};
+        o->matmul_multi(g, 2, ys, h, ws, bs, M), exp += 2;
+    } else {
+        o->matmul(g, y, h, &w1, NULL, M), exp++;
+        o->matmul(g, y2, h, &w1, db, M);
+    }
+    TW_KEEP(y2, M * D);
+    o->rmsnorm(g, h, dx, dg, M, D, 1e-6f);
+    if (o->matmul_glu) {
+        o->matmul_glu(g, y, u, h, &wg, NULL, &wg, db, M), exp += 2;
+    } else {
+        o->matmul(g, y, h, &wg, NULL, M), exp++;
+        o->matmul(g, u, h, &wg, db, M);
+        o->silu_mul(g, y, y, u, M * I);
+    }
+    o->matmul(g, y2, y, &wd, NULL, M), exp++;
+    TW_KEEP(y2, M * D);
+    o->act(g, h, dx, M * I, PLM_ACT_QUICK_GELU); /* rows unknown: judged by size */
+    o->matmul(g, y2, h, &wd, NULL, M), exp++;
+    TW_KEEP(y2, M * D);
+    o->silu_mul(g, h, dx, dc, M * I);
+    o->matmul(g, y2, h, &wd, NULL, M), exp++;
+    TW_KEEP(y2, M * D);
+    o->rmsnorm(g, h, dx, dg, M, D, 1e-6f); /* then changed by an op without a twin */
+    o->add(g, h, h, dc, M * D);
+    o->matmul(g, y, h, &w1, NULL, M);
+    TW_KEEP(y, M * D);
+    o->rmsnorm(g, h, dx, dg, M, D, 1e-6f); /* then overwritten from the host */
+    o->upload(g, h, c, (size_t)(M * D) * 4);
+    o->matmul(g, y, h, &w1, NULL, M);
+    TW_KEEP(y, M * D);
+    o->rmsnorm(g, h, dx, dg, M, D, 1e-6f); /* then another twin in between */
+    o->rmsnorm(g, h2, dc, dg, M, D, 1e-6f);
+    o->matmul(g, y, h, &w1, NULL, M);
+    TW_KEEP(y, M * D);
+#undef TW_KEEP
+    r->uses = plm_cuda_twin_uses(g) - before;
+    r->expected = exp;
+    void *bufs[] = {(void *)w1.data, (void *)wg.data, (void *)wd.data, dx, dc, dg, db, h, h2, res,
+                    u, y, y2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) o->release(g, bufs[i]);
+    free(x), free(c), free(gm), free(bt), free(w1f), free(wgf), free(wdf);
+    free(w1h), free(wgh), free(wdh);
+}
+
+/* The chain with twins and without (PLM_CUDA_TWIN=0, a second instance) must agree bit for bit:
+ * a twin holds the rounding pass's values, and a stale one would show as a difference. */
+static void test_twins(plm_dtype dt)
+{
+    const size_t n = (size_t)TW_STEPS * TW_M * TW_I;
+    twin_run on = {xmalloc(n * 4), 0, 0}, off = {xmalloc(n * 4), 0, 0};
+    for (size_t i = 0; i < n; i++) on.out[i] = off.out[i] = 0.0f;
+    setenv("PLM_CUDA_TWIN", "0", 1);
+    plm_backend *g0 = NULL;
+    plm_error err;
+    plm_status st = plm_backend_cuda_new(0, &g0, &err);
+    unsetenv("PLM_CUDA_TWIN");
+    char name[64];
+    snprintf(name, sizeof name, "twins_%s", plm_dtype_name(dt));
+    if (st != PLM_OK) {
+        result(0, name, 0, 0, err.msg);
+        free(on.out), free(off.out);
+        return;
+    }
+    twin_chain(gpu, dt, &on);
+    twin_chain(g0, dt, &off);
+    const char *e = gpu->ops->error(gpu) ? gpu->ops->error(gpu) : g0->ops->error(g0);
+    size_t diff = 0;
+    for (size_t i = 0; i < n; i++) diff += memcmp(&on.out[i], &off.out[i], sizeof(float)) != 0;
+    char why[160];
+    snprintf(why, sizeof why, "%s%zu elements differ; twins read %ld times (expected %d), %ld "
+             "with PLM_CUDA_TWIN=0", e ? e : "", diff, on.uses, on.expected, off.uses);
+    printf("  %s: twins read %ld times, %zu of %zu elements differ\n", name, on.uses, diff, n);
+    result(!e && diff == 0 && on.uses == on.expected && off.uses == 0, name, (double)diff, 0,
+           why);
+    plm_backend_free(g0);
+    free(on.out), free(off.out);
+}
+
 /* ---- norms and elementwise ---- */
 
 static void test_norms(int64_t m, int64_t n)
@@ -523,6 +659,8 @@ int main(void)
     if (!getenv("PLM_TEST_SKIP_MATMUL")) {
         matmuls();
         matmuls_gemmex();
+        test_twins(PLM_BF16);
+        test_twins(PLM_F16);
     }
     test_norms(1, 33);
     test_norms(7, 1024);
