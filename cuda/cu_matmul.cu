@@ -2,8 +2,9 @@
  * Weights stay in their stored dtype. For F16/BF16 weights the float32 activations are rounded to
  * that dtype first so the tensor cores run a 16-bit GEMM with float32 accumulation and output
  * (the CPU widens the weights instead; the difference is the activations' rounding, ~2^-9 for
- * bf16). F32 weights run a true float32 GEMM (compute 32F, never TF32), matching the CPU to
- * float rounding.
+ * bf16). Where the kernel that produced the activations already wrote that rounded copy (a
+ * twin, cu_internal.h cu_twin) the GEMM reads it and the rounding pass is skipped. F32 weights
+ * run a true float32 GEMM (compute 32F, never TF32), matching the CPU to float rounding.
  *
  * Layout: row-major W[n][k] is, to column-major cuBLAS, a k x n matrix with ld k; x[m][k] is
  * k x m; y[m][n] is n x m. So y^T = op(W)^T-with-trans: C(n x m) = A^T(n x k) * B(k x m). */
