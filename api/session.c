@@ -134,6 +134,11 @@ plm_status plm_session_set_image_rgb(plm_session *s, const uint8_t *rgb, int w, 
     return PLM_OK;
 }
 
+void plm_session_clear_image(plm_session *s)
+{
+    drop_image(s);
+}
+
 void plm_session_keep_prompt_logits(plm_session *s, int keep)
 {
     s->keep_logits = keep;

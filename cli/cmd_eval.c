@@ -194,9 +194,13 @@ static char *answer_item(plm_session *s, const eval_item *it, int *correct)
 {
     char *pred = NULL;
     const char *error = NULL;
-    if (it->image && plm_session_set_image_file(s, it->image) != PLM_OK)
+    /* the session keeps an image for the prompts after it: a text item must not inherit
+     * the image of the item before (nor of the last item of the setting before) */
+    if (!it->image)
+        plm_session_clear_image(s);
+    else if (plm_session_set_image_file(s, it->image) != PLM_OK)
         error = plm_last_error(s);
-    else if (plm_session_ask(s, it->question, NULL, NULL, &pred) != PLM_OK)
+    if (!error && plm_session_ask(s, it->question, NULL, NULL, &pred) != PLM_OK)
         error = plm_last_error(s);
     *correct = !error && eval_is_correct(pred, it->answer);
     char *line = result_line(it, pred, *correct, error, s);

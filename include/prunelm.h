@@ -115,9 +115,13 @@ plm_status plm_session_new(plm_model *model, const plm_session_params *params, p
 void plm_session_free(plm_session *s);
 const char *plm_last_error(const plm_session *s);
 
-/* Attaches an image to the next prompt: from a file, or from packed RGB8 rows. */
+/* Attaches an image to the prompts that follow, from a file or from packed RGB8 rows. It stays
+ * attached (a conversation about one image) until another replaces it or
+ * plm_session_clear_image detaches it. */
 plm_status plm_session_set_image_file(plm_session *s, const char *path);
 plm_status plm_session_set_image_rgb(plm_session *s, const uint8_t *rgb, int width, int height);
+/* Detaches the image: the prompts that follow are text only. */
+void plm_session_clear_image(plm_session *s);
 
 /* Called for every generated piece of text (complete UTF-8 only). Return non-zero to stop. */
 typedef int (*plm_token_fn)(const char *piece, int32_t token, void *user);

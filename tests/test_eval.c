@@ -97,6 +97,47 @@ Test(eval, a_context_goes_before_the_question)
     rmdir(dir);
 }
 
+/* A text item after an image item must be asked without the image: the session keeps an
+ * image for the prompts after it, and a pass key behind 576 image tokens is another task. */
+Test(eval, a_text_item_after_an_image_item_has_no_image)
+{
+    char dir[512], path[600], out[600], cmd[2048];
+    tmpdir(dir, sizeof dir, "mixed");
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    write_file(path, "{\"id\": \"a\", \"image\": \"" FIX "gqa_bf16_sharded/image.png\", "
+                     "\"question\": \"What colour?\", \"answer\": \"red\"}\n"
+                     "{\"id\": \"b\", \"context\": \"The pass key is 123.\", "
+                     "\"question\": \"What is the pass key?\", \"answer\": \"123\"}\n");
+    snprintf(out, sizeof out, "%s/out", dir);
+    /* two settings: the second starts where the first ended, after the text item */
+    snprintf(cmd, sizeof cmd, "%s eval -q --threads 1 --max-tokens 2 --model " FIX
+             "gqa_bf16_sharded --data %s --out %s --kv none --kv streaming:budget=64",
+             PLM_CLI, path, out);
+    cr_assert_eq(system(cmd), 0);
+    const char *settings[] = {"kv_none", "kv_streaming_budget_64"};
+    for (int k = 0; k < 2; k++) {
+        char res[800], *text;
+        size_t len;
+        plm_error err;
+        snprintf(res, sizeof res, "%s/%s/results.jsonl", out, settings[k]);
+        cr_assert_eq(plm_read_file(res, 1 << 20, &text, &len, &err), PLM_OK, "%s", err.msg);
+        char *nl = strchr(text, '\n');
+        cr_assert(nl && strstr(nl + 1, "\"id\":\"b\""), "%s", text);
+        cJSON *a = cJSON_ParseWithLength(text, (size_t)(nl - text)), *b = cJSON_Parse(nl + 1);
+        cr_assert(a && b);
+        const cJSON *ta = cJSON_GetObjectItem(a, "tokens"), *tb = cJSON_GetObjectItem(b, "tokens");
+        cr_assert_gt(cJSON_GetObjectItem(ta, "image")->valuedouble, 0, "%s", settings[k]);
+        cr_assert_eq(cJSON_GetObjectItem(tb, "image")->valuedouble, 0,
+                     "%s: the text item was asked with the image before it", settings[k]);
+        cr_assert_null(cJSON_GetObjectItem(b, "error"), "%s", settings[k]);
+        cJSON_Delete(a);
+        cJSON_Delete(b);
+        free(text);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
 Test(eval, answers_are_compared_after_normalising)
 {
     cr_assert(eval_is_correct(" Red.", "red"));
