@@ -244,4 +244,16 @@ static inline void plm_backend_free(plm_backend *be)
     if (be) be->ops->destroy(be);
 }
 
+/* y[i] = x * w[i]^T + bias[i] for i < n (q, k and v of one input): one matmul_multi where the
+ * backend has it, else n matmuls in order. */
+static inline void plm_matmul_n(plm_backend *be, int n, float *const *y, const float *x,
+                                const plm_weight *const *w, const float *const *bias, int64_t m)
+{
+    if (be->ops->matmul_multi) {
+        be->ops->matmul_multi(be, n, y, x, w, bias, m);
+        return;
+    }
+    for (int i = 0; i < n; i++) be->ops->matmul(be, y[i], x, w[i], bias[i], m);
+}
+
 #endif

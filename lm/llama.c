@@ -227,16 +227,10 @@ static void step_ops(const llama_model *m, plm_backend *be, llama_kv *kv, float 
         const llama_layer *L = &m->layers[l];
         if (l) add_norm(op, be, h, x, L->in_norm, 1, D, c->rms_eps);
         else op->rmsnorm(be, h, x, L->in_norm, 1, D, c->rms_eps);
-        if (op->matmul_multi) {
-            float *const ys[3] = {q, kn, vn};
-            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
-            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
-            op->matmul_multi(be, 3, ys, h, ws, bs, 1);
-        } else {
-            op->matmul(be, q, h, &L->q, L->q_b, 1);
-            op->matmul(be, kn, h, &L->k, L->k_b, 1);
-            op->matmul(be, vn, h, &L->v, L->v_b, 1);
-        }
+        float *const ys[3] = {q, kn, vn};
+        const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+        const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+        plm_matmul_n(be, 3, ys, h, ws, bs, 1);
         const plm_rope_step rs = {q, kn, vn, kv->k[l], kv->v[l], c->n_heads, c->n_kv, (int)hd,
                                   dpos + l, drow + l, dfreq};
         op->rope_append(be, &rs);
@@ -356,16 +350,10 @@ int64_t llama_forward(const llama_model *m, plm_backend *be, llama_kv *kv, float
         if (pending) add_norm(op, be, h, x, L->in_norm, t, D, c->rms_eps);
         else op->rmsnorm(be, h, x, L->in_norm, t, D, c->rms_eps);
         pending = 0;
-        if (op->matmul_multi) {
-            float *const ys[3] = {q, kc, vc};
-            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
-            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
-            op->matmul_multi(be, 3, ys, h, ws, bs, t);
-        } else {
-            op->matmul(be, q, h, &L->q, L->q_b, t);
-            op->matmul(be, kc, h, &L->k, L->k_b, t);
-            op->matmul(be, vc, h, &L->v, L->v_b, t);
-        }
+        float *const ys[3] = {q, kc, vc};
+        const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+        const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+        plm_matmul_n(be, 3, ys, h, ws, bs, t);
         const int32_t *lp = pos;
         int32_t shifted;
         if (kv->shift[l] && t == 1) { /* decoding after a renumbering stage */

@@ -145,16 +145,11 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
         const vit_layer *L = &m->layers[l];
         float *q = w, *k = w + T * D, *v = w + 2 * T * D;
         op->layernorm(be, h, x, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
-        if (op->matmul_multi) { /* one op: the norm's bf16 twin serves all three (cu_twin) */
-            float *const ys[3] = {q, k, v};
-            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
-            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
-            op->matmul_multi(be, 3, ys, h, ws, bs, T);
-        } else {
-            op->matmul(be, q, h, &L->q, L->q_b, T);
-            op->matmul(be, k, h, &L->k, L->k_b, T);
-            op->matmul(be, v, h, &L->v, L->v_b, T);
-        }
+        /* one op where the backend fuses: the norm's bf16 twin serves all three (cu_twin) */
+        float *const ys[3] = {q, k, v};
+        const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+        const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+        plm_matmul_n(be, 3, ys, h, ws, bs, T);
         plm_attn_args a = {.out = att, .q = q, .k = k, .v = v, .tq = T, .tk = T, .q_stride = D,
                            .kv_stride = D, .q_pos0 = 0, .n_heads = c->n_heads,
                            .n_kv = c->n_heads, .head_dim = hd, .causal = 0,
