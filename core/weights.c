@@ -61,9 +61,9 @@ static plm_status own(plm_wsrc *s, void *dev, plm_error *err)
     return PLM_OK;
 }
 
-/* Copies bytes to a new device buffer owned by the source. */
-static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t bytes,
-                         void **out, plm_error *err)
+/* A new device buffer of bytes, owned by the source (name: for the message). */
+static plm_status alloc_owned(plm_wsrc *s, const char *name, size_t bytes, void **out,
+                              plm_error *err)
 {
     void *dev = s->be->ops->alloc(s->be, bytes);
     if (!dev) {
@@ -77,8 +77,16 @@ static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t
         s->be->ops->release(s->be, dev);
         return st;
     }
-    s->be->ops->upload(s->be, dev, host, bytes);
     *out = dev;
+    return PLM_OK;
+}
+
+/* Copies bytes to a new device buffer owned by the source. */
+static plm_status upload(plm_wsrc *s, const char *name, const void *host, size_t bytes,
+                         void **out, plm_error *err)
+{
+    PLM_TRY(alloc_owned(s, name, bytes, out, err));
+    s->be->ops->upload(s->be, *out, host, bytes);
     return PLM_OK;
 }
 
@@ -94,7 +102,7 @@ static plm_status upload_rounded(plm_wsrc *s, const char *name, const st_tensor 
         memcpy(&f, src + (size_t)i * 4, 4);
         h[i] = s->f32_to == PLM_BF16 ? plm_f32_to_bf16(f) : plm_f32_to_f16(f);
     }
-    void *dev;
+    void *dev = NULL;
     plm_status st = upload(s, name, h, (size_t)n * sizeof *h, &dev, err);
     free(h);
     if (st != PLM_OK) return st;
@@ -103,17 +111,26 @@ static plm_status upload_rounded(plm_wsrc *s, const char *name, const st_tensor 
     return PLM_OK;
 }
 
-plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
-                       plm_error *err)
+/* The matrix `name`, checked to be [rows x cols] (later dims flattened into cols). */
+static plm_status find_matrix(const plm_wsrc *s, const char *name, int64_t rows, int64_t cols,
+                              const st_tensor **out, plm_error *err)
 {
-    const st_tensor *t;
-    PLM_TRY(find_req(s, name, &t, err));
+    PLM_TRY(find_req(s, name, out, err));
+    const st_tensor *t = *out;
     if (t->ndim < 2 || t->shape[0] != rows || numel(t) != rows * cols) {
         char sh[128];
         shape_str(t, sh, sizeof sh);
         return plm_fail(err, PLM_E_SHAPE, "%s: tensor '%s' has shape %s, expected [%lld, %lld]",
                         s->what, t->name, sh, (long long)rows, (long long)cols);
     }
+    return PLM_OK;
+}
+
+plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols, plm_weight *w,
+                       plm_error *err)
+{
+    const st_tensor *t;
+    PLM_TRY(find_matrix(s, name, rows, cols, &t, err));
     w->dtype = t->dtype;
     w->rows = rows;
     w->cols = cols;
@@ -122,7 +139,7 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
         PLM_TRY(upload_rounded(s, name, t, rows * cols, w, err));
     } else if (!s->be->ops->host_memory || (uintptr_t)t->data % plm_dtype_size(t->dtype) != 0) {
         /* a device backend, or a hand-made file that left the tensor misaligned: copy it */
-        void *dev;
+        void *dev = NULL;
         PLM_TRY(upload(s, name, t->data, t->nbytes, &dev, err));
         w->data = dev;
     }
@@ -131,32 +148,124 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
     return PLM_OK;
 }
 
+/* The vector `name`, checked to hold n elements (any shape). */
+static plm_status find_vector(const plm_wsrc *s, const char *name, int64_t n,
+                              const st_tensor **out, plm_error *err)
+{
+    PLM_TRY(find_req(s, name, out, err));
+    if (numel(*out) != n) {
+        char sh[128];
+        shape_str(*out, sh, sizeof sh);
+        return plm_fail(err, PLM_E_SHAPE, "%s: tensor '%s' has shape %s, expected %lld elements",
+                        s->what, (*out)->name, sh, (long long)n);
+    }
+    return PLM_OK;
+}
+
+static void widen(const st_tensor *t, int64_t n, float *dst)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *h = t->data;
+        dst[i] = t->dtype == PLM_F32 ? ((const float *)t->data)[i]
+                 : t->dtype == PLM_BF16 ? plm_bf16_to_f32(h[i]) : plm_f16_to_f32(h[i]);
+    }
+}
+
 plm_status wsrc_vector(plm_wsrc *s, const char *name, int64_t n, int optional, float **out,
                        plm_error *err)
 {
     *out = NULL;
     if (optional && !wsrc_find(s, name)) return PLM_OK;
     const st_tensor *t;
-    PLM_TRY(find_req(s, name, &t, err));
-    if (numel(t) != n) {
-        char sh[128];
-        shape_str(t, sh, sizeof sh);
-        return plm_fail(err, PLM_E_SHAPE, "%s: tensor '%s' has shape %s, expected %lld elements",
-                        s->what, t->name, sh, (long long)n);
-    }
+    PLM_TRY(find_vector(s, name, n, &t, err));
     float *host = malloc((size_t)n * sizeof(float));
     if (!host) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory for '%s'", s->what, name);
-    for (int64_t i = 0; i < n; i++) {
-        const uint16_t *h = t->data;
-        host[i] = t->dtype == PLM_F32 ? ((const float *)t->data)[i]
-                  : t->dtype == PLM_BF16 ? plm_bf16_to_f32(h[i]) : plm_f16_to_f32(h[i]);
-    }
-    void *dev;
+    widen(t, n, host);
+    void *dev = NULL;
     plm_status st = upload(s, name, host, (size_t)n * sizeof(float), &dev, err);
     free(host);
     if (st != PLM_OK) return st;
     s->n_params += (size_t)n;
     *out = dev;
+    return PLM_OK;
+}
+
+enum { STACK_MAX = 8 };
+
+plm_status wsrc_matrix_stack(plm_wsrc *s, int n, const char *const *names, const int64_t *rows,
+                             int64_t cols, plm_weight *parts, plm_weight *fused, plm_error *err)
+{
+    const st_tensor *t[STACK_MAX];
+    memset(fused, 0, sizeof *fused);
+    if (n < 1 || n > STACK_MAX)
+        return plm_fail(err, PLM_E_ARG, "%s: %d matrices to stack (1..%d)", s->what, n,
+                        STACK_MAX);
+    int stack = !s->be->ops->host_memory;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        PLM_TRY(find_matrix(s, names[i], rows[i], cols, &t[i], err));
+        /* each part 256-byte aligned in the stack, as a buffer of its own would be (the
+         * kernels' vector loads and cuBLASLt's fast paths assume it) */
+        if (t[i]->dtype != t[0]->dtype || t[i]->nbytes % 256 ||
+            (t[i]->dtype == PLM_F32 && (s->f32_to == PLM_BF16 || s->f32_to == PLM_F16)))
+            stack = 0;
+        total += rows[i];
+    }
+    if (!stack) {
+        for (int i = 0; i < n; i++)
+            PLM_TRY(wsrc_matrix(s, names[i], rows[i], cols, &parts[i], err));
+        return PLM_OK;
+    }
+    const size_t es = plm_dtype_size(t[0]->dtype);
+    void *dev = NULL;
+    PLM_TRY(alloc_owned(s, names[0], (size_t)total * (size_t)cols * es, &dev, err));
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        s->be->ops->upload(s->be, (char *)dev + off, t[i]->data, t[i]->nbytes);
+        parts[i] = (plm_weight){t[i]->dtype, rows[i], cols, (char *)dev + off};
+        off += t[i]->nbytes;
+    }
+    *fused = (plm_weight){t[0]->dtype, total, cols, dev};
+    if (s->n_params == 0) s->dtype = fused->dtype;
+    s->n_params += (size_t)(total * cols);
+    return PLM_OK;
+}
+
+plm_status wsrc_vector_stack(plm_wsrc *s, int n, const char *const *names, const int64_t *lens,
+                             int fused_ok, float **parts, float **fused, plm_error *err)
+{
+    *fused = NULL;
+    if (!fused_ok) {
+        for (int i = 0; i < n; i++) PLM_TRY(wsrc_vector(s, names[i], lens[i], 0, &parts[i], err));
+        return PLM_OK;
+    }
+    const st_tensor *t[STACK_MAX];
+    if (n < 1 || n > STACK_MAX)
+        return plm_fail(err, PLM_E_ARG, "%s: %d vectors to stack (1..%d)", s->what, n,
+                        STACK_MAX);
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        PLM_TRY(find_vector(s, names[i], lens[i], &t[i], err));
+        total += lens[i];
+    }
+    float *host = malloc((size_t)total * sizeof(float));
+    if (!host) return plm_fail(err, PLM_E_NOMEM, "%s: out of memory for '%s'", s->what, names[0]);
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        widen(t[i], lens[i], host + off);
+        off += lens[i];
+    }
+    void *dev = NULL;
+    plm_status st = upload(s, names[0], host, (size_t)total * sizeof(float), &dev, err);
+    free(host);
+    if (st != PLM_OK) return st;
+    off = 0;
+    for (int i = 0; i < n; i++) {
+        parts[i] = (float *)dev + off;
+        off += lens[i];
+    }
+    *fused = dev;
+    s->n_params += (size_t)total;
     return PLM_OK;
 }
 

@@ -32,6 +32,17 @@ plm_status wsrc_matrix(plm_wsrc *s, const char *name, int64_t rows, int64_t cols
  * optional: absent -> *out = NULL and PLM_OK. */
 plm_status wsrc_vector(plm_wsrc *s, const char *name, int64_t n, int optional, float **out,
                        plm_error *err);
+/* n matrices of one width [rows[i] x cols] as one [sum rows x cols] weight, so a product with
+ * all of them is one GEMM: on a device backend they go into one buffer and parts[i] are views
+ * of *fused. Where that cannot be (a host-memory backend, whose weights stay mapped where they
+ * are; parts of different dtypes; float32 parts rounded on load) each part loads alone as
+ * wsrc_matrix does and fused->data is NULL. */
+plm_status wsrc_matrix_stack(plm_wsrc *s, int n, const char *const *names, const int64_t *rows,
+                             int64_t cols, plm_weight *parts, plm_weight *fused, plm_error *err);
+/* The vectors that go with wsrc_matrix_stack's parts (biases), concatenated likewise: parts[i]
+ * are views of *fused when fused_ok, else each loads alone and *fused is NULL. */
+plm_status wsrc_vector_stack(plm_wsrc *s, int n, const char *const *names, const int64_t *lens,
+                             int fused_ok, float **parts, float **fused, plm_error *err);
 /* Releases the vectors this source uploaded. */
 void wsrc_release(plm_wsrc *s);
 

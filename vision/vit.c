@@ -71,9 +71,22 @@ plm_status vit_load(vit_model *m, const vit_config *cfg, const proj_config *pcfg
         vit_layer *L = &m->layers[l];
         L_NORM(ln1_g, ln1_b, "layer_norm1");
         L_NORM(ln2_g, ln2_b, "layer_norm2");
-        L_MAT(q, "self_attn.q_proj", D, D);
-        L_MAT(k, "self_attn.k_proj", D, D);
-        L_MAT(v, "self_attn.v_proj", D, D);
+        char qkv_n[3][128], qkv_bn[3][128];
+        static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
+        for (int i = 0; i < 3; i++) {
+            const char *fmt = "encoder.layers.%d.self_attn.%s.%s";
+            snprintf(qkv_n[i], sizeof qkv_n[i], fmt, l, proj[i], "weight");
+            snprintf(qkv_bn[i], sizeof qkv_bn[i], fmt, l, proj[i], "bias");
+        }
+        const char *const wn[3] = {qkv_n[0], qkv_n[1], qkv_n[2]};
+        const char *const bn[3] = {qkv_bn[0], qkv_bn[1], qkv_bn[2]};
+        const int64_t rows[3] = {D, D, D};
+        plm_weight qkv_w[3];
+        float *qkv_b[3];
+        PLM_TRY(wsrc_matrix_stack(vs, 3, wn, rows, D, qkv_w, &L->qkv, err));
+        PLM_TRY(wsrc_vector_stack(vs, 3, bn, rows, L->qkv.data != NULL, qkv_b, &L->qkv_b, err));
+        L->q = qkv_w[0], L->k = qkv_w[1], L->v = qkv_w[2];
+        L->q_b = qkv_b[0], L->k_b = qkv_b[1], L->v_b = qkv_b[2];
         L_MAT(o, "self_attn.out_proj", D, D);
         L_MAT(fc1, "mlp.fc1", I, D);
         L_MAT(fc2, "mlp.fc2", D, I);
@@ -144,20 +157,25 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
         if (l == m->n_run) break;
         const vit_layer *L = &m->layers[l];
         float *q = w, *k = w + T * D, *v = w + 2 * T * D;
+        int64_t qs = D; /* row stride of q, k and v */
         op->layernorm(be, h, x, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
-        /* one op where the backend fuses: the norm's bf16 twin serves all three (cu_twin) */
-        float *const ys[3] = {q, k, v};
-        const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
-        const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
-        plm_matmul_n(be, 3, ys, h, ws, bs, T);
-        plm_attn_args a = {.out = att, .q = q, .k = k, .v = v, .tq = T, .tk = T, .q_stride = D,
-                           .kv_stride = D, .q_pos0 = 0, .n_heads = c->n_heads,
+        if (L->qkv.data) { /* one GEMM: rows of [q | k | v] */
+            op->matmul(be, w, h, &L->qkv, L->qkv_b, T);
+            q = w, k = w + D, v = w + 2 * D, qs = 3 * D;
+        } else { /* one op where the backend fuses: the norm's bf16 twin serves all three */
+            float *const ys[3] = {q, k, v};
+            const plm_weight *const ws[3] = {&L->q, &L->k, &L->v};
+            const float *const bs[3] = {L->q_b, L->k_b, L->v_b};
+            plm_matmul_n(be, 3, ys, h, ws, bs, T);
+        }
+        plm_attn_args a = {.out = att, .q = q, .k = k, .v = v, .tq = T, .tk = T, .q_stride = qs,
+                           .kv_stride = qs, .q_pos0 = 0, .n_heads = c->n_heads,
                            .n_kv = c->n_heads, .head_dim = hd, .causal = 0,
                            .scale = 1.0f / sqrtf((float)hd)};
         op->attention(be, &a);
         if (taps && l == m->n_run - 1) {
-            op->copy2d(be, taps->q, D, q, D, T, D);
-            op->copy2d(be, taps->k, D, k, D, T, D);
+            op->copy2d(be, taps->q, D, q, qs, T, D);
+            op->copy2d(be, taps->k, D, k, qs, T, D);
         }
         op->matmul(be, h, att, &L->o, L->o_b, T);
         op->add(be, x, x, h, T * D);

@@ -28,6 +28,10 @@ typedef struct vit_layer {
     float *ln1_g, *ln1_b, *ln2_g, *ln2_b;
     plm_weight q, k, v, o, fc1, fc2;
     float *q_b, *k_b, *v_b, *o_b, *fc1_b, *fc2_b;
+    /* q, k and v stacked [3 hidden x hidden] (on a device: q, k, v are views of it) and their
+     * biases, for one GEMM; data NULL where they could not be stacked (wsrc_matrix_stack) */
+    plm_weight qkv;
+    float *qkv_b;
 } vit_layer;
 
 typedef struct vit_model {
