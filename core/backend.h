@@ -185,6 +185,10 @@ typedef struct plm_backend_ops {
      * y may be h. */
     void (*add_rmsnorm)(plm_backend *be, float *y, float *x, const float *h, const float *g,
                         int64_t m, int64_t n, float eps);
+    /* x[m x n] += h, then y = layernorm(x) * g + b (add, layernorm; b may be NULL): the vision
+     * tower's residual and the next norm. y may be h. */
+    void (*add_layernorm)(plm_backend *be, float *y, float *x, const float *h, const float *g,
+                          const float *b, int64_t m, int64_t n, float eps);
     /* rope() on q [t x n_q heads] and on k [t x n_k heads] with the same positions. */
     void (*rope_qk)(plm_backend *be, float *q, int64_t q_stride, int n_q, float *k,
                     int64_t k_stride, int n_k, int64_t t, int hd, const int32_t *pos,

@@ -396,6 +396,13 @@ static void op_add_rmsnorm(plm_backend *be, float *y, float *x, const float *h, 
     if (b) cu_add_rmsnorm(b, y, x, h, g, m, n, eps);
 }
 
+static void op_add_layernorm(plm_backend *be, float *y, float *x, const float *h, const float *g,
+                             const float *bias, int64_t m, int64_t n, float eps)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_add_layernorm(b, y, x, h, g, bias, m, n, eps);
+}
+
 static void op_rope_qk(plm_backend *be, float *q, int64_t q_stride, int n_q, float *k,
                        int64_t k_stride, int n_k, int64_t t, int hd, const int32_t *pos,
                        const float *inv_freq)
@@ -484,6 +491,7 @@ static plm_backend_ops make_ops(int fused, int graph)
         o.matmul_multi = op_matmul_multi;
         o.matmul_glu = op_matmul_glu;
         o.add_rmsnorm = op_add_rmsnorm;
+        o.add_layernorm = op_add_layernorm;
         o.rope_qk = op_rope_qk;
     }
     if (graph) {

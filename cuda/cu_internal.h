@@ -208,6 +208,8 @@ void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, con
                int64_t m);
 void cu_layernorm(cu_backend *b, float *y, const float *x, const float *g, const float *bias,
                   int64_t m, int64_t n, float eps);
+void cu_add_layernorm(cu_backend *b, float *y, float *x, const float *h, const float *g,
+                      const float *bias, int64_t m, int64_t n, float eps);
 void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t m, int64_t n,
                 float eps);
 void cu_add(cu_backend *b, float *y, const float *a, const float *c, int64_t n);

@@ -86,6 +86,36 @@ __global__ void k_add_rmsnorm(float *y, float *x, const float *h, const float *g
     }
 }
 
+/* k_layernorm after x += h (one block per row, as there). Each thread writes y only at
+ * indices whose h it read in the first pass, so y may be h. */
+__global__ void k_add_layernorm(float *y, float *x, const float *h, const float *g,
+                                const float *bias, int64_t n, float eps, void *tw, int tw_kind)
+{
+    __shared__ float red[32];
+    float *xr = x + blockIdx.x * n;
+    const float *hr = h + blockIdx.x * n;
+    float *yr = y + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = xr[i] + hr[i];
+        xr[i] = v;
+        s += v;
+    }
+    const float mean = block_sum(s, red) / (float)n;
+    float v = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float d = xr[i] - mean;
+        v += d * d;
+    }
+    const float var = block_sum(v, red) / (float)n;
+    const float inv = 1.0f / sqrtf(var + eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const float o = ((xr[i] - mean) * inv) * g[i] + (bias ? bias[i] : 0.0f);
+        yr[i] = o;
+        cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
+    }
+}
+
 /* Fewer threads for short rows so most of the block is not idle; always whole warps. */
 static int norm_threads(int64_t n)
 {
@@ -111,6 +141,17 @@ void cu_layernorm(cu_backend *b, float *y, const float *x, const float *g, const
     void *tw = cu_twin_begin(b, y, m, m * n, &kind);
     k_layernorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, g, bias, n, eps, tw, kind);
     if (CU_LAUNCHED(b, "k_layernorm")) cu_twin_done(b);
+}
+
+void cu_add_layernorm(cu_backend *b, float *y, float *x, const float *h, const float *g,
+                      const float *bias, int64_t m, int64_t n, float eps)
+{
+    if (!norm_args_ok(b, "add_layernorm", m, n) || m == 0 || n == 0) return;
+    int kind = 0;
+    void *tw = cu_twin_begin(b, y, m, m * n, &kind);
+    k_add_layernorm<<<(unsigned)m, norm_threads(n), 0, b->stream>>>(y, x, h, g, bias, n, eps, tw,
+                                                                    kind);
+    if (CU_LAUNCHED(b, "k_add_layernorm")) cu_twin_done(b);
 }
 
 void cu_rmsnorm(cu_backend *b, float *y, const float *x, const float *g, int64_t m, int64_t n,

@@ -1,19 +1,24 @@
-/* The vision tower with q, k and v stacked into one weight (core/weights.c wsrc_matrix_stack,
- * taken on device backends: one GEMM instead of three, q/k/v read strided by the attention)
- * against the same tower loaded part by part, on the CPU: a CPU backend whose table says its
- * memory is not the host's loads the way the CUDA backend does, so a wrong offset, stride or
- * bias order in the stacked path shows here without a GPU. */
+/* The vision tower as a device backend runs it, against the tower loaded and run part by
+ * part, on the CPU: q, k and v stacked into one weight (core/weights.c wsrc_matrix_stack, taken
+ * on device backends: one GEMM instead of three, q/k/v read strided by the attention), and the
+ * residual adds fused into the layernorms after them (add_layernorm, the next layer's first
+ * norm moved to the end of the layer before). A CPU backend whose table says its memory is not
+ * the host's loads the way the CUDA backend does, so a wrong offset, stride, bias order or
+ * deferred norm shows here without a GPU. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api/config.h"
 #include "core/backend.h"
+#include "core/dtype.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
 #include "tests/support/compare.h"
 #include "vision/vit.h"
 
-#define FIX PLM_SOURCE_DIR "/tests/fixtures/models/tiny_f32"
+#define FIX PLM_SOURCE_DIR "/tests/fixtures/models/"
 
 static const char *const VIS[] = {"model.vision_tower.vision_model.", "vision_tower.vision_model.",
                                   "vision_tower.", NULL};
@@ -60,13 +65,25 @@ static void unload(tower *t)
     free(t->feat);
 }
 
-Test(vit_stack, stacked_qkv_matches_the_parts)
+/* The CPU table, which the composed fused op below calls. */
+static const plm_backend_ops *plain_ops;
+
+static void t_add_layernorm(plm_backend *be, float *y, float *x, const float *h, const float *g,
+                            const float *b, int64_t m, int64_t n, float eps)
 {
+    plain_ops->add(be, x, x, h, m * n);
+    plain_ops->layernorm(be, y, x, g, b, m, n, eps);
+}
+
+static void check_model(const char *name)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, FIX "%s", name);
     plm_error err;
     llava_config cfg;
-    cr_assert_eq(llava_config_load(FIX, &cfg, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(llava_config_load(dir, &cfg, &err), PLM_OK, "%s", err.msg);
     st_set *set;
-    cr_assert_eq(st_set_open_dir(FIX, &set, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(st_set_open_dir(dir, &set, &err), PLM_OK, "%s", err.msg);
     plm_backend *be;
     cr_assert_eq(plm_backend_cpu_new(1, &be, &err), PLM_OK, "%s", err.msg);
     const int S = cfg.vision.image_size;
@@ -84,11 +101,26 @@ Test(vit_stack, stacked_qkv_matches_the_parts)
     load_and_run(set, &cfg, be, pix, &stacked);
     be->ops = plain;
 
+    /* and with add_layernorm: the residual adds fused with the norm after them, the next
+     * layer's first norm moved to the end of the layer before; the same ops, so bit for bit */
+    tower fused;
+    plain_ops = plain;
+    dev.add_layernorm = t_add_layernorm;
+    be->ops = &dev;
+    load_and_run(set, &cfg, be, pix, &fused);
+    be->ops = plain;
+    cr_assert_eq(fused.n_feat, stacked.n_feat);
+    cr_assert_eq(max_abs_diff(fused.feat, stacked.feat, fused.n_feat), 0.0,
+                 "add_layernorm's path differs: %g",
+                 max_abs_diff(fused.feat, stacked.feat, fused.n_feat));
+    unload(&fused);
+
     const int64_t D = cfg.vision.hidden;
     const vit_layer *L = &stacked.m.layers[0];
     cr_assert_not_null(L->qkv.data, "the device-like backend did not stack q, k, v");
     cr_assert_eq(L->qkv.rows, 3 * D);
-    cr_assert_eq((const char *)L->k.data, (const char *)L->qkv.data + D * D * sizeof(float));
+    cr_assert_eq((const char *)L->k.data,
+                 (const char *)L->qkv.data + D * D * plm_dtype_size(L->qkv.dtype));
     cr_assert_eq(L->v_b, L->qkv_b + 2 * D);
     cr_assert_eq(stacked.vs.n_params, parts.vs.n_params, "parameter counts differ");
     cr_assert_eq(stacked.n_feat, parts.n_feat);
@@ -101,3 +133,8 @@ Test(vit_stack, stacked_qkv_matches_the_parts)
     plm_backend_free(be);
     st_set_close(set);
 }
+
+Test(vit_stack, tiny_f32) { check_model("tiny_f32"); }
+/* three layers run: two residual adds carry the next layer's norm */
+Test(vit_stack, gqa_bf16_sharded) { check_model("gqa_bf16_sharded"); }
+Test(vit_stack, mqa_f32_oldnames) { check_model("mqa_f32_oldnames"); }

@@ -133,6 +133,19 @@ int vit_feature_dim(const vit_model *m)
     return m->cfg.hidden * m->cfg.n_feature_layers;
 }
 
+/* x += r, then y = layernorm(x) * g + b: one pass where the backend fuses them. */
+static void add_norm(const plm_backend_ops *op, plm_backend *be, float *y, float *x,
+                     const float *r, const float *g, const float *b, int64_t T, int64_t D,
+                     float eps)
+{
+    if (op->add_layernorm) {
+        op->add_layernorm(be, y, x, r, g, b, T, D, eps);
+        return;
+    }
+    op->add(be, x, x, r, T * D);
+    op->layernorm(be, y, x, g, b, T, D, eps);
+}
+
 void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float *feat,
                 const vit_taps *taps, float *scratch)
 {
@@ -146,10 +159,10 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
     op->patchify(be, w, pixels, c->n_channels, c->image_size, c->patch_size);
     op->matmul(be, x + D, w, &m->patch, NULL, Np);
     op->copy2d(be, x, D, m->cls, D, 1, D);
-    op->add(be, x, x, m->pos, T * D);
-    op->layernorm(be, x, x, m->pre_g, m->pre_b, T, D, c->ln_eps);
+    add_norm(op, be, x, x, m->pos, m->pre_g, m->pre_b, T, D, c->ln_eps);
 
     const int64_t fd = D * c->n_feature_layers;
+    int normed = 0; /* h already holds this layer's first norm (fused with the last add) */
     for (int l = 0; l <= m->n_run; l++) {
         for (int f = 0; f < c->n_feature_layers; f++)
             if (vit_resolve_layer(c, c->feature_layers[f]) == l)
@@ -158,7 +171,7 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
         const vit_layer *L = &m->layers[l];
         float *q = w, *k = w + T * D, *v = w + 2 * T * D;
         int64_t qs = D; /* row stride of q, k and v */
-        op->layernorm(be, h, x, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
+        if (!normed) op->layernorm(be, h, x, L->ln1_g, L->ln1_b, T, D, c->ln_eps);
         if (L->qkv.data) { /* one GEMM: rows of [q | k | v] */
             op->matmul(be, w, h, &L->qkv, L->qkv_b, T);
             q = w, k = w + D, v = w + 2 * D, qs = 3 * D;
@@ -178,12 +191,17 @@ void vit_encode(const vit_model *m, plm_backend *be, const float *pixels, float 
             op->copy2d(be, taps->k, D, k, qs, T, D);
         }
         op->matmul(be, h, att, &L->o, L->o_b, T);
-        op->add(be, x, x, h, T * D);
-        op->layernorm(be, h, x, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
+        add_norm(op, be, h, x, h, L->ln2_g, L->ln2_b, T, D, c->ln_eps);
         op->matmul(be, w, h, &L->fc1, L->fc1_b, T);
         op->act(be, w, w, T * c->intermediate, c->act);
         op->matmul(be, h, w, &L->fc2, L->fc2_b, T);
-        op->add(be, x, x, h, T * D);
+        normed = op->add_layernorm && l + 1 < m->n_run;
+        if (normed) { /* the residual and the next layer's first norm in one pass */
+            const vit_layer *N = &m->layers[l + 1];
+            op->add_layernorm(be, h, x, h, N->ln1_g, N->ln1_b, T, D, c->ln_eps);
+        } else {
+            op->add(be, x, x, h, T * D);
+        }
     }
 }
 

@@ -270,6 +270,26 @@ static void test_norms(int64_t m, int64_t n)
         free(got);
         gpu->ops->release(gpu, dy);
     }
+    /* add_layernorm (the fused op): x += h, then h = layernorm(x) in place of h, against the
+     * CPU's add + layernorm; both results (the new x and the norm) are checked */
+    if (gpu->ops->add_layernorm) {
+        float *hres = rand_vec((size_t)(m * n), 1.0f, -0.5f);
+        float *xw = xmalloc((size_t)(m * n) * 4);
+        memcpy(xw, x, (size_t)(m * n) * 4);
+        cpu->ops->add(cpu, xw, xw, hres, m * n);
+        cpu->ops->layernorm(cpu, want, xw, gm, bt, m, n, 1e-5f);
+        float *dxx = dev_from(gpu, x, (size_t)(m * n) * 4);
+        float *dh = dev_from(gpu, hres, (size_t)(m * n) * 4);
+        gpu->ops->add_layernorm(gpu, dh, dxx, dh, dg, db, m, n, 1e-5f);
+        float *got = fetch(gpu, dh, (size_t)(m * n)), *gotx = fetch(gpu, dxx, (size_t)(m * n));
+        snprintf(name, sizeof name, "add_layernorm_m%lld_n%lld", (long long)m, (long long)n);
+        check(gpu, name, got, want, (size_t)(m * n), 1e-5);
+        snprintf(name, sizeof name, "add_layernorm_residual_m%lld_n%lld", (long long)m,
+                 (long long)n);
+        check(gpu, name, gotx, xw, (size_t)(m * n), 1e-6);
+        free(got), free(gotx), free(hres), free(xw);
+        gpu->ops->release(gpu, dxx), gpu->ops->release(gpu, dh);
+    }
     gpu->ops->release(gpu, dx), gpu->ops->release(gpu, dg), gpu->ops->release(gpu, db);
     free(x), free(gm), free(bt), free(want);
 }
