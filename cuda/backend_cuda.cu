@@ -367,7 +367,7 @@ static void op_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const
 
 static bool gemv_on(const cu_backend *b, int64_t m)
 {
-    return m >= 1 && m <= 8 && b->gemv && !b->force_gemmex;
+    return m >= 1 && m <= CU_GEMV_MAX_ROWS && b->gemv && !b->force_gemmex;
 }
 
 static void op_matmul_multi(plm_backend *be, int n, float *const *y, const float *x,

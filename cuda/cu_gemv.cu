@@ -404,8 +404,8 @@ static void gv_dispatch_scalar(cu_backend *b, float *y, const float *x, const ui
  * columns, rows; row offsets are int64). */
 static bool gv_shape_ok(const plm_weight *w, int64_t m)
 {
-    return m >= 1 && m <= 8 && (w->dtype == PLM_BF16 || w->dtype == PLM_F16) && w->rows >= 1 &&
-           w->cols >= 1 && w->rows <= INT_MAX / 4 && w->cols <= INT_MAX / 2;
+    return m >= 1 && m <= CU_GEMV_MAX_ROWS && (w->dtype == PLM_BF16 || w->dtype == PLM_F16) &&
+           w->rows >= 1 && w->cols >= 1 && w->rows <= INT_MAX / 4 && w->cols <= INT_MAX / 2;
 }
 
 /* What the vector kernel needs of each weight of a launch: the first one's dtype and k, a

@@ -28,6 +28,10 @@ typedef struct cu_buf {
     size_t cap;
 } cu_buf;
 
+/* Most activation rows a decode GEMV takes (cu_gemv.cu instantiates its kernels for 1..8);
+ * matmuls with more run on cuBLASLt. */
+#define CU_GEMV_MAX_ROWS 8
+
 /* A cuBLASLt algorithm chosen for one matmul shape (cu_matmul.cu), so a repeated shape (a vision
  * tower has a few, 24 times each) skips the preference object and the heuristic query: host
  * time that a GEMM of a few microseconds on the GPU cannot hide. */
@@ -276,15 +280,16 @@ void *cu_twin_begin(cu_backend *b, const float *y, int64_t rows, int64_t n, int 
 void cu_twin_done(cu_backend *b);
 const void *cu_twin_take(cu_backend *b, const float *x, int64_t n, int kind);
 
-/* Writes element i of a twin (kind as cu_twin_begin gave it; tw NULL: nothing). Saturating
- * for f16, like k_round_f16. */
+/* Writes element i of a twin (kind as cu_twin_begin gave it; tw NULL: nothing); cu_matmul.cu's
+ * rounding pass writes through it too. f16 saturates rather than overflowing to inf: one large
+ * activation would otherwise turn a whole output row into inf/NaN. */
 __device__ static inline void cu_twin_store(void *tw, int kind, int64_t i, float v)
 {
     if (!tw) return;
     if (kind == CU_TWIN_BF16) {
         ((__nv_bfloat16 *)tw)[i] = __float2bfloat16_rn(v);
     } else {
-        if (v > 65504.0f) v = 65504.0f; /* NaN stays NaN, as there */
+        if (v > 65504.0f) v = 65504.0f; /* NaN fails both tests and stays NaN: bugs show */
         else if (v < -65504.0f) v = -65504.0f;
         ((__half *)tw)[i] = __float2half_rn(v);
     }

@@ -15,14 +15,16 @@
 #include "cuda/cu_internal.h"
 #include "cuda/cu_test_hooks.h"
 
-__global__ void k_round_bf16(__nv_bfloat16 *dst, const float *src, int64_t n)
+/* dst = src rounded to bf16 or f16 (kind: CU_TWIN_BF16 / CU_TWIN_F16), by the same rule the
+ * producing kernels use for their twins (cu_twin_store: f16 saturates). */
+__global__ void k_round16(void *dst, const float *src, int64_t n, int kind)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+        cu_twin_store(dst, kind, i, src[i]);
 }
 
-/* k_round_bf16 eight elements a thread (src and dst 16-byte aligned, n8 = n / 8): one
+/* bf16 rounding eight elements a thread (src and dst 16-byte aligned, n8 = n / 8): one
  * 16-byte store instead of eight 2-byte ones; the scalar kernel ran at about half the copy's
  * rate in the 7B's prefill (2.95 ms of it). */
 __global__ void k_round_bf16_x8(uint4 *dst, const float4 *src, int64_t n8)
@@ -30,27 +32,16 @@ __global__ void k_round_bf16_x8(uint4 *dst, const float4 *src, int64_t n8)
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n8;
          i += (int64_t)gridDim.x * blockDim.x) {
         const float4 a = src[2 * i], c = src[2 * i + 1];
-        const __nv_bfloat162 p0 = __floats2bfloat162_rn(a.x, a.y), p1 = __floats2bfloat162_rn(a.z, a.w);
-        const __nv_bfloat162 p2 = __floats2bfloat162_rn(c.x, c.y), p3 = __floats2bfloat162_rn(c.z, c.w);
+        const __nv_bfloat162 p[4] = {__floats2bfloat162_rn(a.x, a.y),
+                                     __floats2bfloat162_rn(a.z, a.w),
+                                     __floats2bfloat162_rn(c.x, c.y),
+                                     __floats2bfloat162_rn(c.z, c.w)};
         uint4 o;
-        o.x = *(const unsigned *)&p0;
-        o.y = *(const unsigned *)&p1;
-        o.z = *(const unsigned *)&p2;
-        o.w = *(const unsigned *)&p3;
+        o.x = *(const unsigned *)&p[0];
+        o.y = *(const unsigned *)&p[1];
+        o.z = *(const unsigned *)&p[2];
+        o.w = *(const unsigned *)&p[3];
         dst[i] = o;
-    }
-}
-
-/* Saturates rather than overflowing to inf: one large activation would otherwise turn a whole
- * output row into inf/NaN. NaN fails both comparisons and stays NaN, so bugs still show. */
-__global__ void k_round_f16(__half *dst, const float *src, int64_t n)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        float v = src[i];
-        if (v > 65504.0f) v = 65504.0f;
-        else if (v < -65504.0f) v = -65504.0f;
-        dst[i] = __float2half_rn(v);
     }
 }
 
@@ -65,17 +56,14 @@ __global__ void k_fill_rows(float *y, const float *bias, int64_t m, int64_t n)
 int cu_round_activations(cu_backend *b, void *dst, const float *src, int64_t n, int bf16)
 {
     if (n <= 0) return 1;
-    if (bf16) {
-        if (n % 8 == 0 && (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 16 == 0) {
-            k_round_bf16_x8<<<cu_grid(n / 8, 256), 256, 0, b->stream>>>(
-                (uint4 *)dst, (const float4 *)src, n / 8);
-            return CU_LAUNCHED(b, "k_round_bf16_x8");
-        }
-        k_round_bf16<<<cu_grid(n, 256), 256, 0, b->stream>>>((__nv_bfloat16 *)dst, src, n);
-        return CU_LAUNCHED(b, "k_round_bf16");
+    if (bf16 && n % 8 == 0 && (uintptr_t)src % 16 == 0 && (uintptr_t)dst % 16 == 0) {
+        k_round_bf16_x8<<<cu_grid(n / 8, 256), 256, 0, b->stream>>>((uint4 *)dst,
+                                                                     (const float4 *)src, n / 8);
+        return CU_LAUNCHED(b, "k_round_bf16_x8");
     }
-    k_round_f16<<<cu_grid(n, 256), 256, 0, b->stream>>>((__half *)dst, src, n);
-    return CU_LAUNCHED(b, "k_round_f16");
+    k_round16<<<cu_grid(n, 256), 256, 0, b->stream>>>(dst, src, n,
+                                                      bf16 ? CU_TWIN_BF16 : CU_TWIN_F16);
+    return CU_LAUNCHED(b, "k_round16");
 }
 
 void *cu_twin_begin(cu_backend *b, const float *y, int64_t rows, int64_t n, int *kind)
@@ -83,8 +71,8 @@ void *cu_twin_begin(cu_backend *b, const float *y, int64_t rows, int64_t n, int 
     b->twin.of = NULL;
     /* decode rows go to the GEMV, which reads float32; a row count unknown to the op (act,
      * silu_mul) is judged by size: 8 rows of the 7B's MLP are 88k elements */
-    if (b->twin_off || !b->twin_want || n <= 0 || (rows >= 0 ? rows <= 8 : n <= 8 * 16384))
-        return NULL;
+    const int decode = rows >= 0 ? rows <= CU_GEMV_MAX_ROWS : n <= CU_GEMV_MAX_ROWS * 16384;
+    if (b->twin_off || !b->twin_want || n <= 0 || decode) return NULL;
     const size_t bytes = (size_t)n * 2;
     /* growing would synchronise a recording: that op's matmul rounds for itself instead */
     if (b->capturing && bytes > b->twin_buf.cap) return NULL;
@@ -273,7 +261,8 @@ void cu_matmul(cu_backend *b, float *y, const float *x, const plm_weight *w, con
         return;
     }
     /* decode shapes: a bandwidth-bound GEMV on the widened weights (cu_gemv.cu) */
-    if (m <= 8 && b->gemv && !b->force_gemmex && cu_gemv(b, y, x, w, bias, m)) return;
+    if (m <= CU_GEMV_MAX_ROWS && b->gemv && !b->force_gemmex && cu_gemv(b, y, x, w, bias, m))
+        return;
     const void *xin = x;
     if (ab != CUDA_R_32F) {
         const int kind = ab == CUDA_R_16BF ? CU_TWIN_BF16 : CU_TWIN_F16;
