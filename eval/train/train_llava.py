@@ -144,6 +144,26 @@ def evaluate(model, tok, items, images_u8, index, mean, std, n_img, image_id, de
     return correct / max(1, len(items)), {k: v[0] / v[1] for k, v in per.items()}
 
 
+def thin_image_tokens(ids, att, image_id, p, lo, hi):
+    """Token-drop augmentation (--token-drop): in a share p of the rows, keep a random lo..hi of
+    the image tokens and mask the rest out of attention; half of those rows also renumber the
+    positions over what is kept (as pruning before the decoder does), the other half keep the
+    original positions (as pruning inside it does). Returns the new mask and position ids."""
+    B, L = ids.shape
+    dev = ids.device
+    img = ids == image_id
+    rows = torch.rand(B, device=dev) < p
+    keep = torch.randint(lo, hi + 1, (B,), device=dev)
+    # a random rank for each image position of a row (0..n_img-1); text positions rank last
+    rank = torch.rand(B, L, device=dev).masked_fill(~img, 2.0).argsort(1).argsort(1)
+    drop = img & rows[:, None] & (rank >= keep[:, None])
+    att = att.masked_fill(drop, 0)
+    renumber = rows & (torch.rand(B, device=dev) < 0.5)
+    gaps = torch.arange(L, device=dev).expand(B, L)
+    packed = (att.cumsum(1) - 1).clamp(min=0)
+    return att, torch.where(renumber[:, None], packed, gaps)
+
+
 def aux_loss(heads, feats, labels):
     """Cross-entropy of the per-patch heads (targets.py) on the projected image features;
     patches that hold an object weigh 4x, since most patches are background."""
@@ -246,6 +266,12 @@ def main():
                     help="share of the steps (from the start) drawn only from images with at "
                          "most 3 objects: a curriculum so the image pathway learns on clear "
                          "scenes before cluttered ones")
+    ap.add_argument("--token-drop", type=float, default=0.0,
+                    help="share of the image rows trained with most image tokens masked out "
+                         "(thin_image_tokens): teaches answering from the subsets visual "
+                         "pruning leaves (issue 6); 0: off")
+    ap.add_argument("--token-keep", default="32,192",
+                    help="lo,hi: image tokens a thinned row keeps (uniform)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the image steps (the long steps run eagerly)")
     ap.add_argument("--warm-types", default="",
@@ -419,6 +445,11 @@ def main():
             pairs = [(seqs, i) for i in idx] + [(cap_seqs, i) for i in cidx]
             ids, att, lab = batch([src[i] for src, i in pairs], list(range(len(pairs))),
                                   tok.pad_token_id, device, fixed)
+            extra = {}
+            if args.token_drop > 0:
+                lo, hi = (int(v) for v in args.token_keep.split(","))
+                att, extra["position_ids"] = thin_image_tokens(ids, att, image_id,
+                                                               args.token_drop, lo, hi)
             img_rows = torch.cat([rows[torch.from_numpy(idx).to(device)],
                                   cap_rows[torch.from_numpy(cidx).to(device)]])
             pv = pixels(images_u8, img_rows, mean, std)
@@ -430,13 +461,15 @@ def main():
                 log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 try:
-                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
+                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab,
+                              **extra)
                 except Exception as e:  # compilation trouble must not cost the run
                     if fwd is model:
                         raise
                     log(f"torch.compile failed ({type(e).__name__}: {e}); continuing eagerly")
                     fwd = model
-                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab)
+                    out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab,
+                              **extra)
                 loss = out.loss
                 if labels_u8 is not None:
                     feats = image_features(out, n_img)
