@@ -393,21 +393,36 @@ static void next_layer_scores(plm_session *s, const llama_layer_view *v, int nex
     op->attn_probs(s->be, &a, 0);
 }
 
+/* a [m x d] times b [n x d]^T into y [m x n], all device rows, on the backend's matmul (b as
+ * a float32 weight): the similarity and Gram matrices of SparseVLM's raters and clusters */
+static void matmul_rows(plm_session *s, float *y, const float *a, int64_t m, const float *b,
+                        int64_t n, int64_t d)
+{
+    const plm_weight w = {PLM_F32, n, d, b};
+    s->be->ops->matmul(s->be, y, a, &w, NULL, m);
+}
+
 plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
 {
     s->n_raters = 0;
     if (!s->prune_on || s->prune.stage_score != PRUNE_STAGE_RATERS || s->img_n == 0) return PLM_OK;
+    const plm_backend_ops *op = s->be->ops;
     const int64_t D = s->m->cfg.text.hidden, nv = s->img_n, t0 = s->img_lo + nv, nt = t - t0;
-    float *h = malloc((size_t)((nv + nt) * D) * sizeof *h);
-    int32_t *r = realloc(s->raters, (size_t)(nt > 0 ? nt : 1) * sizeof *r);
+    if (nt <= 0) return PLM_OK;
+    int32_t *r = realloc(s->raters, (size_t)nt * sizeof *r);
     if (r) s->raters = r;
-    if (!h || !r) {
-        free(h);
+    float *sim = malloc((size_t)(nv * nt) * sizeof *sim);
+    float *d_sim = op->alloc(s->be, (size_t)(nv * nt) * sizeof *sim);
+    if (!r || !sim || !d_sim) {
+        free(sim);
+        if (d_sim) op->release(s->be, d_sim);
         return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
     }
-    s->be->ops->download(s->be, h, x + s->img_lo * D, (size_t)((nv + nt) * D) * sizeof *h);
-    int64_t k = prune_raters(h, nv, h + nv * D, nt, D, r);
-    free(h);
+    matmul_rows(s, d_sim, x + s->img_lo * D, nv, x + t0 * D, nt, D);
+    op->download(s->be, sim, d_sim, (size_t)(nv * nt) * sizeof *sim);
+    op->release(s->be, d_sim);
+    int64_t k = prune_raters(sim, nv, nt, r);
+    free(sim);
     if (k < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
     s->n_raters = k;
     return PLM_OK;
@@ -458,15 +473,26 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     float *crow = malloc((size_t)((ncand ? ncand : 1) * D) * sizeof *crow);
     float *merged = malloc((size_t)((nc ? nc : 1) * D) * sizeof *merged);
     int32_t *rows = malloc((size_t)(lo + nk + 1) * sizeof *rows);
-    int ok = drop && dscore && cand && crow && merged && rows;
+    float *gram = malloc((size_t)((ncand ? ncand : 1) * ncand) * sizeof *gram);
+    /* the candidates gathered on the device, then their Gram matrix there; both come back */
+    float *d_c = ncand ? op->alloc(s->be, (size_t)(ncand * D + ncand * ncand) * sizeof *gram)
+                       : NULL;
+    int ok = drop && dscore && cand && crow && merged && rows && gram && (d_c || !ncand);
     if (ok && ncand) {
         for (int64_t i = 0; i < nd; i++) dscore[i] = score[drop[i]];
         ok = prune_topk(dscore, nd, ncand, cand) == ncand;
-        for (int64_t i = 0; ok && i < ncand; i++)
-            op->download(s->be, crow + i * D, v->x + (lo + drop[cand[i]]) * D,
-                         (size_t)D * sizeof *crow);
-        ok = ok && prune_dpc_knn_merge(crow, ncand, D, nc, 5, merged) == nc;
+        for (int64_t i = 0; ok && i < ncand; i++) cand[i] = (int32_t)(lo + drop[cand[i]]);
+        if (ok) { /* cand: now the candidates' rows of x (ascending, as drop and cand were) */
+            float *d_gram = d_c + ncand * D;
+            prune_gather_rows(s->be, d_c, v->x, D, cand, ncand);
+            matmul_rows(s, d_gram, d_c, ncand, d_c, ncand, D);
+            op->download(s->be, crow, d_c, (size_t)(ncand * D) * sizeof *crow);
+            op->download(s->be, gram, d_gram, (size_t)(ncand * ncand) * sizeof *gram);
+        }
+        ok = ok && prune_dpc_knn_merge(crow, gram, ncand, D, nc, 5, merged) == nc;
     }
+    if (d_c) op->release(s->be, d_c);
+    free(gram);
     if (!ok) {
         free(drop); free(dscore); free(cand); free(crow); free(merged); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory recycling tokens");

@@ -6,8 +6,7 @@
 
 #include "prune/prune.h"
 
-int64_t prune_raters(const float *img, int64_t nv, const float *txt, int64_t nt, int64_t d,
-                     int32_t *idx)
+int64_t prune_raters(const float *sim, int64_t nv, int64_t nt, int32_t *idx)
 {
     if (nt <= 0) return 0;
     double *m = calloc((size_t)nt, sizeof *m), *row = malloc((size_t)nt * sizeof *row);
@@ -17,14 +16,10 @@ int64_t prune_raters(const float *img, int64_t nv, const float *txt, int64_t nt,
         return -1;
     }
     for (int64_t v = 0; v < nv; v++) {
+        const float *sv = sim + v * nt;
         double mx = -INFINITY, sum = 0;
-        for (int64_t t = 0; t < nt; t++) {
-            double s = 0;
-            for (int64_t k = 0; k < d; k++) s += (double)img[v * d + k] * txt[t * d + k];
-            row[t] = s;
-            mx = s > mx ? s : mx;
-        }
-        for (int64_t t = 0; t < nt; t++) sum += row[t] = exp(row[t] - mx);
+        for (int64_t t = 0; t < nt; t++) mx = sv[t] > mx ? sv[t] : mx;
+        for (int64_t t = 0; t < nt; t++) sum += row[t] = exp((double)sv[t] - mx);
         for (int64_t t = 0; t < nt; t++) m[t] += row[t] / sum / (double)nv;
     }
     double mean = 0;
@@ -43,8 +38,8 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int64_t prune_dpc_knn_merge(const float *rows, int64_t n, int64_t d, int64_t k, int knn,
-                            float *out)
+int64_t prune_dpc_knn_merge(const float *rows, const float *gram, int64_t n, int64_t d,
+                            int64_t k, int knn, float *out)
 {
     if (k > n) k = n;
     if (k <= 0) return 0;
@@ -58,18 +53,14 @@ int64_t prune_dpc_knn_merge(const float *rows, int64_t n, int64_t d, int64_t k, 
         return -1;
     }
     const double scale = 1.0 / sqrt((double)d);
-    /* one triangle, mirrored: (x_a - x_b)^2 and (x_b - x_a)^2 are the same doubles, summed in
-     * the same order, so the matrix is exactly the full computation's at half the cost (the
-     * host's ~0.3 s for SparseVLM's recycled tokens on the 7B, eval/results/bench_7b_2026-11-23) */
+    /* ||a - b||^2 = g_aa + g_bb - 2 g_ab from the Gram matrix the backend computed: the n x n x d
+     * products were the host's ~0.1 s of SparseVLM's recycling on the 7B. One triangle,
+     * mirrored, so the matrix is symmetric exactly; rounding can leave a tiny negative. */
     for (int64_t a = 0; a < n; a++) {
         dist[a * n + a] = 0;
         for (int64_t b = a + 1; b < n; b++) {
-            double s = 0;
-            for (int64_t j = 0; j < d; j++) {
-                double x = (double)rows[a * d + j] - rows[b * d + j];
-                s += x * x;
-            }
-            dist[a * n + b] = dist[b * n + a] = sqrt(s) * scale;
+            const double sq = (double)gram[a * n + a] + gram[b * n + b] - 2.0 * gram[a * n + b];
+            dist[a * n + b] = dist[b * n + a] = sqrt(sq > 0 ? sq : 0) * scale;
         }
     }
     double dmax = 0;

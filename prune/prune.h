@@ -53,11 +53,11 @@ void prune_blend_scores(const float *a, const float *b, double w, int64_t n, flo
 int64_t prune_global_rows(const float *recv, int64_t n, double t, int32_t *idx);
 
 /* SparseVLM's raters (LlamaDynamicvitModel.forward): with V the image rows and T the text rows
- * after the image (both layer-0 inputs, [nv x d] and [nt x d]), m[t] = mean over v of
- * softmax_t(V T^T)[v, t] (raw dot products); the raters are the text rows with m above its
- * mean. idx receives their indices into T; returns the count, -1 when out of memory. */
-int64_t prune_raters(const float *img, int64_t nv, const float *txt, int64_t nt, int64_t d,
-                     int32_t *idx);
+ * after the image (both layer-0 inputs), sim = V T^T [nv x nt] (raw dot products, computed by
+ * the caller's backend), m[t] = mean over v of softmax_t(sim)[v, t]; the raters are the text
+ * rows with m above its mean. idx receives their indices into T; returns the count, -1 when
+ * out of memory. */
+int64_t prune_raters(const float *sim, int64_t nv, int64_t nt, int32_t *idx);
 
 /* ---- selection -------------------------------------------------------------------------------- */
 /* The k highest scores (ties: the lower index), as ascending indices. Returns k clamped to n,
@@ -93,10 +93,11 @@ int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys,
  * included)), delta = distance to the nearest denser row (the largest distance for the
  * densest), the k rows of highest density x delta are the centres; every row joins its nearest
  * centre; out[c] = the plain mean of cluster c's rows. rows [n x d]; out [k x d]. Ties in
- * density break by index (theirs by a 1e-6 random jitter). Returns k (clamped to n), -1 when
+ * density break by index (theirs by a 1e-6 random jitter). gram [n x n] = rows rows^T (the
+ * caller's backend computes it; the distances come from it). Returns k (clamped to n), -1 when
  * out of memory. */
-int64_t prune_dpc_knn_merge(const float *rows, int64_t n, int64_t d, int64_t k, int knn,
-                            float *out);
+int64_t prune_dpc_knn_merge(const float *rows, const float *gram, int64_t n, int64_t d,
+                            int64_t k, int knn, float *out);
 
 /* ---- compaction on the device ------------------------------------------------------------------ */
 /* dst[i] = src[idx[i]] for n rows of dim floats (dst may equal src: idx ascending makes the

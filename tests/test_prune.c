@@ -292,16 +292,22 @@ Test(prune, vflowopt_budget_picks_a_preset_and_derives_r2)
 Test(prune, raters_are_the_text_rows_the_image_attends_to)
 {
     /* image rows along x; text rows 0 and 2 along x (raters), row 1 along y */
-    float img[2 * 2] = {3, 0, 2, 0}, txt[3 * 2] = {2, 0, 0, 2, 2, 0};
+    float img[2 * 2] = {3, 0, 2, 0}, txt[3 * 2] = {2, 0, 0, 2, 2, 0}, sim[2 * 3];
+    for (int v = 0; v < 2; v++)
+        for (int t = 0; t < 3; t++)
+            sim[v * 3 + t] = img[v * 2] * txt[t * 2] + img[v * 2 + 1] * txt[t * 2 + 1];
     int32_t idx[3];
-    cr_assert_eq(prune_raters(img, 2, txt, 3, 2, idx), 2);
+    cr_assert_eq(prune_raters(sim, 2, 3, idx), 2);
     cr_assert(idx[0] == 0 && idx[1] == 2);
 }
 
 Test(prune, dpc_knn_separates_two_clusters_and_averages_them)
 {
-    float rows[6 * 2] = {0, 0, 0.1f, 0, 0, 0.1f, 10, 10, 10.1f, 10, 10, 10.1f}, out[4];
-    cr_assert_eq(prune_dpc_knn_merge(rows, 6, 2, 2, 3, out), 2);
+    float rows[6 * 2] = {0, 0, 0.1f, 0, 0, 0.1f, 10, 10, 10.1f, 10, 10, 10.1f}, out[4], gram[36];
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 6; b++)
+            gram[a * 6 + b] = rows[a * 2] * rows[b * 2] + rows[a * 2 + 1] * rows[b * 2 + 1];
+    cr_assert_eq(prune_dpc_knn_merge(rows, gram, 6, 2, 2, 3, out), 2);
     int lo = out[0] < out[2] ? 0 : 1;
     cr_assert_float_eq(out[lo * 2], 0.1f / 3, 1e-5);
     cr_assert_float_eq(out[lo * 2 + 1], 0.1f / 3, 1e-5);

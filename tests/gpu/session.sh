@@ -37,17 +37,29 @@ if [ -n "$tok" ]; then
     img=$here/../../assets/images/default.png
     b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
     step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
+    # visual pruning's cost on the 7B: every method at 64 and 192 tokens on one loaded model
+    step bench_7b_prune "$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 \
+        --gen 64 --repeat 3 --prune none --prune vflowopt:tokens=64 --prune vflowopt:tokens=192 \
+        --prune fastv:tokens=64 --prune visionzip:tokens=64 --prune sparsevlm:tokens=64 \
+        --prune pyramiddrop:lambda=0.25 --prune random:tokens=64 --prune uniform-grid:tokens=64
+    if [ "${QUICK:-0}" = 1 ]; then
+        rm -rf "$l7b"
+        l7b=
+    fi
+fi
+if [ -n "$tok" ] && [ -n "$l7b" ]; then
     step bench_7b_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 "${b7[@]}"
     step bench_7b_waves2 env PLM_CUDA_DECODE_WAVES=2 "${b7[@]}"
     # where the time goes, kernel by kernel (no profiler runs on the GPU machine): the last
     # 8000 kernels cover the timed run's vision tower, prefill and 16 decode steps
     step profile_7b env PLM_CUDA_PROFILE="$out/profile_7b.txt" "$dir/prunelm" bench \
         --model "$l7b" --image "$img" --prompt-tokens 40 --gen 16 --repeat 1
-    step bench_7b_vflowopt64 "${b7[@]}" --prune vflowopt:tokens=64
     step bench_7b_nograph env PLM_CUDA_GRAPH=0 "${b7[@]}"
     step bench_vs_hf python3 "$here/../../eval/bench_vs_hf.py" --model "$l7b" \
         --prunelm "$dir/prunelm" --image "$img" --out "$out/bench_vs_hf.md"
     rm -rf "$l7b"
 fi
 step bench_kv_store "$dir/bench_kv_store" "$out/bench_kv_store.txt"
+step bench_kv_bitmap "$dir/bench_kv_bitmap" "$out/bench_kv_bitmap.txt"
+[ "${QUICK:-0}" = 1 ] && exit 0
 step tests_plain env PLM_CUDA_FUSED=0 PLM_CUDA_GRAPH=0 PLM_CUDA_PDL=0 bash "$here/run.sh" "$dir"

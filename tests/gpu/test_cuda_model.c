@@ -259,8 +259,9 @@ int main(void)
     against_reference("gqa_bf16_sharded", 1, 1);
     against_reference("gqa_bf16_sharded", 1, 0);
     const char *specs[] = {"fastv:tokens=5,k=1", "vflowopt:r0=0.25,m=100", "visionzip:tokens=5,contextual=1",
-                           "pyramiddrop:layers=1,lambda=0.5", "uniform-grid:tokens=4"};
-    for (int i = 0; i < 5; i++) pruned_vs_cpu("mqa_f32_oldnames", specs[i]);
+                           "pyramiddrop:layers=1,lambda=0.5", "uniform-grid:tokens=4",
+                           "sparsevlm:keep=6,layers=1"};
+    for (int i = 0; i < 6; i++) pruned_vs_cpu("mqa_f32_oldnames", specs[i]);
     /* 16-bit weights: the decode GEMV, whose sums do not depend on where the output goes
      * (cuBLASLt may pick another algorithm for the recorded step's K/V staging rows) */
     recorded_vs_unrecorded("gqa_bf16_sharded", 1);
