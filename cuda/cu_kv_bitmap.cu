@@ -133,32 +133,20 @@ typedef struct kvb_attn {
     float *work;              /* [tq x n_heads x n_splits x (hd + 2)] when n_splits > 1 */
 } kvb_attn;
 
-/* A row's bitmap words spread over the warp: lane w < words holds word w (0 for a dead row).
- * One coalesced load per row and side, independent of everything else, so the kernel can fetch
- * the next step's words while this step's values are in flight. */
-__device__ static inline uint64_t kvb_word(const uint64_t *bits, int words, bool live)
-{
-    const int lane = threadIdx.x % 32;
-    return live && lane < words ? bits[lane] : 0;
-}
-
-/* The lane's P kept values of a compressed row (0 where pruned), from the row's words as
- * kvb_word spread them: its bits sit in word d0 / 64 at d0 % 64, its first value at the
- * popcount of the bits below. Every lane takes part (the words travel by shuffle). */
+/* The lane's P kept values of a compressed row (0 where pruned): its bits sit in word
+ * d0 / 64 at d0 % 64, its first value at the popcount of the bits below. */
 template <int P>
-__device__ static inline void kvb_load_row(uint64_t share, int words, const float *vals, int d0,
-                                           float out[P])
+__device__ static inline void kvb_load_row(const uint64_t *bits, const float *vals, int d0,
+                                           bool live, float out[P])
 {
-    const int wi = d0 >> 6, sh = d0 & 63;
     unsigned mine = 0;
     int base = 0;
-    for (int w = 0; w < words; w++) {
-        const uint64_t word = __shfl_sync(0xffffffffu, share, w);
-        if (w < wi) base += __popcll(word);
-        if (w == wi) {
-            base += __popcll(word & ((1ull << sh) - 1));
-            mine = (unsigned)(word >> sh) & ((1u << P) - 1);
-        }
+    if (live) {
+        const int wi = d0 >> 6, sh = d0 & 63;
+        for (int w = 0; w < wi; w++) base += __popcll(bits[w]);
+        const uint64_t word = bits[wi];
+        base += __popcll(word & ((1ull << sh) - 1));
+        mine = (unsigned)(word >> sh) & ((1u << P) - 1);
     }
 #pragma unroll
     for (int t = 0; t < P; t++)
@@ -178,66 +166,64 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
     float q[G][P], acc[G][P], m[G], l[G];
     kvs_start<P, G>(a, tile, d0, q, acc, m, l);
 
-    /* Scores of KVS_ROWS rows from j0 (-inf at or past `end`), then the softmax step. */
-    auto math = [&](int64_t j0, int64_t end, const float (&kv)[KVS_ROWS][P],
-                    const float (&vv)[KVS_ROWS][P]) {
-        float s[G][KVS_ROWS];
+    /* One step: KVS_ROWS rows from j0 (rows at or past `end` score -inf). */
+    auto step = [&](int64_t j0, int64_t end, bool compressed) {
+        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
 #pragma unroll
-        for (int g = 0; g < G; g++)
+        for (int r = 0; r < KVS_ROWS; r++) {
+            const int64_t j = j0 + r;
+            const bool live = j < end;
+            if (compressed) {
+                const int64_t row = (int64_t)kh * p.cap + (live ? j : j0);
+                kvb_load_row<P>(p.k_bits + row * p.words, p.k_vals + row * p.k_slots, d0,
+                                live && d0 < hd, kv[r]);
+                kvb_load_row<P>(p.v_bits + row * p.words, p.v_vals + row * p.v_slots, d0,
+                                live && d0 < hd, vv[r]);
+            } else {
+                const int64_t off = j * a.kv_stride + (int64_t)kh * hd + d0;
+#pragma unroll
+                for (int t = 0; t < P; t++) {
+                    const bool ok = live && d0 + t < hd;
+                    kv[r][t] = ok ? a.k[off + t] : 0.0f;
+                    vv[r][t] = ok ? a.v[off + t] : 0.0f;
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float s[KVS_ROWS];
+            float mx = m[g];
 #pragma unroll
             for (int r = 0; r < KVS_ROWS; r++) {
                 float dot = 0.0f;
 #pragma unroll
                 for (int t = 0; t < P; t++) dot += q[g][t] * kv[r][t];
-                s[g][r] = j0 + r < end ? kvs_warp_sum(dot) * a.scale : -INFINITY;
+                s[r] = j0 + r < end ? kvs_warp_sum(dot) * a.scale : -INFINITY;
+                mx = fmaxf(mx, s[r]);
             }
-        kvs_softmax_step<P, G>(s, vv, acc, m, l);
+            /* Row j0 is live, so mx is finite and exp(-inf - mx) = 0. */
+            const float corr = __expf(m[g] - mx);
+            float psum = 0.0f;
+#pragma unroll
+            for (int t = 0; t < P; t++) acc[g][t] *= corr;
+#pragma unroll
+            for (int r = 0; r < KVS_ROWS; r++) {
+                const float pr = __expf(s[r] - mx);
+                psum += pr;
+#pragma unroll
+                for (int t = 0; t < P; t++) acc[g][t] += pr * vv[r][t];
+            }
+            l[g] = l[g] * corr + psum;
+            m[g] = mx;
+        }
     };
 
     const int64_t stride = (int64_t)KVS_WARPS * KVS_ROWS;
     const int64_t c_end = min(r1, p.nc);
-    /* Compressed rows. A row's values can only be located once its words are in, so the words
-     * of the next step are fetched with this step's values: one memory round trip a step
-     * instead of two (the dependent pair left the kernel at dense speed on half the bytes). */
-    uint64_t bk[KVS_ROWS], bv[KVS_ROWS];
-    auto fetch = [&](int64_t j0) {
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) {
-            const bool live = j0 + r < c_end;
-            const int64_t row = (int64_t)kh * p.cap + (live ? j0 + r : 0);
-            bk[r] = kvb_word(p.k_bits + row * p.words, p.words, live);
-            bv[r] = kvb_word(p.v_bits + row * p.words, p.words, live);
-        }
-    };
-    int64_t j0 = r0 + warp * KVS_ROWS;
-    if (j0 < c_end) fetch(j0);
-    for (; j0 < c_end; j0 += stride) {
-        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) {
-            const int64_t row = (int64_t)kh * p.cap + (j0 + r < c_end ? j0 + r : j0);
-            kvb_load_row<P>(bk[r], p.words, p.k_vals + row * p.k_slots, d0, kv[r]);
-            kvb_load_row<P>(bv[r], p.words, p.v_vals + row * p.v_slots, d0, vv[r]);
-        }
-        if (j0 + stride < c_end) fetch(j0 + stride);
-        math(j0, c_end, kv, vv);
-    }
+    for (int64_t j0 = r0 + warp * KVS_ROWS; j0 < c_end; j0 += stride) step(j0, c_end, true);
     /* The dense rows of this chunk, starting on a KVS_ROWS boundary of the chunk's own grid. */
     const int64_t d_beg = max(r0, p.nc);
-    for (j0 = d_beg + warp * KVS_ROWS; j0 < r1; j0 += stride) {
-        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) {
-            const int64_t off = (j0 + r) * a.kv_stride + (int64_t)kh * hd + d0;
-#pragma unroll
-            for (int t = 0; t < P; t++) {
-                const bool ok = j0 + r < r1 && d0 + t < hd;
-                kv[r][t] = ok ? a.k[off + t] : 0.0f;
-                vv[r][t] = ok ? a.v[off + t] : 0.0f;
-            }
-        }
-        math(j0, r1, kv, vv);
-    }
+    for (int64_t j0 = d_beg + warp * KVS_ROWS; j0 < r1; j0 += stride) step(j0, r1, false);
 
     kvs_finish<P, G>(a, acc, m, l, h0, ng, i, split, p.n_splits, p.work);
 }
