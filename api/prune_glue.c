@@ -529,7 +529,8 @@ static int64_t after_layer(void *ctx, const llama_layer_view *v)
     const llama_config *c = &s->m->cfg.text;
     const plm_backend_ops *op = s->be->ops;
     const int64_t n = s->img_n, t = v->t;
-    int64_t want = prune_visual_stage_keep(p, stage, n, s->img_n0);
+    /* img_layer_sum counts this layer already: the rows layers 0..layer processed */
+    int64_t want = prune_visual_stage_keep(p, stage, n, s->img_n0, s->img_layer_sum, c->n_layers);
     float *score = malloc((size_t)(n ? n : 1) * sizeof *score);
     int32_t *keep = malloc((size_t)(n ? n : 1) * sizeof *keep), *rows = malloc((size_t)t * 4);
     if (!score || !keep || !rows) {

@@ -77,13 +77,16 @@ static int prefill(tune_ctx *c, int i, const char *spec, const float **h)
     return 1;
 }
 
-/* Mean cosine similarity with the unpruned runs; -2 when the setting is infeasible. */
+/* Mean cosine similarity with the unpruned runs; -2 when the setting is infeasible: refused,
+ * or over the budget on some item (its first stages alone keep more image rows than the
+ * budget allows, which the last stage cannot pay back). */
 static double objective(tune_ctx *c, const char *spec)
 {
     double sum = 0;
     for (int i = 0; i < c->n; i++) {
         const float *h;
         if (!prefill(c, i, spec, &h)) return -2;
+        if (plm_session_timings(c->s)->image_tokens_avg > c->tokens + 0.5) return -2;
         double dot = 0, na = 0, nb = 0;
         for (size_t k = 0; k < c->dim; k++) {
             dot += (double)h[k] * c->ref[i][k];

@@ -170,6 +170,7 @@ static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visua
                             "more than %g tokens on average; lower them", s->text, p->r0, r1,
                             tokens);
         if (r2 > 1) r2 = 1;
+        p->target = tokens;
     }
     for (int i = 0; i < p->n_stages; i++) p->stage_ratio[i] = i == 0 ? r1 : i == 1 ? r2 : 1;
     p->stage_score = PRUNE_STAGE_VISION;
@@ -252,9 +253,15 @@ int prune_visual_stage_before(const prune_visual *p, int layer)
     return -1;
 }
 
-int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0)
+int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0,
+                                int64_t done, int n_layers)
 {
     int64_t k = n;
+    const int left = n_layers - p->stage_layer[stage];
+    if (p->target > 0 && stage == p->n_stages - 1 && left > 0) {
+        k = (int64_t)floor((p->target * n_layers - (double)done) / left);
+        return k < 1 ? (n < 1 ? n : 1) : k > n ? n : k;
+    }
     switch (p->stage_keep) {
     case PRUNE_KEEP_COUNT: k = p->stage_count[stage]; break;
     case PRUNE_KEEP_OF_ORIGINAL: k = (int64_t)(n0 * p->stage_ratio[stage]); break;

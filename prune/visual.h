@@ -58,6 +58,8 @@ typedef struct prune_visual {
     int renumber;              /* positions renumbered contiguously after a stage */
     int recycle;               /* SparseVLM: the most relevant dropped tokens are clustered
                                   into a few merged tokens placed after the kept ones */
+    double target;             /* vflowopt tokens=N: image rows per decoder layer on average,
+                                  which the last stage binds (0: none) */
 } prune_visual;
 
 /* Parses a --prune spec for a model whose vision tower has g x g patches and whose decoder has
@@ -68,8 +70,12 @@ plm_status prune_visual_parse(const char *spec, int grid, int n_layers, prune_vi
 
 /* The stage pruning before decoder layer `layer`, or -1. */
 int prune_visual_stage_before(const prune_visual *p, int layer);
-/* Image tokens a stage keeps out of n (n0 entered the decoder). */
-int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0);
+/* Image tokens a stage keeps out of n (n0 entered the decoder). done: the image rows the
+ * decoder layers before the stage processed, summed over those layers; with a target, the last
+ * stage keeps what brings the average over the n_layers layers to it (the vision stage's
+ * recycled and global rows, which the ratios do not count, are paid for there). */
+int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int64_t n0,
+                                int64_t done, int n_layers);
 
 /* Whether the policy has any stage (not "none"); a stage keeping every token still runs, which
  * is how keep-all is tested to reproduce the unpruned model. */

@@ -313,3 +313,26 @@ Test(prune, dpc_knn_separates_two_clusters_and_averages_them)
     cr_assert_float_eq(out[lo * 2 + 1], 0.1f / 3, 1e-5);
     cr_assert_float_eq(out[(1 - lo) * 2], 10 + 0.1f / 3, 1e-4);
 }
+
+Test(prune, vflowopt_budget_binds_at_the_last_stage)
+{
+    /* 24 x 24 patches, 32 layers: the ratios count r0 * 576 rows entering the decoder, but the
+     * vision stage's recycled and global rows add some; the last stage pays for them */
+    prune_visual p;
+    plm_error err;
+    cr_assert_eq(prune_visual_parse("vflowopt:tokens=64", 24, 32, &p, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(p.n_stages, 2);
+    const int L = 32, k1 = p.stage_layer[0], k2 = p.stage_layer[1];
+    const int64_t n0 = (int64_t)llround(p.r0 * 576) + 20;
+    int64_t done = (int64_t)k1 * n0;
+    const int64_t n1 = prune_visual_stage_keep(&p, 0, n0, n0, done, L);
+    cr_assert_eq(n1, n0 - llround(n0 * (1 - p.stage_ratio[0]))); /* the first stage: its ratio */
+    done += (int64_t)(k2 - k1) * n1;
+    const int64_t n2 = prune_visual_stage_keep(&p, 1, n1, n0, done, L);
+    const double avg = (double)(done + (int64_t)(L - k2) * n2) / L;
+    cr_assert(avg <= 64 && avg > 63, "average %.2f rows per layer for tokens=64", avg);
+    /* explicit ratios (no tokens=) keep their own arithmetic */
+    cr_assert_eq(prune_visual_parse("vflowopt:r0=0.2,r1=0.5,r2=0.5,layers=8/16", 24, 32, &p, &err),
+                 PLM_OK, "%s", err.msg);
+    cr_assert_eq(prune_visual_stage_keep(&p, 1, 40, 115, 100000, L), 20);
+}

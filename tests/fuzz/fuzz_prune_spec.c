@@ -42,7 +42,8 @@ static void visual(const char *text, int grid, int n_layers)
                    (i == 0 || p.stage_layer[i] > p.stage_layer[i - 1]),
                    "stage %d before layer %d of %d", i, p.stage_layer[i], n_layers);
         FUZZ_CHECK(prune_visual_stage_before(&p, p.stage_layer[i]) == i, "stage %d not found", i);
-        int64_t k = prune_visual_stage_keep(&p, i, n, n);
+        int64_t k = prune_visual_stage_keep(&p, i, n, n, (int64_t)n * p.stage_layer[i],
+                                            n_layers);
         FUZZ_CHECK(k >= 0 && k <= n, "stage %d keeps %lld of %d", i, (long long)k, n);
     }
     switch (p.vis) {
