@@ -20,19 +20,15 @@ __device__ static float block_sum(float v, float *red)
     return v;
 }
 
-/* tw: the bf16/f16 twin of y for the GEMM after (cu_twin), or NULL */
-__global__ void k_layernorm(float *y, const float *x, const float *g, const float *bias,
-                            int64_t n, float eps, void *tw, int tw_kind)
+/* A row's layernorm from its mean: the second pass (the mean of squared deviations, as the CPU
+ * reference), then y and its twin. Shared by k_layernorm and k_add_layernorm. */
+__device__ static void layernorm_rest(float *yr, const float *xr, float mean, const float *g,
+                                      const float *bias, int64_t n, float eps, void *tw,
+                                      int tw_kind, float *red)
 {
-    __shared__ float red[32];
-    const float *xr = x + blockIdx.x * n;
-    float *yr = y + blockIdx.x * n;
-    float s = 0.0f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
-    const float mean = block_sum(s, red) / (float)n;
     float v = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        float d = xr[i] - mean;
+        const float d = xr[i] - mean;
         v += d * d;
     }
     const float var = block_sum(v, red) / (float)n;
@@ -42,6 +38,18 @@ __global__ void k_layernorm(float *y, const float *x, const float *g, const floa
         yr[i] = o;
         cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
     }
+}
+
+/* tw: the bf16/f16 twin of y for the GEMM after (cu_twin), or NULL */
+__global__ void k_layernorm(float *y, const float *x, const float *g, const float *bias,
+                            int64_t n, float eps, void *tw, int tw_kind)
+{
+    __shared__ float red[32];
+    const float *xr = x + blockIdx.x * n;
+    float s = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
+    const float mean = block_sum(s, red) / (float)n;
+    layernorm_rest(y + blockIdx.x * n, xr, mean, g, bias, n, eps, tw, tw_kind, red);
 }
 
 __global__ void k_rmsnorm(float *y, const float *x, const float *g, int64_t n, float eps,
@@ -94,7 +102,6 @@ __global__ void k_add_layernorm(float *y, float *x, const float *h, const float 
     __shared__ float red[32];
     float *xr = x + blockIdx.x * n;
     const float *hr = h + blockIdx.x * n;
-    float *yr = y + blockIdx.x * n;
     float s = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = xr[i] + hr[i];
@@ -102,18 +109,7 @@ __global__ void k_add_layernorm(float *y, float *x, const float *h, const float 
         s += v;
     }
     const float mean = block_sum(s, red) / (float)n;
-    float v = 0.0f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float d = xr[i] - mean;
-        v += d * d;
-    }
-    const float var = block_sum(v, red) / (float)n;
-    const float inv = 1.0f / sqrtf(var + eps);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-        const float o = ((xr[i] - mean) * inv) * g[i] + (bias ? bias[i] : 0.0f);
-        yr[i] = o;
-        cu_twin_store(tw, tw_kind, blockIdx.x * n + i, o);
-    }
+    layernorm_rest(y + blockIdx.x * n, xr, mean, g, bias, n, eps, tw, tw_kind, red);
 }
 
 /* Fewer threads for short rows so most of the block is not idle; always whole warps. */
