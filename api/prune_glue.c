@@ -473,7 +473,7 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     float *crow = malloc((size_t)((ncand ? ncand : 1) * D) * sizeof *crow);
     float *merged = malloc((size_t)((nc ? nc : 1) * D) * sizeof *merged);
     int32_t *rows = malloc((size_t)(lo + nk + 1) * sizeof *rows);
-    float *gram = malloc((size_t)((ncand ? ncand : 1) * ncand) * sizeof *gram);
+    float *gram = malloc((size_t)(ncand ? ncand * ncand : 1) * sizeof *gram);
     /* the candidates gathered on the device, then their Gram matrix there; both come back */
     float *d_c = ncand ? op->alloc(s->be, (size_t)(ncand * D + ncand * ncand) * sizeof *gram)
                        : NULL;

@@ -260,7 +260,8 @@ int64_t prune_visual_stage_keep(const prune_visual *p, int stage, int64_t n, int
     const int left = n_layers - p->stage_layer[stage];
     if (p->target > 0 && stage == p->n_stages - 1 && left > 0) {
         k = (int64_t)floor((p->target * n_layers - (double)done) / left);
-        return k < 1 ? (n < 1 ? n : 1) : k > n ? n : k;
+        if (k < 1) k = 1; /* the stage keeps a token while it has one */
+        return k > n ? n : k;
     }
     switch (p->stage_keep) {
     case PRUNE_KEEP_COUNT: k = p->stage_count[stage]; break;
