@@ -82,6 +82,9 @@ plm_status session_pixels_rgb(plm_session *s, uint8_t **out)
     return PLM_OK;
 }
 
+static void matmul_rows(plm_session *s, float *y, const float *a, int64_t m, const float *b,
+                        int64_t n, int64_t d);
+
 typedef struct vis_bufs {
     float *feat, *q, *k, *probs, *sel, *ph, *proj; /* device */
     int64_t T, np, fd, D, Dt, skip;
@@ -258,7 +261,23 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
     s->be->ops->download(s->be, rows, b->proj, (size_t)((T - b->skip) * Dt) * sizeof *rows);
     float *prow = rows + (b->skip ? 0 : Dt); /* the patch rows */
     int64_t n_drop = llround(np * (1 - p->r0)) + (int64_t)(np / (p->m * p->m));
-    int64_t nk = prune_grid_recycle(prow, Dt, score + 1, g, n_drop, p->m, keep);
+    int64_t n_keep = np - n_drop > 0 ? np - n_drop : 0, nt;
+    if (p->spread >= 0) { /* [prunelm] coverage of the projected features */
+        float *gram = malloc((size_t)(np * np) * sizeof *gram);
+        float *d_gram = s->be->ops->alloc(s->be, (size_t)(np * np) * sizeof *gram);
+        const float *d_prow = b->proj + (b->skip ? 0 : Dt);
+        nt = -1;
+        if (gram && d_gram) {
+            matmul_rows(s, d_gram, d_prow, np, d_prow, np, Dt);
+            s->be->ops->download(s->be, gram, d_gram, (size_t)(np * np) * sizeof *gram);
+            nt = prune_spread_select(gram, score + 1, np, n_keep, p->spread, glob);
+        }
+        free(gram);
+        if (d_gram) s->be->ops->release(s->be, d_gram);
+    } else {
+        nt = prune_topk_cover(score + 1, g, n_keep, llround(p->cover * (double)n_keep), glob);
+    }
+    int64_t nk = nt < 0 ? -1 : prune_grid_recycle(prow, Dt, score + 1, g, glob, nt, p->m, keep);
     if (nk < 0) {
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VFlowOpt");
         goto out;

@@ -6,26 +6,22 @@
 
 #include "prune/prune.h"
 
-int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g, int64_t n_drop,
-                           double m, int32_t *keep)
+int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g,
+                           const int32_t *top, int64_t nk, double m, int32_t *keep)
 {
     const int64_t n = (int64_t)g * g;
-    if (n_drop > n) n_drop = n;
-    if (n_drop <= 0) {
+    if (nk >= n) {
         for (int64_t i = 0; i < n; i++) keep[i] = (int32_t)i;
         return n;
     }
-    /* the n_drop lowest = the complement of the n - n_drop highest */
-    int32_t *top = malloc((size_t)n * sizeof *top);
     char *kept = calloc((size_t)n, 1);
     const int cells_side = (int)ceil(g / m);
     const int64_t nc = (int64_t)cells_side * cells_side;
     int32_t *best = malloc((size_t)nc * sizeof *best);
     double *mass = calloc((size_t)nc, sizeof *mass);
     float *acc = calloc((size_t)(nc * dim), sizeof *acc);
-    int64_t nk = n - n_drop >= 0 ? prune_topk(score, n, n - n_drop, top) : 0;
-    if (!top || !kept || !best || !mass || !acc || nk < 0) {
-        free(top); free(kept); free(best); free(mass); free(acc);
+    if (!kept || !best || !mass || !acc) {
+        free(kept); free(best); free(mass); free(acc);
         return -1;
     }
     for (int64_t i = 0; i < nk; i++) kept[top[i]] = 1;
@@ -69,7 +65,7 @@ int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g, 
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++)
         if (kept[i]) keep[k++] = (int32_t)i;
-    free(top); free(kept); free(best); free(mass); free(acc);
+    free(kept); free(best); free(mass); free(acc);
     return k;
 }
 

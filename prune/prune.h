@@ -66,20 +66,32 @@ int64_t prune_topk(const float *score, int64_t n, int64_t k, int32_t *idx);
 /* k indices spread evenly over a g x g grid (a lattice, then the rest spread evenly); -1 when
  * out of memory. */
 int64_t prune_uniform_grid(int g, int64_t k, int32_t *idx);
+/* Stratified top-k: k of the g x g indices, the best-scored of each block of an s x s
+ * partition of the grid first (s*s <= k_cover, the largest such s; ties: the lower index), then
+ * the highest of the rest; ascending. k_cover 0 is prune_topk. Returns k clamped to g*g, -1 when
+ * out of memory. */
+int64_t prune_topk_cover(const float *score, int g, int64_t k, int64_t k_cover, int32_t *idx);
+/* Greedy farthest-point selection of k of n rows by their Gram matrix (gram [n x n], rows
+ * rows^T; cosine distances from it): the best-scored row first, then each time the row whose
+ * cosine distance to the nearest chosen one, times its min-max normalised score to the power
+ * w, is largest (w 0: pure coverage of the feature space). Ascending. Returns k clamped to n,
+ * -1 when out of memory. */
+int64_t prune_spread_select(const float *gram, const float *score, int64_t n, int64_t k,
+                            double w, int32_t *idx);
 /* k distinct indices drawn uniformly from [0, n) with a seed. */
 int64_t prune_random(uint64_t seed, int64_t n, int64_t k, int32_t *idx);
 /* The indices of [0, n) not in keep (both ascending): returns the count. */
 int64_t prune_complement(const int32_t *keep, int64_t nk, int64_t n, int32_t *out);
 
 /* ---- recycling / merging ----------------------------------------------------------------------- */
-/* VFlowOpt's vision-stage recycling (prepare_inputs_labels_for_multimodal): drop the n_drop
- * lowest-scored tokens of a g x g grid; group the dropped by m x m cells (cell = floor(row/m),
- * floor(col/m), m may be fractional); each cell's score-weighted mean row is written into the
- * slot of the cell's highest-scored dropped token, which is kept. rows [g*g x dim] is updated
- * in place; keep receives the surviving indices (ascending). Returns their count, -1 when out
- * of memory. */
-int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g, int64_t n_drop,
-                           double m, int32_t *keep);
+/* VFlowOpt's vision-stage recycling (prepare_inputs_labels_for_multimodal): of a g x g grid,
+ * the nk tokens top (any order; theirs: the highest-scored) are kept as they are; the others
+ * are grouped by m x m cells (cell = floor(row/m), floor(col/m), m may be fractional); each
+ * cell's score-weighted mean row is written into the slot of the cell's highest-scored dropped
+ * token, which is kept. rows [g*g x dim] is updated in place; keep receives the surviving
+ * indices (ascending). Returns their count, -1 when out of memory. */
+int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g,
+                           const int32_t *top, int64_t nk, double m, int32_t *keep);
 /* VisionZip's contextual tokens (apply_info): among the remaining tokens rem[0..nr) (ascending),
  * c targets are taken at a uniform stride; every other remaining token joins the target whose
  * key (keys [n x kd], L2-normalised here) is most cosine-similar; contextual row c = the

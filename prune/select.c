@@ -1,4 +1,5 @@
 /* Selection: which indices survive. Results are ascending so compaction keeps order. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,89 @@ int64_t prune_topk(const float *score, int64_t n, int64_t k, int32_t *idx)
     qsort(t, (size_t)n, sizeof *t, by_score_desc);
     for (int64_t i = 0; i < k; i++) idx[i] = t[i].i;
     free(t);
+    qsort(idx, (size_t)k, sizeof *idx, by_index);
+    return k;
+}
+
+int64_t prune_topk_cover(const float *score, int g, int64_t k, int64_t k_cover, int32_t *idx)
+{
+    const int64_t n = (int64_t)g * g;
+    if (k > n) k = n;
+    if (k_cover > k) k_cover = k;
+    int s = 0;
+    while ((int64_t)(s + 1) * (s + 1) <= k_cover) s++;
+    if (s == 0) return prune_topk(score, n, k, idx);
+    /* the blocks' winners are lifted above every other score, so one top-k takes them first and
+     * breaks the remaining ties as prune_topk does */
+    float *lifted = malloc((size_t)n * sizeof *lifted);
+    if (!lifted) return -1;
+    float hi = -3.4e38f, lo = 3.4e38f;
+    for (int64_t i = 0; i < n; i++) {
+        lifted[i] = score[i] == score[i] ? score[i] : -3.4e38f;
+        hi = lifted[i] > hi ? lifted[i] : hi;
+        lo = lifted[i] < lo ? lifted[i] : lo;
+    }
+    const float lift = (hi - lo) + 1.0f;
+    for (int by = 0; by < s; by++)
+        for (int bx = 0; bx < s; bx++) {
+            int64_t best = -1;
+            for (int y = by * g / s; y < (by + 1) * g / s; y++)
+                for (int x = bx * g / s; x < (bx + 1) * g / s; x++) {
+                    int64_t i = (int64_t)y * g + x;
+                    if (best < 0 || score[i] > score[best]) best = i;
+                }
+            if (best >= 0) lifted[best] = score[best] + lift;
+        }
+    int64_t m = prune_topk(lifted, n, k, idx);
+    free(lifted);
+    return m;
+}
+
+int64_t prune_spread_select(const float *gram, const float *score, int64_t n, int64_t k,
+                            double w, int32_t *idx)
+{
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    double *dmin = malloc((size_t)n * sizeof *dmin), *weight = malloc((size_t)n * sizeof *weight);
+    double *inv = malloc((size_t)n * sizeof *inv);
+    char *taken = calloc((size_t)n, 1);
+    if (!dmin || !weight || !inv || !taken) {
+        free(dmin); free(weight); free(inv); free(taken);
+        return -1;
+    }
+    float lo = score[0], hi = score[0];
+    int64_t first = 0;
+    for (int64_t i = 0; i < n; i++) {
+        lo = score[i] < lo ? score[i] : lo;
+        if (score[i] > hi) hi = score[first = i];
+        double g = gram[i * n + i];
+        inv[i] = g > 0 ? 1 / sqrt(g) : 0;
+        dmin[i] = INFINITY;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double u = hi > lo ? (score[i] - lo) / (hi - lo) : 1;
+        weight[i] = pow(u > 0 ? u : 0, w);
+    }
+    for (int64_t m = 0, pick = first; m < k; m++) {
+        taken[pick] = 1;
+        idx[m] = (int32_t)pick;
+        const float *row = gram + pick * n;
+        int64_t next = -1;
+        double best = -1;
+        for (int64_t i = 0; i < n; i++) {
+            if (taken[i]) continue;
+            double d = 1 - row[i] * inv[i] * inv[pick];
+            dmin[i] = d < dmin[i] ? d : dmin[i];
+            double v = dmin[i] * weight[i];
+            if (v > best) best = v, next = i;
+        }
+        if (next < 0) {
+            k = m + 1;
+            break;
+        }
+        pick = next;
+    }
+    free(dmin); free(weight); free(inv); free(taken);
     qsort(idx, (size_t)k, sizeof *idx, by_index);
     return k;
 }

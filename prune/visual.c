@@ -155,6 +155,8 @@ static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visua
     PLM_TRY(prune_spec_num(s, "m", pr.m * sqrt(n / 729.0), 1, 1000, &p->m, err));
     PLM_TRY(prune_spec_num(s, "alpha", 0, -10, 10, &p->alpha, err));
     PLM_TRY(prune_spec_num(s, "beta", 0, 0, 100, &p->beta, err));
+    PLM_TRY(prune_spec_num(s, "cover", 0, 0, 1, &p->cover, err));
+    PLM_TRY(prune_spec_num(s, "spread", -1, -1, 100, &p->spread, err));
     PLM_TRY(stage_layers(s, p, dflt, 2, 28, n_layers, err));
     PLM_TRY(prune_spec_num(s, "r1", pr.r1, 0.001, 1, &r1, err));
     PLM_TRY(prune_spec_num(s, "r2", pr.r2, 0.001, 1, &r2, err));

@@ -48,6 +48,11 @@ typedef struct prune_visual {
     double beta;               /* vflowopt [prunelm]: weight of the last prompt token's
                                   attention beside the carried score at decoder stages (0: the
                                   official carried score alone) */
+    double cover;              /* vflowopt [prunelm]: share of the vision stage's kept patches
+                                  chosen one per block of the image (the best-scored patch of
+                                  each), the rest by score alone (0: the official top-k) */
+    double spread;             /* vflowopt [prunelm]: >= 0 keeps the vision stage's patches by
+                                  prune_spread_select with this score exponent (-1: off) */
     uint64_t seed;
     int n_stages;
     int stage_layer[PRUNE_MAX_STAGES]; /* pruned before this decoder layer */

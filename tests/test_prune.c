@@ -225,8 +225,9 @@ Test(prune, grid_recycle_writes_each_cells_weighted_mean_into_its_best_slot)
         score[i] = (y < 2 && x < 2) ? 10.0f + i : 1.0f + 0.01f * i;
         rows[i] = (float)i;
     }
-    int32_t keep[16];
-    int64_t k = prune_grid_recycle(rows, 1, score, 4, 12, 2.0, keep);
+    int32_t keep[16], top[4];
+    cr_assert_eq(prune_topk(score, 16, 4, top), 4);
+    int64_t k = prune_grid_recycle(rows, 1, score, 4, top, 4, 2.0, keep);
     cr_assert_eq(k, 4 + 3, "kept %lld", (long long)k);
     int32_t want[7] = {0, 1, 4, 5, 7, 13, 15}; /* the best slot of each other cell */
     for (int i = 0; i < 7; i++) cr_assert_eq(keep[i], want[i], "keep[%d] = %d", i, keep[i]);
@@ -235,6 +236,47 @@ Test(prune, grid_recycle_writes_each_cells_weighted_mean_into_its_best_slot)
     double mean = (2 * score[2] + 3 * score[3] + 6 * score[6] + 7 * score[7]) / w;
     cr_assert_float_eq(rows[7], mean, 1e-5);
     cr_assert_float_eq(rows[0], 0.0f, 0); /* kept rows untouched */
+}
+
+Test(prune, topk_cover_takes_each_blocks_best_before_the_global_best)
+{
+    /* 4x4 grid, scores rising with the index: a plain top-4 is the bottom row; covering 4
+     * blocks of 2x2 takes each block's best (its bottom-right), then the rest by score */
+    float score[16];
+    for (int i = 0; i < 16; i++) score[i] = (float)i;
+    int32_t idx[16];
+    cr_assert_eq(prune_topk_cover(score, 4, 4, 0, idx), 4);
+    for (int i = 0; i < 4; i++) cr_assert_eq(idx[i], 12 + i);
+    cr_assert_eq(prune_topk_cover(score, 4, 4, 4, idx), 4);
+    int32_t want[4] = {5, 7, 13, 15};
+    for (int i = 0; i < 4; i++) cr_assert_eq(idx[i], want[i], "idx[%d] = %d", i, idx[i]);
+    /* k 6, cover 4: the four winners, then 14 and 12 (the best left) */
+    cr_assert_eq(prune_topk_cover(score, 4, 6, 4, idx), 6);
+    int32_t want6[6] = {5, 7, 12, 13, 14, 15};
+    for (int i = 0; i < 6; i++) cr_assert_eq(idx[i], want6[i], "idx[%d] = %d", i, idx[i]);
+    /* cover 3 rounds down to one block (the whole grid): the plain top-k */
+    cr_assert_eq(prune_topk_cover(score, 4, 4, 3, idx), 4);
+    for (int i = 0; i < 4; i++) cr_assert_eq(idx[i], 12 + i);
+}
+
+Test(prune, spread_select_covers_the_feature_space_unless_the_score_weighs_in)
+{
+    /* a and b nearly parallel, c orthogonal, d opposite a; a scores best, b next */
+    const float x[4][2] = {{1, 0}, {0.99f, 0.14f}, {0, 1}, {-1, 0}};
+    const float score[4] = {1.0f, 0.9f, 0.1f, 0.2f};
+    float gram[16];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) gram[i * 4 + j] = x[i][0] * x[j][0] + x[i][1] * x[j][1];
+    int32_t idx[4];
+    /* w 0: the best first, then the farthest from it */
+    cr_assert_eq(prune_spread_select(gram, score, 4, 2, 0, idx), 2);
+    cr_assert(idx[0] == 0 && idx[1] == 3, "%d %d", idx[0], idx[1]);
+    cr_assert_eq(prune_spread_select(gram, score, 4, 3, 0, idx), 3);
+    cr_assert(idx[0] == 0 && idx[1] == 2 && idx[2] == 3, "%d %d %d", idx[0], idx[1], idx[2]);
+    /* w 10: the score's weight outweighs the distance, b is next */
+    cr_assert_eq(prune_spread_select(gram, score, 4, 2, 10, idx), 2);
+    cr_assert(idx[0] == 0 && idx[1] == 1, "%d %d", idx[0], idx[1]);
+    cr_assert_eq(prune_spread_select(gram, score, 4, 9, 0, idx), 4); /* clamped to n */
 }
 
 Test(prune, visionzip_merge_is_target_plus_mean_of_members)

@@ -52,7 +52,9 @@ Test(prune_model, keep_all_reproduces_the_unpruned_logits_exactly)
     plm_session *base = run(m, "none", 4);
     /* (VisionZip always feeds the CLS row too, so it has no keep-all equivalent) */
     const char *keep_all[] = {"vflowopt:r0=1,m=100,r1=1,r2=1",
-                              "vflowopt:r0=1,m=100,r1=1,r2=1,beta=1", "fastv:tokens=16,k=1",
+                              "vflowopt:r0=1,m=100,r1=1,r2=1,beta=1",
+                              "vflowopt:r0=1,m=100,r1=1,r2=1,cover=1",
+                              "vflowopt:r0=1,m=100,r1=1,r2=1,spread=0", "fastv:tokens=16,k=1",
                               "pyramiddrop:layers=1,lambda=1", "uniform-grid:tokens=16",
                               "random:tokens=16", "sparsevlm:keep=16,layers=1"};
     for (size_t i = 0; i < sizeof keep_all / sizeof *keep_all; i++) {
@@ -118,6 +120,35 @@ Test(prune_model, vflowopt_beta_blends_in_the_last_tokens_attention)
     plm_session_free(fv);
     plm_session_free(vb);
     plm_session_free(v0);
+    plm_model_free(m);
+}
+
+/* VFlowOpt's [prunelm] cover=1 keeps the best-scored patch of each 2x2 block of the 4x4 grid
+ * (4 kept of 16, and one recycled slot); spread=0 keeps 4 of the projected rows that cover
+ * their space. Both keep a different set from the plain top-k here. */
+Test(prune_model, vflowopt_cover_keeps_a_patch_in_every_block)
+{
+    plm_model *m = load();
+    plm_session *top = run(m, "vflowopt:r0=0.25,m=100", 1);
+    plm_session *cov = run(m, "vflowopt:r0=0.25,m=100,cover=1", 1);
+    plm_session *spr = run(m, "vflowopt:r0=0.25,m=100,spread=0", 1);
+    size_t nt, nc, ns;
+    int g;
+    const int32_t *kt = plm_session_kept_patches(top, &nt, &g);
+    const int32_t *kc = plm_session_kept_patches(cov, &nc, &g);
+    const int32_t *ks = plm_session_kept_patches(spr, &ns, &g);
+    cr_assert_eq(g, 4);
+    cr_assert_eq(nt, 5);
+    cr_assert_eq(nc, 5);
+    cr_assert_eq(ns, 5);
+    int block[4] = {0};
+    for (size_t i = 0; i < nc; i++) block[(kc[i] / 4 / 2) * 2 + (kc[i] % 4) / 2]++;
+    for (int b = 0; b < 4; b++) cr_assert_geq(block[b], 1, "block %d kept nothing", b);
+    cr_assert_neq(memcmp(kt, kc, nt * sizeof *kt), 0, "cover=1 kept the plain top-k");
+    cr_assert_neq(memcmp(kt, ks, nt * sizeof *kt), 0, "spread=0 kept the plain top-k");
+    plm_session_free(top);
+    plm_session_free(cov);
+    plm_session_free(spr);
     plm_model_free(m);
 }
 

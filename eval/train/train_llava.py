@@ -144,18 +144,33 @@ def evaluate(model, tok, items, images_u8, index, mean, std, n_img, image_id, de
     return correct / max(1, len(items)), {k: v[0] / v[1] for k, v in per.items()}
 
 
-def thin_image_tokens(ids, att, image_id, p, lo, hi):
+def thin_image_tokens(ids, att, image_id, p, lo, hi, objects=None, bias=0.0):
     """Token-drop augmentation (--token-drop): in a share p of the rows, keep a random lo..hi of
     the image tokens and mask the rest out of attention; half of those rows also renumber the
     positions over what is kept (as pruning before the decoder does), the other half keep the
-    original positions (as pruning inside it does). Returns the new mask and position ids."""
+    original positions (as pruning inside it does). With objects ([B, n_img] bool: the patches
+    that show an object) and bias > 1 (--token-bias), half of the thinned rows draw what they
+    keep with each object patch weighing 1..bias times a background one (log-uniform, weighted
+    sampling without replacement, Efraimidis & Spirakis), as importance-based pruning keeps
+    objects over background: the model must then count objects by what it sees, not by how
+    dense they are among the kept tokens. Returns the new mask and position ids."""
     B, L = ids.shape
     dev = ids.device
     img = ids == image_id
     rows = torch.rand(B, device=dev) < p
     keep = torch.randint(lo, hi + 1, (B,), device=dev)
-    # a random rank for each image position of a row (0..n_img-1); text positions rank last
-    rank = torch.rand(B, L, device=dev).masked_fill(~img, 2.0).argsort(1).argsort(1)
+    # a key for each image position of a row, the largest kept; text positions rank last
+    key = torch.rand(B, L, device=dev).clamp(min=1e-12).log()
+    if objects is not None and bias > 1:
+        w = torch.ones(B, L, device=dev)
+        per_row = bias ** torch.rand(B, 1, device=dev)  # log-uniform in 1..bias
+        per_row = torch.where(torch.rand(B, 1, device=dev) < 0.5, per_row,
+                              torch.ones_like(per_row))
+        obj = torch.zeros(B, L, dtype=torch.bool, device=dev)
+        obj[img] = objects.flatten()  # image positions in order, n_img a row
+        w = torch.where(obj, per_row.expand(B, L), w)
+        key = key / w
+    rank = (-key).masked_fill(~img, float("inf")).argsort(1).argsort(1)
     drop = img & rows[:, None] & (rank >= keep[:, None])
     att = att.masked_fill(drop, 0)
     renumber = rows & (torch.rand(B, device=dev) < 0.5)
@@ -270,6 +285,10 @@ def main():
                     help="share of the image rows trained with most image tokens masked out "
                          "(thin_image_tokens): teaches answering from the subsets visual "
                          "pruning leaves (issue 6); 0: off")
+    ap.add_argument("--token-bias", type=float, default=0.0,
+                    help="object patches weigh up to this many times a background patch in "
+                         "half of the thinned rows (thin_image_tokens; needs --aux-weight's "
+                         "patch labels); 0: uniform draws")
     ap.add_argument("--token-keep", default="32,192",
                     help="lo,hi: image tokens a thinned row keeps (uniform)")
     ap.add_argument("--compile", action="store_true",
@@ -446,12 +465,14 @@ def main():
             ids, att, lab = batch([src[i] for src, i in pairs], list(range(len(pairs))),
                                   tok.pad_token_id, device, fixed)
             extra = {}
-            if args.token_drop > 0:
-                lo, hi = (int(v) for v in args.token_keep.split(","))
-                att, extra["position_ids"] = thin_image_tokens(ids, att, image_id,
-                                                               args.token_drop, lo, hi)
             img_rows = torch.cat([rows[torch.from_numpy(idx).to(device)],
                                   cap_rows[torch.from_numpy(cidx).to(device)]])
+            if args.token_drop > 0:
+                lo, hi = (int(v) for v in args.token_keep.split(","))
+                objects = labels_u8[img_rows, 0] > 0 if labels_u8 is not None else None
+                att, extra["position_ids"] = thin_image_tokens(ids, att, image_id,
+                                                               args.token_drop, lo, hi,
+                                                               objects, args.token_bias)
             pv = pixels(images_u8, img_rows, mean, std)
             if step == 0 and args.check:
                 pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id,
