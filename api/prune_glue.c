@@ -316,6 +316,7 @@ static int encode_recorded(plm_session *s, float *pix, float *feat, const vit_ta
         return 0;
     }
     for (int tries = 0; tries < 2; tries++) {
+        s->t.vision_graph = s->vit_graph ? 1 : 2;
         if (!s->vit_graph) {
             if (!op->graph_begin(s->be)) {
                 s->vit_graph_off = 1;
@@ -360,6 +361,7 @@ plm_status session_encode_image(plm_session *s, float *dev_scratch)
     vit_taps taps = {b.q, b.k};
     const vit_taps *tp = mode >= PRUNE_VIS_VISIONZIP ? &taps : NULL;
     if (!encode_recorded(s, pix, b.feat, tp, enc, pix_bytes)) {
+        s->t.vision_graph = 0;
         s->be->ops->upload(s->be, pix, s->pixels, pix_bytes);
         vit_encode(vm, s->be, pix, b.feat, tp, enc);
     }

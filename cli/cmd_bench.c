@@ -67,6 +67,7 @@ static char *question(const plm_tokenizer *tok, int n)
 typedef struct bench_row {
     const char *prune;
     double vision_ms, compute_ms, ttft_ms, tps, dev_used; /* compute: vision + prefill */
+    int vision_runs[3]; /* timed runs whose vision tower ran op by op, replayed, recorded */
     plm_timings t;
 } bench_row;
 
@@ -75,6 +76,7 @@ static int bench_one(plm_session *s, const char *q, int repeat, double *vis, dou
                      double *ttft, double *tps, bench_row *row)
 {
     row->dev_used = -1;
+    memset(row->vision_runs, 0, sizeof row->vision_runs);
     const plm_timings *t = NULL;
     for (int r = -1; r < repeat; r++) { /* run -1 warms up */
         if (plm_session_ask(s, q, NULL, NULL, NULL) != PLM_OK) {
@@ -83,6 +85,7 @@ static int bench_one(plm_session *s, const char *q, int repeat, double *vis, dou
         }
         t = plm_session_timings(s);
         if (r < 0) continue;
+        row->vision_runs[t->vision_graph >= 0 && t->vision_graph <= 2 ? t->vision_graph : 0]++;
         vis[r] = t->vision_ms;
         comp[r] = t->vision_ms + t->prefill_ms;
         ttft[r] = t->ttft_ms;
@@ -114,6 +117,10 @@ static cJSON *row_json(const bench_row *r, const char *model, const char *dev, c
     cJSON_AddNumberToObject(o, "image_tokens_per_layer", r->t.image_tokens_avg);
     cJSON_AddNumberToObject(o, "generated_tokens", r->t.n_generated);
     cJSON_AddNumberToObject(o, "vision_ms", r->vision_ms);
+    /* timed runs whose tower ran op by op / replayed its CUDA graph / recorded it first */
+    cJSON_AddNumberToObject(o, "vision_runs_op_by_op", r->vision_runs[0]);
+    cJSON_AddNumberToObject(o, "vision_runs_replayed", r->vision_runs[1]);
+    cJSON_AddNumberToObject(o, "vision_runs_recorded", r->vision_runs[2]);
     cJSON_AddNumberToObject(o, "ttft_ms", r->ttft_ms);
     cJSON_AddNumberToObject(o, "vision_prefill_ms", r->compute_ms);
     cJSON_AddNumberToObject(o, "decode_tokens_per_s", r->tps);
@@ -243,13 +250,14 @@ int cmd_bench(int argc, char **argv)
                    "|\n", r->dev_used / 1073741824.0);
     } else {
         printf("%s, %d prompt tokens, %d generated, median of %d\n\n| prune | image tokens "
-               "(per layer) | vision ms | time to first token ms | decode tokens/s | KV MiB |\n"
-               "|---|---|---|---|---|---|\n", dev, rows[0].t.n_prompt, rows[0].t.n_generated,
-               repeat);
+               "(per layer) | vision ms | vision runs op/replayed/recorded | time to first "
+               "token ms | decode tokens/s | KV MiB |\n|---|---|---|---|---|---|---|\n", dev,
+               rows[0].t.n_prompt, rows[0].t.n_generated, repeat);
         for (int i = 0; i < n_prune; i++)
-            printf("| `%s` | %d (%.1f) | %.2f | %.2f | %.1f | %.1f |\n",
+            printf("| `%s` | %d (%.1f) | %.2f | %d/%d/%d | %.2f | %.1f | %.1f |\n",
                    rows[i].prune ? rows[i].prune : "none", rows[i].t.n_image_tokens,
-                   rows[i].t.image_tokens_avg, rows[i].vision_ms, rows[i].ttft_ms, rows[i].tps,
+                   rows[i].t.image_tokens_avg, rows[i].vision_ms, rows[i].vision_runs[0],
+                   rows[i].vision_runs[1], rows[i].vision_runs[2], rows[i].ttft_ms, rows[i].tps,
                    rows[i].t.kv_bytes / 1048576.0);
     }
     rc = CLI_OK;

@@ -136,6 +136,8 @@ typedef struct plm_timings {
     double image_tokens_avg; /* image tokens per decoder layer, averaged over the layers (the
                                 budget pruning papers quote) */
     uint64_t kv_bytes;      /* bytes of keys and values held in the cache at the end */
+    int vision_graph;       /* how the vision tower ran for this prompt: 0 op by op (or not at
+                               all), 1 replayed from its CUDA graph, 2 recorded, then replayed */
 } plm_timings;
 
 /* Visual-token pruning for the next prompts: a spec such as "vflowopt:tokens=64",
