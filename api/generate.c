@@ -327,6 +327,22 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         if ((int64_t)need * 4 < (int64_t)s->kv.cap * 3)
             (void)llama_kv_shrink(&s->kv, c, s->be, need, &ignored);
     }
+    /* AutoPASTA picks its spans from the prefill's attention, so the prefill itself ran
+     * unsteered; the answer's first token comes from the last prompt token, which runs again,
+     * steered (its rows replaced), as the paper's second pass over the prompt would. */
+    const int last_img = m->cfg.has_vision && s->tokens[T - 1] == m->cfg.image_token_id;
+    if (session_kv_active(s) && T > 1 && !last_img && session_kv_resteer(s, T - 1)) {
+        for (int l = 0; l < c->n_layers; l++) s->kv.len[l]--;
+        int32_t p_last = (int32_t)(T - 1);
+        op->embed(s->be, x, &m->llm.embed, &s->tokens[T - 1], 1);
+        session_kv_phase(s, 0, 0);
+        if (llama_forward(&m->llm, s->be, &s->kv, x, &p_last, 1, 1, lg, T, wk,
+                          pass_hook_for(s, NULL, &ph, &pass_storage)) < 0)
+            return s->hook_status != PLM_OK ? s->hook_status
+                                            : plm_fail(&s->err, PLM_E_ARG, "KV policy failed");
+        op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
+        op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
+    }
     s->t.prefill_ms = plm_now_ms() - t0;
 
     sampler smp;

@@ -220,6 +220,28 @@ plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64
     return kv_policy_begin(g->pol, &g->shape, &s->err);
 }
 
+int session_kv_resteer(const plm_session *s, int64_t last_pos)
+{
+    const kv_glue *g = s->kvg;
+    if (!g) return 0;
+    int steer = 0;
+    for (const kv_policy *p = g->pol; p; p = p->next)
+        steer |= p->ops->steers && p->ops->steers(p);
+    if (!steer) return 0;
+    /* the row to run again must be every layer's last, held densely (a thin, int4 or bitmap
+     * store cannot give a row back) */
+    const llama_config *c = &s->m->cfg.text;
+    const int64_t cap = g->shape.cap;
+    for (int l = 0; l < c->n_layers; l++) {
+        const int len = s->kv.len[l];
+        if (len < 1 || kv_stores_rows(&g->st, l) > 0 || (g->bm && g->bm[l].n_rows > 0))
+            return 0;
+        for (int h = 0; h < c->n_kv; h++)
+            if (g->pos[((int64_t)l * c->n_kv + h) * cap + len - 1] != last_pos) return 0;
+    }
+    return 1;
+}
+
 void session_kv_phase(plm_session *s, int prefill, int64_t step)
 {
     s->kvg->prefill = prefill;

@@ -97,6 +97,10 @@ void session_kv_free(plm_session *s);
 /* Before a prefill: sizes the policy's state for a prompt of n_prompt rows in a cache of cap. */
 plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64_t max_new);
 void session_kv_phase(plm_session *s, int prefill, int64_t step);
+/* 1 when a policy will steer the passes after the prefill (AutoPASTA) and every layer's last
+ * row is the prompt's last token (position last_pos), held densely: generate.c then runs that
+ * token again, steered, so that the first answer token is steered too. */
+int session_kv_resteer(const plm_session *s, int64_t last_pos);
 /* llama_hook callbacks (after_layer returns v->t, or -1 with s->hook_status set). */
 int64_t session_kv_after_layer(plm_session *s, const llama_layer_view *v);
 int session_kv_before_attention(plm_session *s, int layer, plm_attn_args *a);

@@ -110,6 +110,10 @@ typedef struct kv_policy_ops {
      * pass appends; n_new = rows it appends). Fills *a or leaves it dense. */
     plm_status (*attend)(kv_policy *p, int layer, int prefill, int64_t step, int64_t len,
                          int64_t n_new, const int32_t *pos, kv_attend *a, plm_error *err);
+    /* Optional: 1 when attend will steer the passes after the prefill (AutoPASTA once it has
+     * chosen its spans): the glue then runs the last prompt token again, steered, so that the
+     * first answer token is steered too. */
+    int (*steers)(const kv_policy *p);
     void (*destroy)(kv_policy *p);
 } kv_policy_ops;
 

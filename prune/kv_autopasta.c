@@ -16,8 +16,10 @@
  *     otherwise always win), and the `sentences` best are highlighted.
  *   - Heads: `heads=all`, or a '/' list of `L` (every head of layer L) and `L.H` (query head H
  *     of layer L), standing in for AutoPASTA's coarse-to-fine profiled heads.
- * The spans are known once the prompt's last layer has run, so steering starts at the first
- * decode step. Never evicts; positions map rows, so it composes after any policy in a chain. */
+ * The spans are known once the prompt's last layer has run; the glue then runs the last
+ * prompt token again with the steering on (steers()), so the first answer token is steered
+ * too, and every decode step after it. Never evicts; positions map rows, so it composes after
+ * any policy in a chain. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ typedef struct autopasta {
     uint8_t *lit;     /* [n_pos]: highlighted position */
     int64_t n_pos;
     int32_t prompt_end, win_start; /* positions */
+    int question;     /* question=1 [prunelm]: the observation window is never scaled */
     float *span_score;
     int32_t *pick;
     int ready;        /* spans chosen for this prompt */
@@ -81,12 +84,13 @@ static plm_status parse(kv_policy *p, prune_spec *s, plm_error *err)
     if (p->c.budget > 0 || p->c.ratio > 0 || p->c.recent >= 0)
         return plm_fail(err, PLM_E_ARG, "kv spec '%s': autopasta steers attention and keeps "
                         "every row; it takes no budget=, ratio= or recent=", p->spec);
-    double span, k, alpha;
+    double span, k, alpha, question;
     int st_fixed = 0;
     for (int i = 0; i < s->n; i++) st_fixed |= !strcmp(s->p[i].key, "span");
     PLM_TRY(prune_spec_num(s, "span", 16, 1, 1 << 20, &span, err));
     PLM_TRY(prune_spec_num(s, "sentences", 1, 1, 1 << 20, &k, err));
     PLM_TRY(prune_spec_num(s, "alpha", 0.01, 0, 1, &alpha, err));
+    PLM_TRY(prune_spec_num(s, "question", 0, 0, 1, &question, err));
     if (!(alpha > 0))
         return plm_fail(err, PLM_E_ARG, "kv spec '%s': alpha must be in (0, 1]: it scales the "
                         "other tokens' attention", p->spec);
@@ -100,6 +104,7 @@ static plm_status parse(kv_policy *p, prune_spec *s, plm_error *err)
     st->fixed_span = st_fixed;
     st->sentences = (int64_t)k;
     st->alpha = alpha;
+    st->question = question > 0;
     st->all = 1;
     for (int i = 0; i < s->n; i++)
         if (!strcmp(s->p[i].key, "heads")) {
@@ -229,12 +234,22 @@ static plm_status attend(kv_policy *p, int layer, int prefill, int64_t step, int
         for (int64_t r = 0; r < tk; r++) {
             /* rows the pass appends are generated tokens: never scaled (pasta.py's input_len) */
             const int32_t ps = r < len ? pos[(int64_t)(h / group) * sh->cap + r] : st->prompt_end;
-            b[r] = on && ps < st->prompt_end && !(ps >= 0 && ps < st->n_pos && st->lit[ps])
-                       ? down : 0.0f;
+            const int32_t end = st->question ? st->win_start : st->prompt_end;
+            b[r] = on && ps < end && !(ps >= 0 && ps < st->n_pos && st->lit[ps]) ? down : 0.0f;
         }
     }
     a->bias = st->bias;
     return PLM_OK;
+}
+
+static int steers(const kv_policy *p)
+{
+    const autopasta *st = p->state;
+    const kv_shape *sh = &p->shape;
+    if (!st || !st->ready || !st->n_lit) return 0;
+    for (int64_t i = 0; i < (int64_t)sh->n_layers * sh->n_heads; i++)
+        if (st->steer[i]) return 1;
+    return 0;
 }
 
 static void destroy(kv_policy *p)
@@ -252,5 +267,5 @@ static void destroy(kv_policy *p)
 
 const kv_policy_ops kv_autopasta_ops = {
     .name = "autopasta", .parse = parse, .begin = begin, .needs = needs, .plan = plan,
-    .attend = attend, .destroy = destroy,
+    .attend = attend, .steers = steers, .destroy = destroy,
 };

@@ -3,6 +3,7 @@
  * shrinks to the budget, every registered policy runs with visual pruning, and bad specs are
  * refused with the reason. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,5 +459,34 @@ Test(kv_model, evictions_give_the_cache_memory_back)
         plm_session_free(shrunk);
         plm_session_free(twice);
     }
+    plm_model_free(m);
+}
+
+/* AutoPASTA chooses its spans from the prefill's attention; the last prompt token then runs
+ * again, steered, so the first answer token is steered: its logits move, the cache holds as
+ * many rows as without steering, and layer 0's last row (which steering cannot reach: its keys
+ * come from the embedding alone) matches. Nothing highlighted (the window covers the prompt):
+ * no second run, the same logits bit for bit. */
+Test(kv_model, autopasta_steers_the_first_answer_token)
+{
+    plm_model *m = load(MODEL);
+    const llama_config *c = &m->cfg.text;
+    const size_t V = (size_t)c->vocab, row = (size_t)c->n_kv * c->head_dim;
+    plm_session *base = run(m, NULL, "none", TEXT, 0, 1);
+    plm_session *st = run(m, NULL, "autopasta:alpha=0.000001", TEXT, 0, 1);
+    plm_session *none = run(m, NULL, "autopasta:window=100000", TEXT, 0, 1);
+    cr_assert_eq(memcmp(base->logits, none->logits, V * sizeof(float)), 0,
+                 "nothing highlighted, yet the logits moved");
+    double diff = 0;
+    for (size_t i = 0; i < V; i++) diff += fabs((double)base->logits[i] - st->logits[i]);
+    cr_assert_gt(diff, 1e-3, "steering did not reach the first answer token");
+    for (int l = 0; l < c->n_layers; l++)
+        cr_assert_eq(st->kv.len[l], base->kv.len[l], "layer %d", l);
+    const int last = base->kv.len[0] - 1;
+    for (size_t j = 0; j < row; j++)
+        cr_assert_float_eq(st->kv.k[0][last * row + j], base->kv.k[0][last * row + j], 1e-4);
+    plm_session_free(base);
+    plm_session_free(st);
+    plm_session_free(none);
     plm_model_free(m);
 }

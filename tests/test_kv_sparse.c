@@ -287,6 +287,21 @@ Test(kv_autopasta, bias_on_the_steered_heads_outside_the_chosen_span)
     kv_policy_free(p);
 }
 
+/* question=1: the observation window (the question, rows 8 and 9) is not scaled either */
+Test(kv_autopasta, question_leaves_the_window_unscaled)
+{
+    kv_policy *p = start(&kv_autopasta_ops, "autopasta:span=2,window=2,sink=1,heads=1,question=1",
+                         ap_shape);
+    int32_t pos[2 * CAP];
+    identity(pos, 2, 12);
+    ap_prefill(p, pos);
+    kv_attend a = attend(p, 1, 0, 0, 10, pos);
+    cr_assert_not_null(a.bias);
+    const int steer[4] = {1, 1, 1, 1}, lit[11] = {[4] = 1, [5] = 1, [8] = 1, [9] = 1};
+    expect_bias(a.bias, 11, steer, lit, logf(0.01f));
+    kv_policy_free(p);
+}
+
 Test(kv_autopasta, maps_compacted_rows_by_position)
 {
     kv_policy *p = start(&kv_autopasta_ops, "autopasta:span=2,window=2,sink=1,alpha=0.5,heads=1",
