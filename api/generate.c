@@ -331,7 +331,8 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
      * unsteered; the answer's first token comes from the last prompt token, which runs again,
      * steered (its rows replaced), as the paper's second pass over the prompt would. */
     const int last_img = m->cfg.has_vision && s->tokens[T - 1] == m->cfg.image_token_id;
-    if (session_kv_active(s) && T > 1 && !last_img && session_kv_resteer(s, T - 1)) {
+    if (session_kv_active(s) && s->max_new > 0 && T > 1 && !last_img &&
+        session_kv_resteer(s, T - 1)) {
         for (int l = 0; l < c->n_layers; l++) s->kv.len[l]--;
         int32_t p_last = (int32_t)(T - 1);
         op->embed(s->be, x, &m->llm.embed, &s->tokens[T - 1], 1);
