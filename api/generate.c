@@ -252,6 +252,26 @@ static int is_eos(const llama_config *c, int32_t tok)
     return 0;
 }
 
+/* One token through the decoder at position pos as decode step `step` (x, lg, wk: the
+ * run's scratch), its logits into s->logits: a generated token, or the prompt's last one run
+ * again for AutoPASTA. */
+static plm_status step_token(plm_session *s, int32_t tok, int32_t pos, int64_t step, float *x,
+                             float *lg, float *wk)
+{
+    plm_model *m = s->m;
+    const plm_backend_ops *op = s->be->ops;
+    pass_hook ph;
+    llama_hook storage;
+    op->embed(s->be, x, &m->llm.embed, &tok, 1);
+    if (session_kv_active(s)) session_kv_phase(s, 0, step);
+    if (llama_forward(&m->llm, s->be, &s->kv, x, &pos, 1, 1, lg, pos + 1, wk,
+                      pass_hook_for(s, NULL, &ph, &storage)) < 0)
+        return s->hook_status != PLM_OK ? s->hook_status
+                                        : plm_fail(&s->err, PLM_E_ARG, "KV policy failed");
+    op->download(s->be, s->logits, lg, (size_t)m->cfg.text.vocab * sizeof(float));
+    return PLM_OK;
+}
+
 static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf *answer,
                       double t_call)
 {
@@ -331,17 +351,9 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
      * unsteered; the answer's first token comes from the last prompt token, which runs again,
      * steered (its rows replaced), as the paper's second pass over the prompt would. */
     const int last_img = m->cfg.has_vision && s->tokens[T - 1] == m->cfg.image_token_id;
-    if (session_kv_active(s) && s->max_new > 0 && T > 1 && !last_img &&
-        session_kv_resteer(s, T - 1)) {
+    if (s->max_new > 0 && T > 1 && !last_img && session_kv_resteer(s, T - 1)) {
         for (int l = 0; l < c->n_layers; l++) s->kv.len[l]--;
-        int32_t p_last = (int32_t)(T - 1);
-        op->embed(s->be, x, &m->llm.embed, &s->tokens[T - 1], 1);
-        session_kv_phase(s, 0, 0);
-        if (llama_forward(&m->llm, s->be, &s->kv, x, &p_last, 1, 1, lg, T, wk,
-                          pass_hook_for(s, NULL, &ph, &pass_storage)) < 0)
-            return s->hook_status != PLM_OK ? s->hook_status
-                                            : plm_fail(&s->err, PLM_E_ARG, "KV policy failed");
-        op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
+        PLM_TRY(step_token(s, s->tokens[T - 1], (int32_t)(T - 1), 0, x, lg, wk));
         op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
     }
     s->t.prefill_ms = plm_now_ms() - t0;
@@ -367,16 +379,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         }
         if (on_token && *piece && on_token(piece, tok, user)) break;
         if (i + 1 == s->max_new) break;
-        int32_t p1 = next_pos++;
-        op->embed(s->be, x, &m->llm.embed, &tok, 1);
-        if (session_kv_active(s)) session_kv_phase(s, 0, i);
-        if (llama_forward(&m->llm, s->be, &s->kv, x, &p1, 1, 1, lg, next_pos, wk,
-                          pass_hook_for(s, NULL, &ph, &pass_storage)) < 0) {
-            st = s->hook_status != PLM_OK ? s->hook_status
-                                          : plm_fail(&s->err, PLM_E_ARG, "KV policy failed");
-            break;
-        }
-        op->download(s->be, s->logits, lg, (size_t)V * sizeof(float));
+        st = step_token(s, tok, next_pos++, i, x, lg, wk);
     }
     const char *rest = "";
     if (st == PLM_OK) st = tok_stream_finish(ts, &rest, &s->err);

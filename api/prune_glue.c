@@ -82,8 +82,15 @@ plm_status session_pixels_rgb(plm_session *s, uint8_t **out)
     return PLM_OK;
 }
 
+/* a [m x d] times b [n x d]^T into y [m x n], all device rows, on the backend's matmul (b as
+ * a float32 weight): the similarity and Gram matrices of SparseVLM's raters and clusters and of
+ * VFlowOpt's spread= */
 static void matmul_rows(plm_session *s, float *y, const float *a, int64_t m, const float *b,
-                        int64_t n, int64_t d);
+                        int64_t n, int64_t d)
+{
+    const plm_weight w = {PLM_F32, n, d, b};
+    s->be->ops->matmul(s->be, y, a, &w, NULL, m);
+}
 
 typedef struct vis_bufs {
     float *feat, *q, *k, *probs, *sel, *ph, *proj; /* device */
@@ -414,14 +421,6 @@ static void next_layer_scores(plm_session *s, const llama_layer_view *v, int nex
     op->attn_probs(s->be, &a, 0);
 }
 
-/* a [m x d] times b [n x d]^T into y [m x n], all device rows, on the backend's matmul (b as
- * a float32 weight): the similarity and Gram matrices of SparseVLM's raters and clusters */
-static void matmul_rows(plm_session *s, float *y, const float *a, int64_t m, const float *b,
-                        int64_t n, int64_t d)
-{
-    const plm_weight w = {PLM_F32, n, d, b};
-    s->be->ops->matmul(s->be, y, a, &w, NULL, m);
-}
 
 plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
 {
