@@ -192,29 +192,15 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
 #pragma unroll
         for (int g = 0; g < G; g++) {
             float s[KVS_ROWS];
-            float mx = m[g];
 #pragma unroll
             for (int r = 0; r < KVS_ROWS; r++) {
                 float dot = 0.0f;
 #pragma unroll
                 for (int t = 0; t < P; t++) dot += q[g][t] * kv[r][t];
                 s[r] = j0 + r < end ? kvs_warp_sum(dot) * a.scale : -INFINITY;
-                mx = fmaxf(mx, s[r]);
             }
-            /* Row j0 is live, so mx is finite and exp(-inf - mx) = 0. */
-            const float corr = __expf(m[g] - mx);
-            float psum = 0.0f;
-#pragma unroll
-            for (int t = 0; t < P; t++) acc[g][t] *= corr;
-#pragma unroll
-            for (int r = 0; r < KVS_ROWS; r++) {
-                const float pr = __expf(s[r] - mx);
-                psum += pr;
-#pragma unroll
-                for (int t = 0; t < P; t++) acc[g][t] += pr * vv[r][t];
-            }
-            l[g] = l[g] * corr + psum;
-            m[g] = mx;
+            /* scored and folded in one head at a time: fewer live registers than all G first */
+            kvs_softmax_head<P>(s, vv, acc[g], m[g], l[g]);
         }
     };
 

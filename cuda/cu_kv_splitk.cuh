@@ -230,33 +230,40 @@ __global__ static void k_kvs_combine(const float *work, float *out, int n_heads,
     }
 }
 
-/* One online-softmax step of KVS_ROWS rows for G query heads: s[g][r] scores (-inf past the
- * end), vv[r] the lane's value channels. */
+/* One online-softmax step of KVS_ROWS rows for one query head: s[r] its scores (-inf past the
+ * end), vv[r] the lane's value channels, acc/m/l the head's running output, max and sum. */
+template <int P>
+__device__ static inline void kvs_softmax_head(const float (&s)[KVS_ROWS],
+                                               const float (&vv)[KVS_ROWS][P], float (&acc)[P],
+                                               float &m, float &l)
+{
+    float mx = m;
+#pragma unroll
+    for (int r = 0; r < KVS_ROWS; r++) mx = fmaxf(mx, s[r]);
+    /* the step's first row is live, so mx is finite and exp(-inf - mx) = 0 */
+    const float corr = __expf(m - mx);
+    float psum = 0.0f;
+#pragma unroll
+    for (int t = 0; t < P; t++) acc[t] *= corr;
+#pragma unroll
+    for (int r = 0; r < KVS_ROWS; r++) {
+        const float pr = __expf(s[r] - mx);
+        psum += pr;
+#pragma unroll
+        for (int t = 0; t < P; t++) acc[t] += pr * vv[r][t];
+    }
+    l = l * corr + psum;
+    m = mx;
+}
+
+/* The same step for G query heads sharing the rows. */
 template <int P, int G>
-__device__ static inline void kvs_softmax_step(float (&s)[G][KVS_ROWS],
+__device__ static inline void kvs_softmax_step(const float (&s)[G][KVS_ROWS],
                                                const float (&vv)[KVS_ROWS][P],
                                                float (&acc)[G][P], float (&m)[G], float (&l)[G])
 {
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float mx = m[g];
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) mx = fmaxf(mx, s[g][r]);
-        /* the step's first row is live, so mx is finite and exp(-inf - mx) = 0 */
-        const float corr = __expf(m[g] - mx);
-        float psum = 0.0f;
-#pragma unroll
-        for (int t = 0; t < P; t++) acc[g][t] *= corr;
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) {
-            const float pr = __expf(s[g][r] - mx);
-            psum += pr;
-#pragma unroll
-            for (int t = 0; t < P; t++) acc[g][t] += pr * vv[r][t];
-        }
-        l[g] = l[g] * corr + psum;
-        m[g] = mx;
-    }
+    for (int g = 0; g < G; g++) kvs_softmax_head<P>(s[g], vv, acc[g], m[g], l[g]);
 }
 
 /* The store attend launch: plans the splits for one wave of resident blocks of kern (an
