@@ -112,39 +112,29 @@ static void encoder_attention(plm_session *s, const vis_bufs *b, const float *q,
     s->be->ops->download(s->be, host, b->probs, (size_t)b->T * sizeof *host);
 }
 
-/* Rows of the projected features to hand the prompt: host rows [n x Dt]. */
-static plm_status keep_features(plm_session *s, const float *rows, int64_t n, const float *scores)
-{
-    const int64_t Dt = s->m->cfg.text.hidden;
-    float *f = realloc(s->feats, (size_t)(n * Dt) * sizeof *f);
-    float *sc = realloc(s->img_scores, (size_t)(n ? n : 1) * sizeof *sc);
-    if (f) s->feats = f;
-    if (sc) s->img_scores = sc;
-    if (!f || !sc) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
-    memcpy(f, rows, (size_t)(n * Dt) * sizeof *f);
-    if (scores) memcpy(sc, scores, (size_t)n * sizeof *sc);
-    else for (int64_t i = 0; i < n; i++) sc[i] = 0;
-    s->n_feat = (size_t)n;
-    s->feats_host_ok = 1;
-    s->feats_dev_ok = 0;
-    return PLM_OK;
-}
-
-/* Device rows [n x Dt] kept as the image features where they are (scores 0): the prefill
- * copies them on the device, and the host copy is made only if asked for. */
-static plm_status keep_device_features(plm_session *s, const float *rows, int64_t n)
+/* Room for n device rows of image features (their scores, or 0s when scores is NULL): the
+ * prefill copies them on the device, and the host copy is made only if asked for. */
+static plm_status device_features(plm_session *s, int64_t n, const float *scores)
 {
     const int64_t Dt = s->m->cfg.text.hidden;
     const size_t need = (size_t)(n ? n : 1) * (size_t)Dt;
     float *sc = realloc(s->img_scores, (size_t)(n ? n : 1) * sizeof *sc);
     if (!sc) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for image features");
     s->img_scores = sc;
-    for (int64_t i = 0; i < n; i++) sc[i] = 0;
+    for (int64_t i = 0; i < n; i++) sc[i] = scores ? scores[i] : 0;
     PLM_TRY(session_dev_grow(s, &s->feats_dev, &s->feats_dev_floats, need, "image features"));
-    if (n) s->be->ops->copy2d(s->be, s->feats_dev, Dt, rows, Dt, n, Dt);
     s->n_feat = (size_t)n;
     s->feats_host_ok = 0;
     s->feats_dev_ok = 1;
+    return PLM_OK;
+}
+
+/* Device rows [n x Dt] kept as the image features where they are (scores 0). */
+static plm_status keep_device_features(plm_session *s, const float *rows, int64_t n)
+{
+    const int64_t Dt = s->m->cfg.text.hidden;
+    PLM_TRY(device_features(s, n, NULL));
+    if (n) s->be->ops->copy2d(s->be, s->feats_dev, Dt, rows, Dt, n, Dt);
     return PLM_OK;
 }
 
@@ -239,15 +229,16 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
 {
     const prune_visual *p = &s->prune;
     const vit_config *v = &s->m->cfg.vision;
-    const int64_t np = b->np, T = b->T, Dt = b->Dt;
+    const int64_t np = b->np, T = b->T, Dt = b->Dt, c0 = !b->skip; /* a kept [CLS] row first */
     const int g = v->image_size / v->patch_size;
     float *att = malloc((size_t)T * sizeof *att), *ent = malloc((size_t)np * sizeof *ent);
-    float *score = malloc((size_t)(np + 1) * sizeof *score);
-    float *rows = malloc((size_t)(T * Dt) * sizeof *rows);
-    int32_t *glob = malloc((size_t)np * sizeof *glob), *keep = malloc((size_t)np * sizeof *keep);
+    float *score = malloc((size_t)(np + 1) * sizeof *score), *w = malloc((size_t)T * sizeof *w);
+    int32_t *glob = malloc((size_t)np * sizeof *glob), *keep = malloc((size_t)T * sizeof *keep);
+    int32_t *src = malloc((size_t)T * sizeof *src);
+    int64_t *off = malloc((size_t)(T + 1) * sizeof *off);
     uint8_t *rgb = NULL;
     plm_status st = PLM_OK;
-    if (!att || !ent || !score || !rows || !glob || !keep) {
+    if (!att || !ent || !score || !w || !glob || !keep || !src || !off) {
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VFlowOpt");
         goto out;
     }
@@ -263,16 +254,15 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
     if (st != PLM_OK) goto out;
     prune_patch_entropy(rgb, g * v->patch_size, v->patch_size, ent);
     prune_vflowopt_score(p, att + 1, ent, np, score + 1);
-    /* VFlowOpt recycles on the projector's output: project every token first */
+    /* VFlowOpt recycles on the projector's output: project every token first; the rows stay
+     * on the device, only the plan of which to keep and merge is made here */
     vit_project(&s->m->vit, s->be, b->feat + b->skip * b->fd, T - b->skip, b->proj, b->ph);
-    s->be->ops->download(s->be, rows, b->proj, (size_t)((T - b->skip) * Dt) * sizeof *rows);
-    float *prow = rows + (b->skip ? 0 : Dt); /* the patch rows */
     int64_t n_drop = llround(np * (1 - p->r0)) + (int64_t)(np / (p->m * p->m));
     int64_t n_keep = np - n_drop > 0 ? np - n_drop : 0, nt;
     if (p->spread >= 0) { /* [prunelm] coverage of the projected features */
         float *gram = malloc((size_t)(np * np) * sizeof *gram);
         float *d_gram = s->be->ops->alloc(s->be, (size_t)(np * np) * sizeof *gram);
-        const float *d_prow = b->proj + (b->skip ? 0 : Dt);
+        const float *d_prow = b->proj + c0 * Dt;
         nt = -1;
         if (gram && d_gram) {
             matmul_rows(s, d_gram, d_prow, np, d_prow, np, Dt);
@@ -284,24 +274,29 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
     } else {
         nt = prune_topk_cover(score + 1, g, n_keep, llround(p->cover * (double)n_keep), glob);
     }
-    int64_t nk = nt < 0 ? -1 : prune_grid_recycle(prow, Dt, score + 1, g, glob, nt, p->m, keep);
+    int64_t nk = nt < 0 ? -1 : prune_grid_recycle(score + 1, g, glob, nt, p->m, keep + c0,
+                                                   off + c0, src + c0, w + c0);
     if (nk < 0) {
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VFlowOpt");
         goto out;
     }
-    /* compact in place: [CLS?] + kept patch rows, with their scores for the decoder stages */
-    int64_t n = 0;
+    /* rows of b->proj: [CLS?] + patches; the plan counts patches */
     float top = 0;
     for (int64_t i = 0; i < np; i++) top = score[1 + i] > top ? score[1 + i] : top;
-    if (!b->skip) score[n++] = top + 1; /* a kept [CLS] row is never dropped later */
-    for (int64_t i = 0; i < nk; i++, n++) {
-        memmove(rows + n * Dt, prow + (int64_t)keep[i] * Dt, (size_t)Dt * sizeof *rows);
-        score[n] = score[1 + keep[i]];
+    if (c0) {
+        for (int64_t j = 1; j <= off[nk + 1]; j++) src[j] += 1;
+        for (int64_t r = 1; r <= nk + 1; r++) off[r] += 1;
+        off[0] = 0, src[0] = 0, w[0] = 1.0f;
+        score[0] = top + 1; /* a kept [CLS] row is never dropped later */
     }
-    st = remember_rows(s, !b->skip, keep, nk, 0);
-    if (st == PLM_OK) st = keep_features(s, rows, n, score);
+    for (int64_t r = 0; r < nk; r++) score[c0 + r] = score[1 + keep[c0 + r]];
+    st = remember_rows(s, (int)c0, keep + c0, nk, 0);
+    if (st == PLM_OK) st = device_features(s, c0 + nk, score);
+    if (st == PLM_OK)
+        s->be->ops->sum_rows(s->be, s->feats_dev, Dt, b->proj, Dt, Dt, off, src, w, c0 + nk);
 out:
-    free(att); free(ent); free(score); free(rows); free(glob); free(keep); free(rgb);
+    free(att); free(ent); free(score); free(w); free(glob); free(keep); free(src); free(off);
+    free(rgb);
     return st;
 }
 

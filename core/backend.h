@@ -151,6 +151,13 @@ typedef struct plm_backend_ops {
     void (*mix_rows)(plm_backend *be, float *x, int64_t stride, int hd, const int32_t *head,
                      const int32_t *dst, const int32_t *src, const float *a, const float *b,
                      int64_t n);
+    /* Row r of y [n x cols, y_stride] = the sum over j in [off[r], off[r+1]) of w[j] * row
+     * src[j] of x [.. x cols, x_stride] (host arrays; y and x do not overlap). A gather (one
+     * source of weight 1: an exact copy) and weighted merges in one pass: the visual
+     * recycling's output rows without a round trip through the host. */
+    void (*sum_rows)(plm_backend *be, float *y, int64_t y_stride, const float *x,
+                     int64_t x_stride, int64_t cols, const int64_t *off, const int32_t *src,
+                     const float *w, int64_t n);
     /* ---- optional: NULL where a backend has none (the CPU backend); check before calling ---- */
     /* Why the last alloc() returned NULL, with the device's free/total memory, e.g.
      * "cudaMalloc of 1024 MiB on GPU 0 failed: out of memory (free 312 MiB of 81079 MiB)";

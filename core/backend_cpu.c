@@ -282,6 +282,20 @@ static void cpu_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, cons
     }
 }
 
+static void cpu_sum_rows(plm_backend *be, float *y, int64_t y_stride, const float *x,
+                         int64_t x_stride, int64_t cols, const int64_t *off, const int32_t *src,
+                         const float *w, int64_t n)
+{
+    for (int64_t r = 0; r < n; r++) {
+        float *d = y + r * y_stride;
+        for (int64_t e = 0; e < cols; e++) d[e] = 0.0f;
+        for (int64_t j = off[r]; j < off[r + 1]; j++) {
+            const float *s = x + (int64_t)src[j] * x_stride;
+            for (int64_t e = 0; e < cols; e++) d[e] += w[j] * s[e];
+        }
+    }
+}
+
 static void cpu_embed(plm_backend *be, float *y, const plm_weight *w, const int32_t *ids,
                       int64_t n)
 {
@@ -359,6 +373,7 @@ static const plm_backend_ops cpu_ops = {
     .attention_delta = cpu_attention_delta,
     .gather_heads = cpu_gather_heads,
     .mix_rows = cpu_mix_rows,
+    .sum_rows = cpu_sum_rows,
     .embed = cpu_embed,
     .copy2d = cpu_copy2d,
     .patchify = cpu_patchify,

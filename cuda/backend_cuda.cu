@@ -363,6 +363,14 @@ static void op_mix_rows(plm_backend *be, float *x, int64_t stride, int hd, const
     if (b) cu_mix_rows(b, x, stride, hd, head, dst, src, a, bw, n);
 }
 
+static void op_sum_rows(plm_backend *be, float *y, int64_t y_stride, const float *x,
+                        int64_t x_stride, int64_t cols, const int64_t *off, const int32_t *src,
+                        const float *w, int64_t n)
+{
+    cu_backend *b = enter(be);
+    if (b) cu_sum_rows(b, y, y_stride, x, x_stride, cols, off, src, w, n);
+}
+
 /* ---- fused decoder ops: the decode kernels where they apply, else the ops they fuse ---- */
 
 static bool gemv_on(const cu_backend *b, int64_t m)
@@ -475,6 +483,7 @@ static plm_backend_ops make_ops(int fused, int graph)
     o.attn_probs = op_attn_probs;
     o.gather_heads = op_gather_heads;
     o.mix_rows = op_mix_rows;
+    o.sum_rows = op_sum_rows;
     o.embed = op_embed;
     o.copy2d = op_copy2d;
     o.patchify = op_patchify;

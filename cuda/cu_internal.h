@@ -263,6 +263,8 @@ void cu_gather_heads(cu_backend *b, float *x, int64_t stride, int n_heads, int h
 void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t *head,
                  const int32_t *dst, const int32_t *src, const float *a, const float *bw,
                  int64_t n);
+void cu_sum_rows(cu_backend *b, float *y, int64_t y_stride, const float *x, int64_t x_stride,
+                 int64_t cols, const int64_t *off, const int32_t *src, const float *w, int64_t n);
 /* Stages a merge list (head | dst | src | a | b, each n 4-byte words) in one copy: the device
  * block (valid as cu_stage's) or NULL, failure recorded with `what` in the message. */
 char *cu_stage_merges(cu_backend *b, const int32_t *head, const int32_t *dst,

@@ -1,6 +1,7 @@
-/* KV-cache row edits for the KV policies: per-head compaction (gather through a temporary,
- * since an in-place parallel gather would race on rows another thread still reads) and ordered
- * row folding (merges). CPU twins: cpu_gather_heads / cpu_mix_rows in core/backend_cpu.c. */
+/* Row edits: for the KV policies, per-head compaction (gather through a temporary, since an
+ * in-place parallel gather would race on rows another thread still reads) and ordered row
+ * folding (merges); for the visual recycling, weighted row sums. CPU twins: cpu_gather_heads,
+ * cpu_mix_rows and cpu_sum_rows in core/backend_cpu.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,4 +96,47 @@ void cu_mix_rows(cu_backend *b, float *x, int64_t stride, int hd, const int32_t 
                                          (const int32_t *)(d + w), (const int32_t *)(d + 2 * w),
                                          (const float *)(d + 3 * w), (const float *)(d + 4 * w), n);
     CU_LAUNCHED(b, "k_mix_rows");
+}
+
+/* Threads split the columns, blocks along y the output rows; each thread sums its column of
+ * the row's sources in their order (the CPU's order, so weight-1 gathers are exact). */
+__global__ void k_sum_rows(float *y, int64_t y_stride, const float *x, int64_t x_stride,
+                           int64_t cols, const int64_t *off, const int32_t *src, const float *w,
+                           int64_t n)
+{
+    const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (e >= cols) return;
+    for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
+        float acc = 0.0f;
+        for (int64_t j = off[r]; j < off[r + 1]; j++)
+            acc += w[j] * x[(int64_t)src[j] * x_stride + e];
+        y[r * y_stride + e] = acc;
+    }
+}
+
+void cu_sum_rows(cu_backend *b, float *y, int64_t y_stride, const float *x, int64_t x_stride,
+                 int64_t cols, const int64_t *off, const int32_t *src, const float *w, int64_t n)
+{
+    if (n <= 0 || cols <= 0) return;
+    /* one staged block: off (8-byte words first, for alignment), then src and w */
+    const int64_t ns = off[n];
+    const size_t ob = (size_t)(n + 1) * sizeof(int64_t), sb = (size_t)ns * 4;
+    char *host = (char *)malloc(ob + 2 * sb + 1);
+    if (!host) {
+        cu_fail(b, "sum_rows: out of host memory");
+        return;
+    }
+    memcpy(host, off, ob);
+    if (ns > 0) {
+        memcpy(host + ob, src, sb);
+        memcpy(host + ob + sb, w, sb);
+    }
+    char *d = (char *)cu_stage(b, host, ob + 2 * sb);
+    free(host);
+    if (!d) return;
+    const dim3 grid((unsigned)((cols + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
+    k_sum_rows<<<grid, 256, 0, b->stream>>>(y, y_stride, x, x_stride, cols, (const int64_t *)d,
+                                            (const int32_t *)(d + ob),
+                                            (const float *)(d + ob + sb), n);
+    CU_LAUNCHED(b, "k_sum_rows");
 }

@@ -6,67 +6,56 @@
 
 #include "prune/prune.h"
 
-int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g,
-                           const int32_t *top, int64_t nk, double m, int32_t *keep)
+int64_t prune_grid_recycle(const float *score, int g, const int32_t *top, int64_t nk, double m,
+                           int32_t *keep, int64_t *off, int32_t *src, float *w)
 {
     const int64_t n = (int64_t)g * g;
-    if (nk >= n) {
-        for (int64_t i = 0; i < n; i++) keep[i] = (int32_t)i;
-        return n;
-    }
-    char *kept = calloc((size_t)n, 1);
     const int cells_side = (int)ceil(g / m);
     const int64_t nc = (int64_t)cells_side * cells_side;
-    int32_t *best = malloc((size_t)nc * sizeof *best);
+    char *kept = calloc((size_t)n, 1);
+    int32_t *best = malloc((size_t)nc * sizeof *best), *cell = malloc((size_t)n * sizeof *cell);
+    int64_t *count = calloc((size_t)nc, sizeof *count);
     double *mass = calloc((size_t)nc, sizeof *mass);
-    float *acc = calloc((size_t)(nc * dim), sizeof *acc);
-    if (!kept || !best || !mass || !acc) {
-        free(kept); free(best); free(mass); free(acc);
+    if (!kept || !best || !cell || !count || !mass) {
+        free(kept); free(best); free(cell); free(count); free(mass);
         return -1;
     }
-    for (int64_t i = 0; i < nk; i++) kept[top[i]] = 1;
+    if (nk >= n) memset(kept, 1, (size_t)n);
+    else for (int64_t i = 0; i < nk; i++) kept[top[i]] = 1;
     for (int64_t c = 0; c < nc; c++) best[c] = -1;
     for (int64_t i = 0; i < n; i++) {
-        if (kept[i]) continue;
         int cy = (int)floor((i / g) / m), cx = (int)floor((i % g) / m);
         int64_t c = (int64_t)cy * cells_side + cx;
+        cell[i] = (int32_t)c;
+        if (kept[i]) continue;
         if (best[c] < 0 || score[i] > score[best[c]]) best[c] = (int32_t)i;
         mass[c] += score[i];
+        count[c]++;
     }
+    /* each kept slot in ascending order: a kept token is itself; a cell's best dropped slot is
+     * the cell's dropped tokens, weighted by their scores normalised within the cell (plainly
+     * averaged when those sum to zero) */
+    int64_t r = 0, j = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (kept[i]) continue;
-        int cy = (int)floor((i / g) / m), cx = (int)floor((i % g) / m);
-        int64_t c = (int64_t)cy * cells_side + cx;
-        /* weights are the raw scores normalised within the cell; equal if they sum to zero */
-        double w = mass[c] > 0 ? score[i] / mass[c] : 0;
-        const float *r = rows + i * dim;
-        float *a = acc + c * dim;
-        for (int64_t d = 0; d < dim; d++) a[d] += (float)(w * r[d]);
-    }
-    for (int64_t c = 0; c < nc; c++) {
-        if (best[c] < 0) continue;
-        float *dst = rows + (int64_t)best[c] * dim;
-        if (mass[c] > 0) {
-            memcpy(dst, acc + c * dim, (size_t)dim * sizeof *dst);
-        } else { /* all-zero scores: plain mean of the cell */
-            int64_t cnt = 0;
-            memset(acc + c * dim, 0, (size_t)dim * sizeof *acc);
-            for (int64_t i = 0; i < n; i++) {
-                if (kept[i]) continue;
-                int cy = (int)floor((i / g) / m), cx = (int)floor((i % g) / m);
-                if ((int64_t)cy * cells_side + cx != c) continue;
-                for (int64_t d = 0; d < dim; d++) acc[c * dim + d] += rows[i * dim + d];
-                cnt++;
+        const int64_t c = cell[i];
+        if (!kept[i] && best[c] != i) continue;
+        keep[r] = (int32_t)i;
+        off[r] = j;
+        if (kept[i]) {
+            src[j] = (int32_t)i;
+            w[j++] = 1.0f;
+        } else {
+            for (int64_t t = 0; t < n; t++) {
+                if (kept[t] || cell[t] != c) continue;
+                src[j] = (int32_t)t;
+                w[j++] = (float)(mass[c] > 0 ? score[t] / mass[c] : 1.0 / (double)count[c]);
             }
-            for (int64_t d = 0; d < dim; d++) dst[d] = acc[c * dim + d] / (float)cnt;
         }
-        kept[best[c]] = 1;
+        r++;
     }
-    int64_t k = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (kept[i]) keep[k++] = (int32_t)i;
-    free(kept); free(best); free(mass); free(acc);
-    return k;
+    off[r] = j;
+    free(kept); free(best); free(cell); free(count); free(mass);
+    return r;
 }
 
 int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys, int64_t kd,

@@ -84,14 +84,16 @@ int64_t prune_random(uint64_t seed, int64_t n, int64_t k, int32_t *idx);
 int64_t prune_complement(const int32_t *keep, int64_t nk, int64_t n, int32_t *out);
 
 /* ---- recycling / merging ----------------------------------------------------------------------- */
-/* VFlowOpt's vision-stage recycling (prepare_inputs_labels_for_multimodal): of a g x g grid,
- * the nk tokens top (any order; theirs: the highest-scored) are kept as they are; the others
- * are grouped by m x m cells (cell = floor(row/m), floor(col/m), m may be fractional); each
- * cell's score-weighted mean row is written into the slot of the cell's highest-scored dropped
- * token, which is kept. rows [g*g x dim] is updated in place; keep receives the surviving
- * indices (ascending). Returns their count, -1 when out of memory. */
-int64_t prune_grid_recycle(float *rows, int64_t dim, const float *score, int g,
-                           const int32_t *top, int64_t nk, double m, int32_t *keep);
+/* VFlowOpt's vision-stage recycling (prepare_inputs_labels_for_multimodal), as a plan of
+ * weighted row sums: of a g x g grid, the nk tokens top (any order; theirs: the highest-scored)
+ * are kept as they are; the others are grouped by m x m cells (cell = floor(row/m),
+ * floor(col/m), m may be fractional); each cell's score-weighted mean row takes the slot of the
+ * cell's highest-scored dropped token, which is kept. keep receives the surviving indices
+ * (ascending); output row r = the sum over j in [off[r], off[r+1]) of w[j] * row src[j] (a
+ * kept token: itself, weight 1), as the backend's sum_rows applies it. off has room for
+ * g*g + 1, src and w for g*g. Returns the row count, -1 when out of memory. */
+int64_t prune_grid_recycle(const float *score, int g, const int32_t *top, int64_t nk, double m,
+                           int32_t *keep, int64_t *off, int32_t *src, float *w);
 /* VisionZip's contextual tokens (apply_info): among the remaining tokens rem[0..nr) (ascending),
  * c targets are taken at a uniform stride; every other remaining token joins the target whose
  * key (keys [n x kd], L2-normalised here) is most cosine-similar; contextual row c = the

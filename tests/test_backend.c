@@ -300,3 +300,24 @@ Test(backend, float_to_16_bit_rounds_to_nearest_even)
     cr_assert(isnan(plm_bf16_to_f32(plm_f32_to_bf16(NAN))));
     cr_assert(isnan(plm_f16_to_f32(plm_f32_to_f16(NAN))));
 }
+
+Test(backend, sum_rows_gathers_exactly_and_merges_by_weight)
+{
+    plm_backend *be = cpu();
+    /* x: 4 rows of 3 columns in a stride of 5; y rows: x[2] (a copy), 0.25 x[0] + 0.75 x[3],
+     * and an empty segment (zeros) */
+    float x[20], y[3 * 4];
+    for (int i = 0; i < 20; i++) x[i] = 0.1f * (float)i + 0.3f;
+    for (int i = 0; i < 12; i++) y[i] = -7.0f;
+    const int64_t off[4] = {0, 1, 3, 3};
+    const int32_t src[3] = {2, 0, 3};
+    const float w[3] = {1.0f, 0.25f, 0.75f};
+    be->ops->sum_rows(be, y, 4, x, 5, 3, off, src, w, 3);
+    for (int e = 0; e < 3; e++) {
+        cr_assert_eq(y[e], x[10 + e], "a weight-1 gather is exact");
+        cr_assert_float_eq(y[4 + e], 0.25f * x[e] + 0.75f * x[15 + e], 1e-6);
+        cr_assert_eq(y[8 + e], 0.0f);
+    }
+    cr_assert_eq(y[3], -7.0f, "the stride's gap is left alone");
+    plm_backend_free(be);
+}

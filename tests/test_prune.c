@@ -215,27 +215,39 @@ Test(prune, global_rows_receive_more_than_t_times_the_mean)
     cr_assert_eq(prune_global_rows(recv, 5, 3.0, idx), 0);
 }
 
-Test(prune, grid_recycle_writes_each_cells_weighted_mean_into_its_best_slot)
+Test(prune, grid_recycle_plans_each_cells_weighted_mean_into_its_best_slot)
 {
     /* 4x4 grid, cells of 2x2 (m = 2). Scores: high in the top-left cell. Drop the 12 lowest:
      * the top-left cell's 4 are kept; every other cell's dropped tokens merge into one. */
-    float score[16], rows[16];
+    float score[16], rows[16], w[16];
     for (int i = 0; i < 16; i++) {
         int y = i / 4, x = i % 4;
         score[i] = (y < 2 && x < 2) ? 10.0f + i : 1.0f + 0.01f * i;
         rows[i] = (float)i;
     }
-    int32_t keep[16], top[4];
+    int32_t keep[16], top[4], src[16];
+    int64_t off[17];
     cr_assert_eq(prune_topk(score, 16, 4, top), 4);
-    int64_t k = prune_grid_recycle(rows, 1, score, 4, top, 4, 2.0, keep);
+    int64_t k = prune_grid_recycle(score, 4, top, 4, 2.0, keep, off, src, w);
     cr_assert_eq(k, 4 + 3, "kept %lld", (long long)k);
     int32_t want[7] = {0, 1, 4, 5, 7, 13, 15}; /* the best slot of each other cell */
     for (int i = 0; i < 7; i++) cr_assert_eq(keep[i], want[i], "keep[%d] = %d", i, keep[i]);
+    cr_assert_eq(off[7], 4 + 12, "every token is a source once");
+    float out[7];
+    for (int r = 0; r < 7; r++) { /* what sum_rows makes of the plan */
+        out[r] = 0;
+        for (int64_t j = off[r]; j < off[r + 1]; j++) out[r] += w[j] * rows[src[j]];
+    }
     /* cell (0,1) holds tokens 2, 3, 6, 7: its score-weighted mean lands in slot 7 */
-    double w = score[2] + score[3] + score[6] + score[7];
-    double mean = (2 * score[2] + 3 * score[3] + 6 * score[6] + 7 * score[7]) / w;
-    cr_assert_float_eq(rows[7], mean, 1e-5);
-    cr_assert_float_eq(rows[0], 0.0f, 0); /* kept rows untouched */
+    double sw = score[2] + score[3] + score[6] + score[7];
+    double mean = (2 * score[2] + 3 * score[3] + 6 * score[6] + 7 * score[7]) / sw;
+    cr_assert_float_eq(out[4], mean, 1e-5);
+    cr_assert_eq(off[1] - off[0], 1);
+    cr_assert_eq(src[0], 0);
+    cr_assert_eq(w[0], 1.0f, "a kept row is itself, weight 1");
+    /* keeping everything is the identity */
+    cr_assert_eq(prune_grid_recycle(score, 4, top, 16, 2.0, keep, off, src, w), 16);
+    for (int i = 0; i < 16; i++) cr_assert(keep[i] == i && src[off[i]] == i && w[off[i]] == 1.0f);
 }
 
 Test(prune, topk_cover_takes_each_blocks_best_before_the_global_best)

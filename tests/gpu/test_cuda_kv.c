@@ -73,6 +73,47 @@ static void row_edits(plm_backend *cpu, plm_backend *gpu, int64_t rows, int n_he
     free(idx);
 }
 
+/* sum_rows: n output rows of cols columns, each a random segment of x's rows (some single
+ * weight-1 gathers, some empty), CPU vs GPU */
+static void sum_rows(plm_backend *cpu, plm_backend *gpu, int64_t rows, int64_t cols, int64_t n)
+{
+    const int64_t xs = cols + 3, ys = cols + 1;
+    float *x = malloc((size_t)(rows * xs) * sizeof *x), *want = calloc((size_t)(n * ys), 4);
+    float *got = calloc((size_t)(n * ys), 4), *w = malloc((size_t)(4 * n) * sizeof *w);
+    int64_t *off = malloc((size_t)(n + 1) * sizeof *off);
+    int32_t *src = malloc((size_t)(4 * n) * sizeof *src);
+    for (int64_t i = 0; i < rows * xs; i++) x[i] = frand();
+    off[0] = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t len = r % 5 == 0 ? 1 : r % 7 == 0 ? 0 : 2 + r % 3;
+        for (int64_t j = 0; j < len; j++) {
+            src[off[r] + j] = (int32_t)((r * 31 + j * 17) % rows);
+            w[off[r] + j] = len == 1 ? 1.0f : frand();
+        }
+        off[r + 1] = off[r] + len;
+    }
+    float *dx = gpu->ops->alloc(gpu, (size_t)(rows * xs) * sizeof(float));
+    float *dy = gpu->ops->alloc(gpu, (size_t)(n * ys) * sizeof(float));
+    gpu->ops->upload(gpu, dx, x, (size_t)(rows * xs) * sizeof(float));
+    gpu->ops->upload(gpu, dy, got, (size_t)(n * ys) * sizeof(float));
+    gpu->ops->sum_rows(gpu, dy, ys, dx, xs, cols, off, src, w, n);
+    gpu->ops->download(gpu, got, dy, (size_t)(n * ys) * sizeof(float));
+    cpu->ops->sum_rows(cpu, want, ys, x, xs, cols, off, src, w, n);
+    int exact = 1; /* the weight-1 gathers: bit for bit */
+    for (int64_t r = 0; r < n; r++)
+        if (off[r + 1] - off[r] == 1)
+            for (int64_t e = 0; e < cols; e++) exact &= got[r * ys + e] == want[r * ys + e];
+    char name[96];
+    snprintf(name, sizeof name, "sum_rows rows=%lld cols=%lld n=%lld", (long long)rows,
+             (long long)cols, (long long)n);
+    const char *e = gpu->ops->error(gpu);
+    const double err = rel_l2(got, want, (size_t)(n * ys));
+    check(!e && exact && err <= 1e-6, name, "(rel. L2 %g)", e || !exact ? 1.0 : err);
+    gpu->ops->release(gpu, dx);
+    gpu->ops->release(gpu, dy);
+    free(x); free(want); free(got); free(w); free(off); free(src);
+}
+
 typedef struct gen {
     int32_t *ids;
     size_t n;
@@ -151,6 +192,8 @@ int main(void)
     row_edits(cpu, gpu, 40, 4, 64, 17);
     row_edits(cpu, gpu, 301, 8, 128, 300);
     row_edits(cpu, gpu, 9, 1, 80, 1);
+    sum_rows(cpu, gpu, 577, 4096, 200);
+    sum_rows(cpu, gpu, 50, 257, 31);
     plm_backend_free(gpu);
     plm_backend_free(cpu);
     const char *specs[] = {"streaming:budget=40", "h2o:budget=40", "snapkv:budget=40,window=8",
