@@ -184,11 +184,12 @@ static plm_status stage_visionzip(plm_session *s, const vis_bufs *b)
     const int hd = v->hidden / v->n_heads;
     const int64_t np = b->np, T = b->T;
     float *att = malloc((size_t)T * sizeof *att), *hk = malloc((size_t)(T * b->D) * sizeof *hk);
-    float *hf = malloc((size_t)(T * b->fd) * sizeof *hf), *keys = malloc((size_t)(np * hd) * 4);
-    float *ctx = malloc((size_t)(p->contextual + 1) * (size_t)b->fd * sizeof *ctx);
+    float *keys = malloc((size_t)(np * hd) * 4), *w = malloc((size_t)T * sizeof *w);
     int32_t *dom = malloc((size_t)np * sizeof *dom), *rem = malloc((size_t)np * sizeof *rem);
+    int32_t *src = malloc((size_t)T * sizeof *src);
+    int64_t *off = malloc((size_t)(T + 2) * sizeof *off);
     plm_status st = PLM_OK;
-    if (!att || !hk || !hf || !keys || !ctx || !dom || !rem) {
+    if (!att || !hk || !keys || !w || !dom || !rem || !src || !off) {
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VisionZip");
         goto out;
     }
@@ -197,29 +198,30 @@ static plm_status stage_visionzip(plm_session *s, const vis_bufs *b)
     int64_t nr = nd >= 0 ? prune_complement(dom, nd, np, rem) : 0;
     /* the key metric: head-mean of the feature layer's keys, per patch */
     s->be->ops->download(s->be, hk, b->k, (size_t)(T * b->D) * sizeof *hk);
-    s->be->ops->download(s->be, hf, b->feat, (size_t)(T * b->fd) * sizeof *hf);
     for (int64_t j = 0; j < np; j++)
         for (int d = 0; d < hd; d++) {
             float a = 0;
             for (int h = 0; h < v->n_heads; h++) a += hk[(1 + j) * b->D + (int64_t)h * hd + d];
             keys[j * hd + d] = a / (float)v->n_heads;
         }
-    int64_t nc = nd >= 0 ? prune_visionzip_merge(hf + b->fd, b->fd, keys, hd, rem, nr,
-                                                 p->contextual, ctx) : -1;
+    /* rows [CLS, dominant patches in raster order, contextual tokens in target order] as sums
+     * of the feature rows (patch i is row 1 + i), composed on the device */
+    const int64_t base = 1 + (nd > 0 ? nd : 0);
+    off[0] = 0, src[0] = 0, w[0] = 1.0f;
+    for (int64_t i = 0; i < nd; i++) off[1 + i] = 1 + i, src[1 + i] = 1 + dom[i], w[1 + i] = 1.0f;
+    int64_t nc = nd >= 0 ? prune_visionzip_merge(keys, hd, rem, nr, p->contextual, off + base,
+                                                 src + base, w + base) : -1;
     if (nd < 0 || nc < 0) {
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VisionZip");
         goto out;
     }
-    /* [CLS, dominant patches in raster order, contextual tokens in target order] */
-    s->be->ops->upload(s->be, b->sel, hf, (size_t)b->fd * sizeof *hf);
-    for (int64_t i = 0; i < nd; i++)
-        s->be->ops->upload(s->be, b->sel + (1 + i) * b->fd, hf + (1 + dom[i]) * b->fd,
-                           (size_t)b->fd * sizeof *hf);
-    s->be->ops->upload(s->be, b->sel + (1 + nd) * b->fd, ctx, (size_t)(nc * b->fd) * sizeof *ctx);
+    for (int64_t r = base; r <= base + nc; r++) off[r] += base;
+    for (int64_t j = base; j < off[base + nc]; j++) src[j] += 1;
+    s->be->ops->sum_rows(s->be, b->sel, b->fd, b->feat, b->fd, b->fd, off, src, w, base + nc);
     st = remember_rows(s, 1, dom, nd, nc);
-    if (st == PLM_OK) st = project_and_keep(s, b, 1 + nd + nc);
+    if (st == PLM_OK) st = project_and_keep(s, b, base + nc);
 out:
-    free(att); free(hk); free(hf); free(keys); free(ctx); free(dom); free(rem);
+    free(att); free(hk); free(keys); free(w); free(dom); free(rem); free(src); free(off);
     return st;
 }
 

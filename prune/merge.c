@@ -58,17 +58,20 @@ int64_t prune_grid_recycle(const float *score, int g, const int32_t *top, int64_
     return r;
 }
 
-int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys, int64_t kd,
-                              const int32_t *rem, int64_t nr, int64_t c, float *out)
+int64_t prune_visionzip_merge(const float *keys, int64_t kd, const int32_t *rem, int64_t nr,
+                              int64_t c, int64_t *off, int32_t *src, float *w)
 {
     if (c > nr) c = nr;
-    if (c <= 0) return 0;
+    if (c <= 0) {
+        off[0] = 0;
+        return 0;
+    }
     float *kn = malloc((size_t)(nr * kd) * sizeof *kn);
-    int32_t *tgt = malloc((size_t)c * sizeof *tgt);
+    int32_t *tgt = malloc((size_t)c * sizeof *tgt), *join = malloc((size_t)nr * sizeof *join);
     int64_t *count = calloc((size_t)c, sizeof *count);
     char *is_tgt = calloc((size_t)nr, 1);
-    if (!kn || !tgt || !count || !is_tgt) {
-        free(kn); free(tgt); free(count); free(is_tgt);
+    if (!kn || !tgt || !join || !count || !is_tgt) {
+        free(kn); free(tgt); free(join); free(count); free(is_tgt);
         return -1;
     }
     for (int64_t i = 0; i < nr; i++) {
@@ -83,8 +86,8 @@ int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys,
         tgt[j] = (int32_t)(j * step);
         is_tgt[j * step] = 1;
     }
-    memset(out, 0, (size_t)(c * dim) * sizeof *out);
     for (int64_t i = 0; i < nr; i++) {
+        join[i] = -1;
         if (is_tgt[i]) continue;
         int64_t best = 0;
         double bs = -2;
@@ -96,16 +99,22 @@ int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys,
                 best = j;
             }
         }
-        const float *r = rows + (int64_t)rem[i] * dim;
-        for (int64_t d = 0; d < dim; d++) out[best * dim + d] += r[d];
+        join[i] = (int32_t)best;
         count[best]++;
     }
+    /* the official rule: target + mean of its members (not an average with the target) */
+    int64_t k = 0;
     for (int64_t j = 0; j < c; j++) {
-        /* the official rule: target + mean of its members (not an average with the target) */
-        const float *t = rows + (int64_t)rem[tgt[j]] * dim;
-        float inv = count[j] ? 1.0f / (float)count[j] : 0.0f;
-        for (int64_t d = 0; d < dim; d++) out[j * dim + d] = t[d] + out[j * dim + d] * inv;
+        off[j] = k;
+        src[k] = rem[tgt[j]];
+        w[k++] = 1.0f;
+        for (int64_t i = 0; i < nr; i++)
+            if (join[i] == j) {
+                src[k] = rem[i];
+                w[k++] = 1.0f / (float)count[j];
+            }
     }
-    free(kn); free(tgt); free(count); free(is_tgt);
+    off[c] = k;
+    free(kn); free(tgt); free(join); free(count); free(is_tgt);
     return c;
 }

@@ -94,13 +94,14 @@ int64_t prune_complement(const int32_t *keep, int64_t nk, int64_t n, int32_t *ou
  * g*g + 1, src and w for g*g. Returns the row count, -1 when out of memory. */
 int64_t prune_grid_recycle(const float *score, int g, const int32_t *top, int64_t nk, double m,
                            int32_t *keep, int64_t *off, int32_t *src, float *w);
-/* VisionZip's contextual tokens (apply_info): among the remaining tokens rem[0..nr) (ascending),
- * c targets are taken at a uniform stride; every other remaining token joins the target whose
- * key (keys [n x kd], L2-normalised here) is most cosine-similar; contextual row c = the
- * target's row + the mean of its members' rows (rows [n x dim]). out: [c x dim]. Returns c
- * (clamped to nr), -1 when out of memory. */
-int64_t prune_visionzip_merge(const float *rows, int64_t dim, const float *keys, int64_t kd,
-                              const int32_t *rem, int64_t nr, int64_t c, float *out);
+/* VisionZip's contextual tokens (apply_info), as a plan of weighted row sums: among the
+ * remaining tokens rem[0..nr) (ascending), c targets are taken at a uniform stride; every other
+ * remaining token joins the target whose key (keys [n x kd], L2-normalised here) is most
+ * cosine-similar; contextual row j = the target's row + the mean of its members' rows: the sum
+ * over i in [off[j], off[j+1]) of w[i] * row src[i], as the backend's sum_rows applies it. off
+ * has room for c + 1, src and w for nr. Returns c (clamped to nr), -1 when out of memory. */
+int64_t prune_visionzip_merge(const float *keys, int64_t kd, const int32_t *rem, int64_t nr,
+                              int64_t c, int64_t *off, int32_t *src, float *w);
 
 /* SparseVLM's recycling clusters (cluster_and_merge, DPC-kNN as in TCFormer): with
  * dist = ||a - b|| / sqrt(d), density = exp(-mean squared distance to the knn nearest (itself

@@ -298,8 +298,17 @@ Test(prune, visionzip_merge_is_target_plus_mean_of_members)
     float rows[4 * 2] = {1, 0, 3, 0, 0, 1, 0, 5};
     float keys[4 * 2] = {1, 0, 0.9f, 0.1f, 0, 1, 0.1f, 0.9f};
     int32_t rem[4] = {0, 1, 2, 3};
-    float out[4];
-    cr_assert_eq(prune_visionzip_merge(rows, 2, keys, 2, rem, 4, 2, out), 2);
+    int64_t off[3];
+    int32_t src[4];
+    float w[4], out[4];
+    cr_assert_eq(prune_visionzip_merge(keys, 2, rem, 4, 2, off, src, w), 2);
+    cr_assert(off[0] == 0 && off[1] == 2 && off[2] == 4);
+    cr_assert(src[0] == 0 && w[0] == 1.0f, "the target itself, weight 1");
+    for (int j = 0; j < 2; j++) /* what sum_rows makes of the plan */
+        for (int d = 0; d < 2; d++) {
+            out[j * 2 + d] = 0;
+            for (int64_t i = off[j]; i < off[j + 1]; i++) out[j * 2 + d] += w[i] * rows[src[i] * 2 + d];
+        }
     cr_assert(out[0] == 1 + 3 && out[1] == 0, "%g %g", out[0], out[1]);
     cr_assert(out[2] == 0 && out[3] == 1 + 5, "%g %g", out[2], out[3]);
 }
