@@ -442,7 +442,10 @@ plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
     free(sim);
     if (k < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
     s->n_raters = k;
-    return PLM_OK;
+    /* rater_scores keeps one row of probabilities per rater, each call of attn_probs using
+     * n_heads rows from its own as scratch */
+    return session_dev_grow(s, &s->probs, &s->probs_floats,
+                            (size_t)(k + s->m->cfg.text.n_heads) * (size_t)t, "attention scores");
 }
 
 /* SparseVLM's score: the mean over the raters (text rows after the image) of the head-mean
@@ -450,25 +453,28 @@ plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
 static int rater_scores(plm_session *s, const llama_layer_view *v, float *score)
 {
     const llama_config *c = &s->m->cfg.text;
-    const int64_t qd = (int64_t)c->n_heads * c->head_dim, n = s->img_n;
-    const int64_t text0 = s->img_lo + n;
-    float *row = malloc((size_t)n * sizeof *row);
-    if (!row) return 0;
-    int64_t nr = s->n_raters ? s->n_raters : 1;
-    for (int64_t j = 0; j < n; j++) score[j] = 0;
+    const int64_t qd = (int64_t)c->n_heads * c->head_dim, n = s->img_n, tk = v->k_len;
+    const int64_t text0 = s->img_lo + n, nr = s->n_raters ? s->n_raters : 1;
+    /* every rater's row of probabilities side by side on the device (session_pick_raters made
+     * room: a call's scratch overwrites only the rows after its own), then one download: a
+     * round trip per rater waited on the device each time */
+    float *rows = malloc((size_t)(nr * tk) * sizeof *rows);
+    if (!rows) return 0;
     for (int64_t i = 0; i < nr; i++) {
         int64_t q = s->n_raters ? text0 + s->raters[i] : v->t - 1;
-        plm_attn_args a = {.out = s->probs, .q = v->q + q * qd, .k = v->k, .v = v->k, .tq = 1,
-                           .tk = v->k_len, .q_stride = qd,
+        plm_attn_args a = {.out = s->probs + i * tk, .q = v->q + q * qd, .k = v->k, .v = v->k,
+                           .tq = 1, .tk = tk, .q_stride = qd,
                            .kv_stride = (int64_t)c->n_kv * c->head_dim, .q_pos0 = v->q_pos0 + q,
                            .n_heads = c->n_heads, .n_kv = c->n_kv, .head_dim = c->head_dim,
                            .causal = 1, .scale = 1.0f / sqrtf((float)c->head_dim)};
         s->be->ops->attn_probs(s->be, &a, 0);
-        s->be->ops->download(s->be, row, s->probs + v->q_pos0 + s->img_lo,
-                             (size_t)n * sizeof *row);
-        for (int64_t j = 0; j < n; j++) score[j] += row[j] / (float)nr;
     }
-    free(row);
+    s->be->ops->download(s->be, rows, s->probs, (size_t)(nr * tk) * sizeof *rows);
+    const int64_t base = v->q_pos0 + s->img_lo;
+    for (int64_t j = 0; j < n; j++) score[j] = 0;
+    for (int64_t i = 0; i < nr; i++)
+        for (int64_t j = 0; j < n; j++) score[j] += rows[i * tk + base + j] / (float)nr;
+    free(rows);
     return 1;
 }
 
@@ -486,32 +492,34 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     float *dscore = malloc((size_t)(n ? n : 1) * sizeof *dscore);
     int64_t nd = drop ? prune_complement(keep, nk, n, drop) : 0;
     int64_t ncand = nd ? (int64_t)(0.3 * nd) + 1 : 0, nc = ncand ? ncand / 10 + 1 : 0;
-    int32_t *cand = malloc((size_t)(ncand ? ncand : 1) * sizeof *cand);
-    float *crow = malloc((size_t)((ncand ? ncand : 1) * D) * sizeof *crow);
-    float *merged = malloc((size_t)((nc ? nc : 1) * D) * sizeof *merged);
+    const size_t nc1 = (size_t)(ncand ? ncand : 1);
+    int32_t *cand = malloc(nc1 * sizeof *cand), *src = malloc(nc1 * sizeof *src);
+    float *w = malloc(nc1 * sizeof *w);
+    int64_t *off = malloc((nc1 + 1) * sizeof *off);
     int32_t *rows = malloc((size_t)(lo + nk + 1) * sizeof *rows);
     float *gram = malloc((size_t)(ncand ? ncand * ncand : 1) * sizeof *gram);
-    /* the candidates gathered on the device, then their Gram matrix there; both come back */
-    float *d_c = ncand ? op->alloc(s->be, (size_t)(ncand * D + ncand * ncand) * sizeof *gram)
-                       : NULL;
-    int ok = drop && dscore && cand && crow && merged && rows && gram && (d_c || !ncand);
+    /* the candidates gathered on the device, their Gram matrix there (it alone comes back for
+     * the clustering), and the merged rows summed there */
+    float *d_c = ncand ? op->alloc(s->be, (size_t)((ncand + nc) * D + ncand * ncand) * 4) : NULL;
+    float *d_merged = d_c ? d_c + ncand * D : NULL;
+    int ok = drop && dscore && cand && src && w && off && rows && gram && (d_c || !ncand);
     if (ok && ncand) {
         for (int64_t i = 0; i < nd; i++) dscore[i] = score[drop[i]];
         ok = prune_topk(dscore, nd, ncand, cand) == ncand;
         for (int64_t i = 0; ok && i < ncand; i++) cand[i] = (int32_t)(lo + drop[cand[i]]);
         if (ok) { /* cand: now the candidates' rows of x (ascending, as drop and cand were) */
-            float *d_gram = d_c + ncand * D;
+            float *d_gram = d_merged + nc * D;
             prune_gather_rows(s->be, d_c, v->x, D, cand, ncand);
             matmul_rows(s, d_gram, d_c, ncand, d_c, ncand, D);
-            op->download(s->be, crow, d_c, (size_t)(ncand * D) * sizeof *crow);
             op->download(s->be, gram, d_gram, (size_t)(ncand * ncand) * sizeof *gram);
         }
-        ok = ok && prune_dpc_knn_merge(crow, gram, ncand, D, nc, 5, merged) == nc;
+        ok = ok && prune_dpc_knn_merge(gram, ncand, D, nc, 5, off, src, w) == nc;
+        if (ok) op->sum_rows(s->be, d_merged, D, d_c, D, D, off, src, w, nc);
     }
-    if (d_c) op->release(s->be, d_c);
     free(gram);
     if (!ok) {
-        free(drop); free(dscore); free(cand); free(crow); free(merged); free(rows);
+        if (d_c) op->release(s->be, d_c);
+        free(drop); free(dscore); free(cand); free(src); free(w); free(off); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory recycling tokens");
         return -1;
     }
@@ -522,15 +530,16 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     for (int64_t i = 0; i < lo; i++) rows[m++] = (int32_t)i;
     for (int64_t i = 0; i < nk; i++) rows[m++] = (int32_t)(lo + keep[i]);
     prune_gather_rows(s->be, v->x, v->x, D, rows, m);
-    if (nc) op->upload(s->be, v->x + m * D, merged, (size_t)(nc * D) * sizeof *merged);
+    if (nc) op->copy2d(s->be, v->x + m * D, D, d_merged, D, nc, D);
     if (n_text) op->copy2d(s->be, v->x + (m + nc) * D, D, park, D, n_text, D);
+    if (d_c) op->release(s->be, d_c); /* waits for the copies reading it */
     int64_t total = m + nc + n_text;
     for (int64_t i = 0; i < total; i++) v->pos[i] = (int32_t)(v->q_pos0 + i);
     for (int l = v->layer + 1; l < c->n_layers; l++) s->pending_shift[l] += (int32_t)(t - total);
     for (int64_t i = 0; i < nk; i++) s->img_patch[i] = s->img_patch[keep[i]];
     for (int64_t i = 0; i < nc; i++) s->img_patch[nk + i] = -1;
     s->img_n = nk + nc;
-    free(drop); free(dscore); free(cand); free(crow); free(merged); free(rows);
+    free(drop); free(dscore); free(cand); free(src); free(w); free(off); free(rows);
     return total;
 }
 

@@ -38,10 +38,11 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int64_t prune_dpc_knn_merge(const float *rows, const float *gram, int64_t n, int64_t d,
-                            int64_t k, int knn, float *out)
+int64_t prune_dpc_knn_merge(const float *gram, int64_t n, int64_t d, int64_t k, int knn,
+                            int64_t *off, int32_t *src, float *w)
 {
     if (k > n) k = n;
+    off[0] = 0;
     if (k <= 0) return 0;
     if (knn > n) knn = (int)n;
     double *dist = malloc((size_t)(n * n) * sizeof *dist), *dens = malloc((size_t)n * 8);
@@ -90,16 +91,29 @@ int64_t prune_dpc_knn_merge(const float *rows, const float *gram, int64_t n, int
         }
         centre[c] = (int32_t)best;
     }
-    memset(out, 0, (size_t)(k * d) * sizeof *out);
-    for (int64_t a = 0; a < n; a++) {
-        int64_t near = 0;
-        for (int64_t c = 1; c < k; c++)
-            if (dist[a * n + centre[c]] < dist[a * n + centre[near]]) near = c;
-        for (int64_t j = 0; j < d; j++) out[near * d + j] += rows[a * d + j];
-        count[near]++;
+    int32_t *near = malloc((size_t)n * sizeof *near);
+    if (!near) {
+        free(dist); free(dens); free(score); free(tmp); free(centre); free(count);
+        return -1;
     }
-    for (int64_t c = 0; c < k; c++)
-        for (int64_t j = 0; j < d; j++) out[c * d + j] /= (float)(count[c] ? count[c] : 1);
+    for (int64_t a = 0; a < n; a++) {
+        int64_t c_near = 0;
+        for (int64_t c = 1; c < k; c++)
+            if (dist[a * n + centre[c]] < dist[a * n + centre[c_near]]) c_near = c;
+        near[a] = (int32_t)c_near;
+        count[c_near]++;
+    }
+    int64_t j = 0;
+    for (int64_t c = 0; c < k; c++) {
+        off[c] = j;
+        for (int64_t a = 0; a < n; a++)
+            if (near[a] == c) {
+                src[j] = (int32_t)a;
+                w[j++] = 1.0f / (float)count[c];
+            }
+    }
+    off[k] = j;
+    free(near);
     free(dist); free(dens); free(score); free(tmp); free(centre); free(count);
     return k;
 }

@@ -107,12 +107,13 @@ int64_t prune_visionzip_merge(const float *keys, int64_t kd, const int32_t *rem,
  * dist = ||a - b|| / sqrt(d), density = exp(-mean squared distance to the knn nearest (itself
  * included)), delta = distance to the nearest denser row (the largest distance for the
  * densest), the k rows of highest density x delta are the centres; every row joins its nearest
- * centre; out[c] = the plain mean of cluster c's rows. rows [n x d]; out [k x d]. Ties in
- * density break by index (theirs by a 1e-6 random jitter). gram [n x n] = rows rows^T (the
- * caller's backend computes it; the distances come from it). Returns k (clamped to n), -1 when
- * out of memory. */
-int64_t prune_dpc_knn_merge(const float *rows, const float *gram, int64_t n, int64_t d,
-                            int64_t k, int knn, float *out);
+ * centre; merged row c = the plain mean of cluster c's rows, planned as weighted row sums:
+ * the sum over j in [off[c], off[c+1]) of w[j] * row src[j] (the backend's sum_rows). Ties in
+ * density break by index (theirs by a 1e-6 random jitter). gram [n x n] = rows rows^T of the n
+ * rows of d floats (the caller's backend computes it; the distances come from it). off has
+ * room for k + 1, src and w for n. Returns k (clamped to n), -1 when out of memory. */
+int64_t prune_dpc_knn_merge(const float *gram, int64_t n, int64_t d, int64_t k, int knn,
+                            int64_t *off, int32_t *src, float *w);
 
 /* ---- compaction on the device ------------------------------------------------------------------ */
 /* dst[i] = src[idx[i]] for n rows of dim floats (dst may equal src: idx ascending makes the

@@ -370,7 +370,16 @@ Test(prune, dpc_knn_separates_two_clusters_and_averages_them)
     for (int a = 0; a < 6; a++)
         for (int b = 0; b < 6; b++)
             gram[a * 6 + b] = rows[a * 2] * rows[b * 2] + rows[a * 2 + 1] * rows[b * 2 + 1];
-    cr_assert_eq(prune_dpc_knn_merge(rows, gram, 6, 2, 2, 3, out), 2);
+    int64_t off[3];
+    int32_t src[6];
+    float w[6];
+    cr_assert_eq(prune_dpc_knn_merge(gram, 6, 2, 2, 3, off, src, w), 2);
+    cr_assert_eq(off[2], 6, "every row joins one cluster");
+    for (int c = 0; c < 2; c++) /* what sum_rows makes of the plan */
+        for (int e = 0; e < 2; e++) {
+            out[c * 2 + e] = 0;
+            for (int64_t j = off[c]; j < off[c + 1]; j++) out[c * 2 + e] += w[j] * rows[src[j] * 2 + e];
+        }
     int lo = out[0] < out[2] ? 0 : 1;
     cr_assert_float_eq(out[lo * 2], 0.1f / 3, 1e-5);
     cr_assert_float_eq(out[lo * 2 + 1], 0.1f / 3, 1e-5);
