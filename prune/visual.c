@@ -152,7 +152,14 @@ static plm_status parse_vflowopt(prune_spec *s, int n, int n_layers, prune_visua
     struct vflowopt_preset pr = vflowopt_preset(tokens > 0 ? tokens / n : 0.10);
     PLM_TRY(prune_spec_num(s, "r0", pr.r0, 0.001, 1, &p->r0, err));
     PLM_TRY(prune_spec_num(s, "t", pr.t, 0, 1000, &p->t, err));
-    PLM_TRY(prune_spec_num(s, "m", pr.m * sqrt(n / 729.0), 1, 1000, &p->m, err));
+    /* [prunelm] with tokens=N the recycling cells default to about N (round(sqrt N) a side):
+     * the dropped patches then survive as a coarse, importance-weighted picture of the whole
+     * image rather than as a few cell means beside densely kept object patches, which this
+     * project's model miscounts; VFlowOpt's own search (prunelm tune, their objective) lands on
+     * m = 3 for 64 tokens too. Without tokens=, the shipped row's m scaled to the grid. */
+    const double m_dflt = tokens > 0 ? sqrt((double)n) / fmax(1.0, round(sqrt(tokens)))
+                                     : pr.m * sqrt(n / 729.0);
+    PLM_TRY(prune_spec_num(s, "m", m_dflt, 1, 1000, &p->m, err));
     PLM_TRY(prune_spec_num(s, "alpha", 0, -10, 10, &p->alpha, err));
     PLM_TRY(prune_spec_num(s, "beta", 0, 0, 100, &p->beta, err));
     PLM_TRY(prune_spec_num(s, "cover", 0, 0, 1, &p->cover, err));

@@ -307,7 +307,8 @@ Test(prune, visionzip_merge_is_target_plus_mean_of_members)
     for (int j = 0; j < 2; j++) /* what sum_rows makes of the plan */
         for (int d = 0; d < 2; d++) {
             out[j * 2 + d] = 0;
-            for (int64_t i = off[j]; i < off[j + 1]; i++) out[j * 2 + d] += w[i] * rows[src[i] * 2 + d];
+            for (int64_t i = off[j]; i < off[j + 1]; i++)
+                out[j * 2 + d] += w[i] * rows[src[i] * 2 + d];
         }
     cr_assert(out[0] == 1 + 3 && out[1] == 0, "%g %g", out[0], out[1]);
     cr_assert(out[2] == 0 && out[3] == 1 + 5, "%g %g", out[2], out[3]);
@@ -343,6 +344,18 @@ Test(prune, vflowopt_budget_picks_a_preset_and_derives_r2)
         double avg = 576 * (p.r0 * 10 + p.r0 * r1 * 11 + p.r0 * r1 * r2 * 11) / 32;
         cr_assert_float_eq(avg, budgets[i], 0.5, "%s: layer average %g", spec, avg);
     }
+    /* tokens=N: about N recycling cells, round(sqrt N) a side; without tokens= the shipped
+     * row's m scaled from the 27x27 grid */
+    prune_visual q;
+    plm_error e2;
+    cr_assert_eq(prune_visual_parse("vflowopt:tokens=64", 24, 32, &q, &e2), PLM_OK, "%s", e2.msg);
+    cr_assert_float_eq(q.m, 3.0, 1e-12);
+    cr_assert_eq(prune_visual_parse("vflowopt:tokens=32", 24, 32, &q, &e2), PLM_OK, "%s", e2.msg);
+    cr_assert_float_eq(q.m, 4.0, 1e-12);
+    cr_assert_eq(prune_visual_parse("vflowopt:tokens=32,m=7", 24, 32, &q, &e2), PLM_OK);
+    cr_assert_float_eq(q.m, 7.0, 1e-12);
+    cr_assert_eq(prune_visual_parse("vflowopt:r0=0.2", 24, 32, &q, &e2), PLM_OK, "%s", e2.msg);
+    cr_assert_float_eq(q.m, 17.387 * 24 / 27, 1e-9);
     /* the 10% row as shipped: r0 = 0.11662, t = 39.265, alpha 0 */
     prune_visual p;
     plm_error err;
@@ -378,7 +391,8 @@ Test(prune, dpc_knn_separates_two_clusters_and_averages_them)
     for (int c = 0; c < 2; c++) /* what sum_rows makes of the plan */
         for (int e = 0; e < 2; e++) {
             out[c * 2 + e] = 0;
-            for (int64_t j = off[c]; j < off[c + 1]; j++) out[c * 2 + e] += w[j] * rows[src[j] * 2 + e];
+            for (int64_t j = off[c]; j < off[c + 1]; j++)
+                out[c * 2 + e] += w[j] * rows[src[j] * 2 + e];
         }
     int lo = out[0] < out[2] ? 0 : 1;
     cr_assert_float_eq(out[lo * 2], 0.1f / 3, 1e-5);
