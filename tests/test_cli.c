@@ -177,15 +177,16 @@ Test(cli, tune_writes_a_spec_no_worse_than_the_shipped_preset)
         fprintf(f, "{\"id\": \"val-%d\", \"image\": \"%sgqa_bf16_sharded/image.png\", "
                    "\"question\": \"What is shape %d?\", \"answer\": \"x\"}\n", i, FIX, i);
     fclose(f);
-    /* 3 layers of 9 patches: the stages cannot take the average below ~4.7 image rows */
+    /* 3 layers of 9 patches: no setting brings the average down to one image row per layer
+     * (two rows can be reached since the cells follow the budget) */
     const char *base =
         "%s tune -q --model " FIX "gqa_bf16_sharded --data %s --tokens %d --samples 3";
     char full[8192];
-    snprintf(cmd, sizeof cmd, base, PLM_CLI, data, 2);
+    snprintf(cmd, sizeof cmd, base, PLM_CLI, data, 1);
     snprintf(full, sizeof full, "%s --calls 3 --out %s", cmd, spec1);
     run_result r = run(full);
     cr_assert_neq(r.code, 0, "%s", r.out);
-    cr_assert(strstr(r.out, "no setting fits a budget of 2 tokens"), "%s", r.out);
+    cr_assert(strstr(r.out, "no setting fits a budget of 1 tokens"), "%s", r.out);
     snprintf(cmd, sizeof cmd, base, PLM_CLI, data, 5);
     snprintf(full, sizeof full, "%s --calls 1 --out %s", cmd, spec1);
     r = run(full);
