@@ -92,6 +92,15 @@ static void matmul_rows(plm_session *s, float *y, const float *a, int64_t m, con
     s->be->ops->matmul(s->be, y, a, &w, NULL, m);
 }
 
+/* A plan for n rows (prune/'s recycling rules: offsets from 0, sources counted from the
+ * patches) written at off + base, src + base, behind base rows of one source each: its offsets
+ * move past those rows and its sources by src_shift (the buffer's rows before the patches). */
+static void plan_after(int64_t *off, int32_t *src, int64_t base, int64_t n, int32_t src_shift)
+{
+    for (int64_t j = base; j < base + off[base + n]; j++) src[j] += src_shift;
+    for (int64_t r = base; r <= base + n; r++) off[r] += base;
+}
+
 typedef struct vis_bufs {
     float *feat, *q, *k, *probs, *sel, *ph, *proj; /* device */
     int64_t T, np, fd, D, Dt, skip;
@@ -215,8 +224,7 @@ static plm_status stage_visionzip(plm_session *s, const vis_bufs *b)
         st = plm_fail(&s->err, PLM_E_NOMEM, "out of memory for VisionZip");
         goto out;
     }
-    for (int64_t r = base; r <= base + nc; r++) off[r] += base;
-    for (int64_t j = base; j < off[base + nc]; j++) src[j] += 1;
+    plan_after(off, src, base, nc, 1);
     s->be->ops->sum_rows(s->be, b->sel, b->fd, b->feat, b->fd, b->fd, off, src, w, base + nc);
     st = remember_rows(s, 1, dom, nd, nc);
     if (st == PLM_OK) st = project_and_keep(s, b, base + nc);
@@ -286,8 +294,7 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
     float top = 0;
     for (int64_t i = 0; i < np; i++) top = score[1 + i] > top ? score[1 + i] : top;
     if (c0) {
-        for (int64_t j = 1; j <= off[nk + 1]; j++) src[j] += 1;
-        for (int64_t r = 1; r <= nk + 1; r++) off[r] += 1;
+        plan_after(off, src, 1, nk, 1);
         off[0] = 0, src[0] = 0, w[0] = 1.0f;
         score[0] = top + 1; /* a kept [CLS] row is never dropped later */
     }

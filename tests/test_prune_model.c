@@ -97,29 +97,35 @@ Test(prune_model, fastv_cache_matches_the_unpruned_one_where_causality_says)
     plm_model_free(m);
 }
 
+/* The patches spec keeps on the fixture, copied out of its session (the grid side into *g). */
+static size_t kept_by(plm_model *m, const char *spec, int32_t out[64], int *g)
+{
+    plm_session *s = run(m, spec, 1);
+    size_t n;
+    const int32_t *k = plm_session_kept_patches(s, &n, g);
+    cr_assert_leq(n, 64, "%s kept %zu patches", spec, n);
+    memcpy(out, k, n * sizeof *out);
+    plm_session_free(s);
+    return n;
+}
+
 /* VFlowOpt's beta: with a weight of 100 on the last prompt token's attention its stage ranks
  * as FastV's does at the same layer (the carried score only breaks near-ties); with beta=0 it
  * ranks by the carried score alone, which here keeps a different set. */
 Test(prune_model, vflowopt_beta_blends_in_the_last_tokens_attention)
 {
     plm_model *m = load();
-    plm_session *fv = run(m, "fastv:tokens=6,k=1", 1);
-    plm_session *vb = run(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375,beta=100", 1);
-    plm_session *v0 = run(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375", 1);
-    size_t nf, nb, n0;
+    int32_t kf[64], kb[64], k0[64];
     int g;
-    const int32_t *kf = plm_session_kept_patches(fv, &nf, &g);
-    const int32_t *kb = plm_session_kept_patches(vb, &nb, &g);
-    const int32_t *k0 = plm_session_kept_patches(v0, &n0, &g);
+    size_t nf = kept_by(m, "fastv:tokens=6,k=1", kf, &g);
+    size_t nb = kept_by(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375,beta=100", kb, &g);
+    size_t n0 = kept_by(m, "vflowopt:r0=1,m=100,layers=1,r1=0.375", k0, &g);
     cr_assert_eq(nf, 6);
     cr_assert_eq(nb, 6);
     cr_assert_eq(n0, 6);
     cr_assert_eq(memcmp(kf, kb, nf * sizeof *kf), 0, "beta=100 should rank as FastV does");
     cr_assert_neq(memcmp(kf, k0, nf * sizeof *kf), 0, "the carried score alone agreed with "
                   "FastV: the test cannot tell the two apart");
-    plm_session_free(fv);
-    plm_session_free(vb);
-    plm_session_free(v0);
     plm_model_free(m);
 }
 
@@ -129,14 +135,11 @@ Test(prune_model, vflowopt_beta_blends_in_the_last_tokens_attention)
 Test(prune_model, vflowopt_cover_keeps_a_patch_in_every_block)
 {
     plm_model *m = load();
-    plm_session *top = run(m, "vflowopt:r0=0.25,m=100", 1);
-    plm_session *cov = run(m, "vflowopt:r0=0.25,m=100,cover=1", 1);
-    plm_session *spr = run(m, "vflowopt:r0=0.25,m=100,spread=0", 1);
-    size_t nt, nc, ns;
+    int32_t kt[64], kc[64], ks[64];
     int g;
-    const int32_t *kt = plm_session_kept_patches(top, &nt, &g);
-    const int32_t *kc = plm_session_kept_patches(cov, &nc, &g);
-    const int32_t *ks = plm_session_kept_patches(spr, &ns, &g);
+    size_t nt = kept_by(m, "vflowopt:r0=0.25,m=100", kt, &g);
+    size_t nc = kept_by(m, "vflowopt:r0=0.25,m=100,cover=1", kc, &g);
+    size_t ns = kept_by(m, "vflowopt:r0=0.25,m=100,spread=0", ks, &g);
     cr_assert_eq(g, 4);
     cr_assert_eq(nt, 5);
     cr_assert_eq(nc, 5);
@@ -146,9 +149,6 @@ Test(prune_model, vflowopt_cover_keeps_a_patch_in_every_block)
     for (int b = 0; b < 4; b++) cr_assert_geq(block[b], 1, "block %d kept nothing", b);
     cr_assert_neq(memcmp(kt, kc, nt * sizeof *kt), 0, "cover=1 kept the plain top-k");
     cr_assert_neq(memcmp(kt, ks, nt * sizeof *kt), 0, "spread=0 kept the plain top-k");
-    plm_session_free(top);
-    plm_session_free(cov);
-    plm_session_free(spr);
     plm_model_free(m);
 }
 
