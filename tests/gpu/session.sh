@@ -37,11 +37,14 @@ if [ -n "$tok" ]; then
     img=$here/../../assets/images/default.png
     b7=("$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 --gen 256 --repeat 5)
     step bench_7b "${b7[@]}" --json "$out/bench_7b.json"
-    # visual pruning's cost on the 7B: every method at 64 and 192 tokens on one loaded model
+    # visual pruning's cost on the 7B: every method at 64 and 192 tokens (VFlowOpt at all four)
+    # on one loaded model
     step bench_7b_prune "$dir/prunelm" bench --model "$l7b" --image "$img" --prompt-tokens 40 \
-        --gen 64 --repeat 3 --prune none --prune vflowopt:tokens=64 --prune vflowopt:tokens=192 \
-        --prune fastv:tokens=64 --prune visionzip:tokens=64 --prune sparsevlm:tokens=64 \
-        --prune pyramiddrop:lambda=0.25 --prune random:tokens=64 --prune uniform-grid:tokens=64
+        --gen 64 --repeat 3 --prune none --prune vflowopt:tokens=32 --prune vflowopt:tokens=64 \
+        --prune vflowopt:tokens=128 --prune vflowopt:tokens=192 --prune fastv:tokens=64 \
+        --prune fastv:tokens=192 --prune visionzip:tokens=64 --prune visionzip:tokens=192 \
+        --prune sparsevlm:tokens=64 --prune sparsevlm:tokens=192 --prune pyramiddrop:lambda=0.25 \
+        --prune random:tokens=64 --prune uniform-grid:tokens=64
     if [ "${QUICK:-0}" = 1 ]; then
         rm -rf "$l7b"
         l7b=
