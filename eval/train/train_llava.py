@@ -179,6 +179,67 @@ def thin_image_tokens(ids, att, image_id, p, lo, hi, objects=None, bias=0.0):
     return att, torch.where(renumber[:, None], packed, gaps)
 
 
+def merge_image_tokens(ids, att, image_id, p, side, objects=None, bias=0.0):
+    """Cell-merging augmentation (--token-merge): in a share p of the rows whose image tokens
+    were not thinned, cut the side x side patch grid into cells of 2, 3 or 4 patches a side
+    (one size a row, drawn uniformly) and replace each cell by one token: the weighted mean of
+    its patches' projected features, written at the cell's heaviest patch, the rest masked out.
+    A patch weighs 1, an object patch 1..bias (log-uniform a row, as --token-bias) when objects
+    are given: the importance-weighted cell means that recycling prunes (VFlowOpt's grid cells,
+    VisionZip's and SparseVLM's merged tokens) feed the decoder, which it must read without
+    counting a merged object patch as more objects. Half the rows renumber their positions.
+    Returns the mask, the position ids, mix ([B, n, n], None when no row merges: the
+    projector's output x becomes mix @ x, MergeHook) and which rows merged."""
+    B, L = ids.shape
+    n = side * side
+    dev = ids.device
+    img = ids == image_id
+    whole = (att * img).sum(1) == n
+    rows = whole & (torch.rand(B, device=dev) < p)
+    pos = torch.arange(L, device=dev).expand(B, L)
+    if not rows.any():
+        return att, pos, None, rows
+    m = torch.randint(2, 5, (B, 1), device=dev)
+    y = torch.arange(n, device=dev) // side
+    x = torch.arange(n, device=dev) % side
+    cs = (side + m - 1) // m  # cells a side
+    cell = (y[None] // m) * cs + x[None] // m  # [B, n]
+    w = torch.ones(B, n, device=dev)
+    if objects is not None and bias > 1:
+        w = torch.where(objects, (bias ** torch.rand(B, 1, device=dev)).expand(B, n), w)
+    # the heaviest patch of each cell (ties broken at random) carries the cell
+    key = w * (1 + 1e-3 * torch.rand(B, n, device=dev))
+    same = cell[:, :, None] == cell[:, None, :]  # [B, n, n]
+    best = (key[:, None, :] * same).argmax(2)  # each patch's cell's carrier
+    rep = best == torch.arange(n, device=dev)[None]
+    mix = same * w[:, None, :]
+    mix = mix / mix.sum(2, keepdim=True)
+    eye = torch.eye(n, device=dev).expand(B, n, n)
+    mix = torch.where((rows[:, None] & rep)[:, :, None], mix, eye)
+    drop = torch.zeros(B, L, dtype=torch.bool, device=dev)
+    drop[img] = (rows[:, None] & ~rep).flatten()
+    att = att.masked_fill(drop, 0)
+    renumber = rows & (torch.rand(B, device=dev) < 0.5)
+    packed = (att.cumsum(1) - 1).clamp(min=0)
+    return att, torch.where(renumber[:, None], packed, pos), mix, rows
+
+
+class MergeHook:
+    """A forward hook on the projector that applies merge_image_tokens' mix for the next
+    forward (then forgets it); raw keeps the unmerged features for the per-patch heads."""
+
+    def __init__(self):
+        self.mix, self.raw = None, None
+
+    def __call__(self, module, inputs, out):
+        self.raw = out
+        if self.mix is None:
+            return out
+        mix, self.mix = self.mix, None
+        return torch.bmm(mix.to(out.dtype), out.reshape(mix.shape[0], mix.shape[1], -1)) \
+            .reshape(out.shape)
+
+
 def aux_loss(heads, feats, labels):
     """Cross-entropy of the per-patch heads (targets.py) on the projected image features;
     patches that hold an object weigh 4x, since most patches are background."""
@@ -289,6 +350,9 @@ def main():
                     help="object patches weigh up to this many times a background patch in "
                          "half of the thinned rows (thin_image_tokens; needs --aux-weight's "
                          "patch labels); 0: uniform draws")
+    ap.add_argument("--token-merge", type=float, default=0.0,
+                    help="share of the rows not thinned whose image tokens are merged into "
+                         "cell means (merge_image_tokens, weighted by --token-bias); 0: off")
     ap.add_argument("--token-keep", default="32,192",
                     help="lo,hi: image tokens a thinned row keeps (uniform)")
     ap.add_argument("--compile", action="store_true",
@@ -405,6 +469,9 @@ def main():
     rest = [p for p in model.parameters() if id(p) not in vis_ids]
     groups = [dict(params=rest, mult=1.0), dict(params=vis_params, mult=args.vision_lr_mult)]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    merge, side = MergeHook(), 336 // 14
+    if args.token_merge > 0:
+        core.multi_modal_projector.register_forward_hook(merge)
     fwd = torch.compile(model) if args.compile else model
     n_cap = int(round(args.batch * args.caption_frac)) if cap_seqs else 0
     # one sequence length when compiled, so the graph is not rebuilt for every batch
@@ -464,7 +531,7 @@ def main():
             pairs = [(seqs, i) for i in idx] + [(cap_seqs, i) for i in cidx]
             ids, att, lab = batch([src[i] for src, i in pairs], list(range(len(pairs))),
                                   tok.pad_token_id, device, fixed)
-            extra = {}
+            extra, mix = {}, None
             img_rows = torch.cat([rows[torch.from_numpy(idx).to(device)],
                                   cap_rows[torch.from_numpy(cidx).to(device)]])
             if args.token_drop > 0:
@@ -473,6 +540,13 @@ def main():
                 att, extra["position_ids"] = thin_image_tokens(ids, att, image_id,
                                                                args.token_drop, lo, hi,
                                                                objects, args.token_bias)
+            if args.token_merge > 0:
+                objects = labels_u8[img_rows, 0] > 0 if labels_u8 is not None else None
+                att, pos, mix, merged = merge_image_tokens(ids, att, image_id,
+                                                           args.token_merge, side, objects,
+                                                           args.token_bias)
+                old = extra.get("position_ids", torch.arange(ids.shape[1], device=device))
+                extra["position_ids"] = torch.where(merged[:, None], pos, old)
             pv = pixels(images_u8, img_rows, mean, std)
             if step == 0 and args.check:
                 pipeline_check(model, tok, train, idx, ids, att, lab, pv, mean, std, image_id,
@@ -480,6 +554,7 @@ def main():
             if args.gap_every and step % args.gap_every == 0 and step:
                 own, rolled = image_gap(model, ids, att, lab, pv)
                 log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
+            merge.mix = mix  # for this forward only (the checks above run their own)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 try:
                     out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab,
@@ -493,7 +568,8 @@ def main():
                               **extra)
                 loss = out.loss
                 if labels_u8 is not None:
-                    feats = image_features(out, n_img)
+                    feats = image_features(out, n_img) if merge.raw is None else \
+                        merge.raw.reshape(-1, n_img, merge.raw.shape[-1])
                     plab = labels_u8[img_rows]
                     aux = aux_loss(heads, feats, plab)
                     loss = loss + args.aux_weight * aux
