@@ -188,8 +188,8 @@ def merge_image_tokens(ids, att, image_id, p, side, objects=None, bias=0.0):
     are given: the importance-weighted cell means that recycling prunes (VFlowOpt's grid cells,
     VisionZip's and SparseVLM's merged tokens) feed the decoder, which it must read without
     counting a merged object patch as more objects. Half the rows renumber their positions.
-    Returns the mask, the position ids, mix ([B, n, n], None when no row merges: the
-    projector's output x becomes mix @ x, MergeHook) and which rows merged."""
+    Returns the mask, the position ids, mix ([B, n, n]: the projector's output x becomes
+    mix @ x, MergeHook) and which rows merged."""
     B, L = ids.shape
     n = side * side
     dev = ids.device
@@ -197,8 +197,6 @@ def merge_image_tokens(ids, att, image_id, p, side, objects=None, bias=0.0):
     whole = (att * img).sum(1) == n
     rows = whole & (torch.rand(B, device=dev) < p)
     pos = torch.arange(L, device=dev).expand(B, L)
-    if not rows.any():
-        return att, pos, None, rows
     m = torch.randint(2, 5, (B, 1), device=dev)
     y = torch.arange(n, device=dev) // side
     x = torch.arange(n, device=dev) % side
@@ -225,8 +223,10 @@ def merge_image_tokens(ids, att, image_id, p, side, objects=None, bias=0.0):
 
 
 class MergeHook:
-    """A forward hook on the projector that applies merge_image_tokens' mix for the next
-    forward (then forgets it); raw keeps the unmerged features for the per-patch heads."""
+    """A forward hook on the projector that applies merge_image_tokens' mix while one is set
+    (the training loop sets it around its forward only; a tensor every step, so a compiled
+    forward is not specialised on it); raw keeps the unmerged features for the per-patch
+    heads."""
 
     def __init__(self):
         self.mix, self.raw = None, None
@@ -235,9 +235,8 @@ class MergeHook:
         self.raw = out
         if self.mix is None:
             return out
-        mix, self.mix = self.mix, None
-        return torch.bmm(mix.to(out.dtype), out.reshape(mix.shape[0], mix.shape[1], -1)) \
-            .reshape(out.shape)
+        mix = self.mix.to(out.dtype)
+        return torch.bmm(mix, out.reshape(mix.shape[0], mix.shape[1], -1)).reshape(out.shape)
 
 
 def aux_loss(heads, feats, labels):
@@ -554,7 +553,7 @@ def main():
             if args.gap_every and step % args.gap_every == 0 and step:
                 own, rolled = image_gap(model, ids, att, lab, pv)
                 log(f"step {step} image gap: loss {own:.4f} with own images, {rolled:.4f} rolled")
-            merge.mix = mix  # for this forward only (the checks above run their own)
+            merge.mix = mix  # for this forward only, not the checks above
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 try:
                     out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab,
@@ -566,6 +565,7 @@ def main():
                     fwd = model
                     out = fwd(input_ids=ids, attention_mask=att, pixel_values=pv, labels=lab,
                               **extra)
+                merge.mix = None
                 loss = out.loss
                 if labels_u8 is not None:
                     feats = image_features(out, n_img) if merge.raw is None else \
