@@ -27,7 +27,7 @@ step() { # name, command...: logs to OUT/name.log, notes the status in summary.t
     cp "$out/summary.txt" "$dest/"
     tar -czf "$dest/session.tgz.tmp" -C "$out" . && mv "$dest/session.tgz.tmp" "$dest/session.tgz"
 }
-step tests bash "$here/run.sh" "$dir"
+[ "${SKIP_TESTS:-0}" = 1 ] || step tests bash "$here/run.sh" "$dir"
 . "$here/env.sh" || exit 2
 step bench_decode "$dir/bench_decode" "$out/bench_decode.txt"
 [ -x "$dir/bench_patch_embed" ] && step bench_patch_embed "$dir/bench_patch_embed" "$out/bench_patch_embed.txt"
