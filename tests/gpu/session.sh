@@ -8,7 +8,8 @@
 # PACK is a pack.sh folder (or a CUDA build directory). OUT receives summary.txt and
 # session.tgz, re-packed after every step (so a timeout loses only the step it cut): one log per
 # step and each benchmark's table (the device tool returns at most 8 files, so they travel in
-# one). TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps.
+# one). TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps. QUICK=1 stops after
+# the pruning bench; SKIP_TESTS=1 skips the tests (run by an earlier call).
 set -u
 dir=${1:?PACK}
 dest=${2:?OUT}
