@@ -392,6 +392,11 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     if (st == PLM_OK) st = backend_check(s->be, &s->err);
     s->t.decode_ms = plm_now_ms() - t0;
     s->t.kv_bytes = session_kv_bytes(s);
+    if (s->be->ops->mem_held) {
+        size_t peak = 0;
+        s->be->ops->mem_held(s->be, 0, NULL, &peak);
+        s->t.peak_bytes = peak;
+    }
     tok_stream_free(ts);
     sampler_free(&smp);
     return st;
@@ -406,6 +411,7 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     double keep_load = s->t.load_image_ms;
     memset(&s->t, 0, sizeof s->t);
     s->t.load_image_ms = keep_load;
+    if (s->be->ops->mem_held) s->be->ops->mem_held(s->be, 1, NULL, NULL);
     if (!(s->p.cache_vision && s->vis_valid)) s->n_feat = 0;
     if (s->has_image && count_markers(prompt) == 1) PLM_TRY(encode_image(s));
     else s->n_feat = 0;

@@ -160,6 +160,7 @@ static void print_json(const char *answer, plm_session *s)
     cJSON_AddNumberToObject(tk, "image_last_layer", t->n_image_tokens_last);
     cJSON_AddNumberToObject(tk, "image_avg", t->image_tokens_avg);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
+    if (t->peak_bytes) cJSON_AddNumberToObject(o, "peak_bytes", (double)t->peak_bytes);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     for (size_t i = n_prompt; i < n_total; i++) cJSON_AddItemToArray(gen, cJSON_CreateNumber(ids[i]));
     cJSON_AddItemToObject(tk, "generated_ids", gen);

@@ -180,6 +180,7 @@ static char *result_line(const eval_item *it, const char *pred, int correct, con
     cJSON_AddNumberToObject(tk, "image_avg", t->image_tokens_avg);
     cJSON_AddNumberToObject(tk, "generated", t->n_generated);
     cJSON_AddNumberToObject(o, "kv_bytes", (double)t->kv_bytes);
+    if (t->peak_bytes) cJSON_AddNumberToObject(o, "peak_bytes", (double)t->peak_bytes);
     cJSON *tm = cJSON_AddObjectToObject(o, "timings");
     cJSON_AddNumberToObject(tm, "vision_ms", t->vision_ms);
     cJSON_AddNumberToObject(tm, "prefill_ms", t->prefill_ms);
@@ -361,6 +362,17 @@ int cmd_eval(int argc, char **argv)
                      pr[i] ? "__" : "", part);
         }
         snprintf(dir, sizeof dir, "%s/%s", o.out, name);
+        /* a fresh session per setting: buffers an earlier setting grew would otherwise count
+         * in this one's peak_bytes */
+        if (i > 0) {
+            plm_session_free(s);
+            s = NULL;
+            if (plm_session_new(m, &sp, &s, &err) != PLM_OK) {
+                fprintf(stderr, "prunelm eval: %s\n", err.msg);
+                rc = CLI_FAIL;
+                goto out;
+            }
+        }
         rc = run_setting(&o, s, pr[i], kvs[i], dir, &ds, summaries[i], sizeof summaries[i]);
         if (rc != CLI_OK) goto out;
         sums[i] = summaries[i];

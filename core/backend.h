@@ -170,6 +170,11 @@ typedef struct plm_backend_ops {
     const char *(*error)(plm_backend *be);
     /* Free and total device memory in bytes; returns 0 on success, -1 when unknown. */
     int (*mem_info)(plm_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Optional: the bytes alloc() has handed out and not yet released, now and at most since
+     * the last call with reset = 1 (which then starts the peak over from now). Unlike
+     * mem_info this counts what the engine asked for, not what the driver or allocator keeps;
+     * a session resets it per request for plm_timings.peak_bytes. */
+    void (*mem_held)(plm_backend *be, int reset, size_t *now, size_t *peak);
     /* mixed = 1: the model's weights are 16-bit, so attention may compute in bf16 on tensor
      * cores (float32 accumulation and softmax statistics), as the matrix products already do;
      * 0 (the default): attention stays float32, exact to the CPU within float rounding. */

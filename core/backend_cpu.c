@@ -2,6 +2,7 @@
  * reference every other backend is tested against, so it favours clarity and float32 accuracy. */
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@ typedef struct cpu_backend {
     plm_pool *pool;
     float *wbuf;      /* widened weight rows for F16/BF16 matmuls */
     size_t wbuf_cap;  /* in floats */
+    size_t held, peak; /* bytes of alloc() blocks live now, and at most since a reset */
 } cpu_backend;
 
 /* Rows of a F16/BF16 weight widened per block, so a 7B checkpoint is never widened whole. */
@@ -328,14 +330,39 @@ static void cpu_patchify(plm_backend *be, float *out, const float *pixels, int c
         }
 }
 
+/* Each block carries its size in front (a header of malloc's alignment, so the block keeps
+ * it), so release() knows what it gives back and mem_held can count. */
+#define CPU_HDR 16
+
 static void *cpu_alloc(plm_backend *be, size_t bytes)
 {
-    return malloc(bytes ? bytes : 1);
+    cpu_backend *cb = (cpu_backend *)be;
+    if (bytes > SIZE_MAX - CPU_HDR - 1) return NULL;
+    char *h = malloc(CPU_HDR + (bytes ? bytes : 1));
+    if (!h) return NULL;
+    memcpy(h, &bytes, sizeof bytes);
+    cb->held += bytes;
+    if (cb->held > cb->peak) cb->peak = cb->held;
+    return h + CPU_HDR;
 }
 
 static void cpu_release(plm_backend *be, void *p)
 {
-    free(p);
+    if (!p) return;
+    cpu_backend *cb = (cpu_backend *)be;
+    char *h = (char *)p - CPU_HDR;
+    size_t bytes;
+    memcpy(&bytes, h, sizeof bytes);
+    cb->held -= bytes;
+    free(h);
+}
+
+static void cpu_mem_held(plm_backend *be, int reset, size_t *now, size_t *peak)
+{
+    cpu_backend *cb = (cpu_backend *)be;
+    if (reset) cb->peak = cb->held;
+    if (now) *now = cb->held;
+    if (peak) *peak = cb->peak;
 }
 
 static void cpu_memcpy(plm_backend *be, void *dst, const void *src, size_t bytes)
@@ -357,6 +384,7 @@ static const plm_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .release = cpu_release,
+    .mem_held = cpu_mem_held,
     .upload = cpu_memcpy,
     .download = cpu_memcpy,
     .matmul = cpu_matmul,

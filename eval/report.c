@@ -114,10 +114,11 @@ plm_status eval_report(const char *const *specs, const char *const *kv,
         len += (size_t)snprintf(md + len, cap - len, "# Pruning sweep\n\n| setting |%s image "
                                 "tokens (prompt) | per layer | accuracy |", kv ? " KV policy |" : "");
         for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, " %s |", types[k]);
-        len += (size_t)snprintf(md + len, cap - len, " KV MiB | vision ms | prefill ms | "
-                                "decode ms |\n|---|---|---|---|%s", kv ? "---|" : "");
+        len += (size_t)snprintf(md + len, cap - len, " KV MiB | peak MiB | vision ms | "
+                                "prefill ms | decode ms |\n|---|---|---|---|%s",
+                                kv ? "---|" : "");
         for (int k = 0; k < nt; k++) len += (size_t)snprintf(md + len, cap - len, "---|");
-        len += (size_t)snprintf(md + len, cap - len, "---|---|---|---|\n");
+        len += (size_t)snprintf(md + len, cap - len, "---|---|---|---|---|\n");
         for (int i = 0; i < n; i++) {
             const cJSON *s = sum[i], *per = cJSON_GetObjectItemCaseSensitive(s, "per_type");
             len += (size_t)snprintf(md + len, cap - len, "| `%s` |", specs[i] ? specs[i] : "none");
@@ -131,9 +132,16 @@ plm_status eval_report(const char *const *specs, const char *const *kv,
                 if (t) len += (size_t)snprintf(md + len, cap - len, " %.1f%% |", 100 * num(t, "accuracy"));
                 else len += (size_t)snprintf(md + len, cap - len, " – |");
             }
-            len += (size_t)snprintf(md + len, cap - len, " %.2f | %.1f | %.1f | %.1f |\n",
-                                    num(s, "mean_kv_bytes") / (1 << 20), num(s, "mean_vision_ms"),
-                                    num(s, "mean_prefill_ms"), num(s, "mean_decode_ms"));
+            len += (size_t)snprintf(md + len, cap - len, " %.2f |", num(s, "mean_kv_bytes") /
+                                    (1 << 20));
+            if (num(s, "peak_bytes") > 0)
+                len += (size_t)snprintf(md + len, cap - len, " %.1f |",
+                                        num(s, "peak_bytes") / (1 << 20));
+            else
+                len += (size_t)snprintf(md + len, cap - len, " – |");
+            len += (size_t)snprintf(md + len, cap - len, " %.1f | %.1f | %.1f |\n",
+                                    num(s, "mean_vision_ms"), num(s, "mean_prefill_ms"),
+                                    num(s, "mean_decode_ms"));
         }
         /* settings where items failed (a prompt over the context, a bad image): their rows
          * average the answered items only, so say how many did not */

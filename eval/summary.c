@@ -55,7 +55,7 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     if (!f) return eval_fail(err, PLM_E_IO, "%s: %s", results_path, strerror(errno));
     tally types[MAX_TYPES], all = {"all", 0, 0};
     int nt = 0;
-    double vis = 0, pre = 0, dec = 0, gen = 0, kv = 0, img = 0, img_avg = 0;
+    double vis = 0, pre = 0, dec = 0, gen = 0, kv = 0, img = 0, img_avg = 0, peak = 0;
     int64_t errors = 0;
     char first_error[512] = "";
     char *line = NULL;
@@ -89,6 +89,8 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
         img += num(o, "tokens", "image");
         img_avg += num(o, "tokens", "image_avg");
         kv += num(o, "kv_bytes", NULL);
+        const double pk = num(o, "peak_bytes", NULL);
+        peak = pk > peak ? pk : peak;
         cJSON_Delete(o);
     }
     free(line);
@@ -114,6 +116,8 @@ plm_status eval_summarize(const char *results_path, const char *summary_path, do
     cJSON_AddNumberToObject(s, "mean_image_tokens", img / n);
     cJSON_AddNumberToObject(s, "mean_image_tokens_per_layer", img_avg / n);
     cJSON_AddNumberToObject(s, "mean_kv_bytes", kv / n);
+    /* the most any item held in engine buffers (0: not counted by that backend) */
+    cJSON_AddNumberToObject(s, "peak_bytes", peak);
     char *text = cJSON_Print(s);
     cJSON_Delete(s);
     if (!text) return eval_fail(err, PLM_E_NOMEM, "out of memory");

@@ -136,6 +136,10 @@ typedef struct plm_timings {
     double image_tokens_avg; /* image tokens per decoder layer, averaged over the layers (the
                                 budget pruning papers quote) */
     uint64_t kv_bytes;      /* bytes of keys and values held in the cache at the end */
+    uint64_t peak_bytes;    /* most bytes the engine held in backend buffers during the call
+                               (the KV cache, activations, scratch; weights too where they
+                               were copied in, e.g. on a GPU); 0 where the backend does not
+                               count them */
     int vision_graph;       /* how the vision tower ran for this prompt: 0 op by op (or not at
                                all), 1 replayed from its CUDA graph, 2 recorded, then replayed */
 } plm_timings;

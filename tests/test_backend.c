@@ -321,3 +321,31 @@ Test(backend, sum_rows_gathers_exactly_and_merges_by_weight)
     cr_assert_eq(y[3], -7.0f, "the stride's gap is left alone");
     plm_backend_free(be);
 }
+
+/* mem_held counts what alloc() handed out and release() took back; a reset starts the peak
+ * over from what is held then. */
+Test(backend, mem_held_counts_blocks_and_their_peak)
+{
+    plm_backend *be = cpu();
+    cr_assert(be->ops->mem_held);
+    size_t now, peak;
+    be->ops->mem_held(be, 1, &now, &peak);
+    cr_assert_eq(now, 0);
+    cr_assert_eq(peak, 0);
+    float *a = be->ops->alloc(be, 1000), *b = be->ops->alloc(be, 24);
+    cr_assert(a && b);
+    a[249] = 1.0f; /* the whole block is usable (ASan watches the edges) */
+    be->ops->release(be, a);
+    be->ops->mem_held(be, 0, &now, &peak);
+    cr_assert_eq(now, 24);
+    cr_assert_eq(peak, 1024);
+    be->ops->mem_held(be, 1, &now, &peak);
+    cr_assert_eq(peak, 24, "a reset starts the peak from what is held");
+    be->ops->release(be, b);
+    be->ops->release(be, NULL);
+    be->ops->mem_held(be, 0, &now, &peak);
+    cr_assert_eq(now, 0);
+    cr_assert_eq(peak, 24);
+    be->ops->destroy(be);
+}
+

@@ -186,9 +186,9 @@ Test(eval, failed_items_count_wrong_and_leave_the_means)
     snprintf(png, sizeof png, "%s/accuracy.png", dir);
     write_file(res,
                "{\"id\":\"a\",\"type\":\"passkey\",\"correct\":true,\"kv_bytes\":1000,"
-               "\"timings\":{\"prefill_ms\":4}}\n"
+               "\"peak_bytes\":3145728,\"timings\":{\"prefill_ms\":4}}\n"
                "{\"id\":\"b\",\"type\":\"passkey\",\"correct\":false,\"kv_bytes\":3000,"
-               "\"timings\":{\"prefill_ms\":8}}\n"
+               "\"peak_bytes\":2097152,\"timings\":{\"prefill_ms\":8}}\n"
                "{\"id\":\"c\",\"type\":\"passkey\",\"correct\":false,\"error\":\"the prompt "
                "is 11308 tokens, over the context of 256\",\"kv_bytes\":0,"
                "\"timings\":{\"prefill_ms\":0}}\n");
@@ -205,12 +205,14 @@ Test(eval, failed_items_count_wrong_and_leave_the_means)
     cr_assert_eq(cJSON_GetObjectItem(j, "errors")->valuedouble, 1);
     cr_assert_float_eq(cJSON_GetObjectItem(j, "mean_kv_bytes")->valuedouble, 2000, 1e-9);
     cr_assert_float_eq(cJSON_GetObjectItem(j, "mean_prefill_ms")->valuedouble, 6, 1e-9);
+    cr_assert_eq(cJSON_GetObjectItem(j, "peak_bytes")->valuedouble, 3145728, "the largest item's");
     cr_assert(strstr(cJSON_GetObjectItem(j, "first_error")->valuestring, "over the context"));
     cJSON_Delete(j);
     const char *specs[1] = {"none"}, *sums[1] = {sum};
     cr_assert_eq(eval_report(specs, NULL, sums, 1, md, png, NULL, &err), PLM_OK, "%s", err.msg);
     cr_assert_eq(plm_read_file(md, 1 << 20, &text, &len, &err), PLM_OK);
     cr_assert(strstr(text, "`none`: 1 of 3, first: the prompt is 11308 tokens"), "%s", text);
+    cr_assert(strstr(text, "| 0.00 | 3.0 |"), "KV MiB, then peak MiB: %s", text);
     free(text);
     remove(res);
     remove(sum);
@@ -426,18 +428,23 @@ Test(eval, a_kv_sweep_runs_the_grid_and_plots_accuracy_against_kv_memory)
     const char *folders[] = {"none__kv_none", "none__kv_streaming_budget_8",
                              "uniform-grid_tokens_4__kv_none",
                              "uniform-grid_tokens_4__kv_streaming_budget_8"};
-    double kv[4];
+    double kv[4], peak[4];
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s/summary.json", out, folders[i]);
         cJSON *j = read_json(path);
         cr_assert_eq(cJSON_GetObjectItem(j, "items")->valuedouble, 2, "%s", folders[i]);
         kv[i] = cJSON_GetObjectItem(j, "mean_kv_bytes")->valuedouble;
+        peak[i] = cJSON_GetObjectItem(j, "peak_bytes")->valuedouble;
         cJSON_Delete(j);
     }
     /* the budget caps the cache; the visual pruning shortens the uncapped one */
     cr_assert_lt(kv[1], kv[0]);
     cr_assert_lt(kv[2], kv[0]);
     cr_assert_eq(kv[1], kv[3]);
+    /* each setting's own peak (a fresh session each): it holds its cache at least, and the
+     * pruned, capped setting needs less than the first, whole one */
+    for (int i = 0; i < 4; i++) cr_assert_geq(peak[i], kv[i], "%s", folders[i]);
+    cr_assert_lt(peak[3], peak[0]);
     char *md;
     size_t len;
     plm_error err;
