@@ -55,6 +55,12 @@ int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char 
     return 0;
 }
 
+void cu_held_add(cu_backend *b, long long bytes)
+{
+    b->held = (size_t)((long long)b->held + bytes);
+    if (b->held > b->peak) b->peak = b->held;
+}
+
 int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
 {
     if (bytes <= buf->cap) return 1;
@@ -68,6 +74,7 @@ int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
     /* The old buffer may still be read by queued work. */
     if (!CU_OK(b, cudaStreamSynchronize(b->stream))) return 0;
     if (buf->p && !CU_OK(b, cudaFree(buf->p))) return 0;
+    cu_held_add(b, -(long long)buf->cap);
     buf->p = NULL;
     buf->cap = 0;
     cudaError_t e = cudaMalloc(&buf->p, cap);
@@ -79,6 +86,7 @@ int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
         return 0;
     }
     buf->cap = cap;
+    cu_held_add(b, (long long)cap);
     return 1;
 }
 
@@ -189,7 +197,19 @@ static void *op_alloc(plm_backend *be, size_t bytes)
     void *p = NULL;
     cudaError_t e = cudaSetDevice(b->device);
     if (e == cudaSuccess) e = cudaMalloc(&p, bytes ? bytes : 1);
-    if (e == cudaSuccess) return p;
+    if (e == cudaSuccess) {
+        if (b->n_blocks == b->cap_blocks) { /* a block not recorded is simply not counted */
+            size_t cap = b->cap_blocks ? 2 * b->cap_blocks : 256;
+            cu_block *nb = (cu_block *)realloc(b->blocks, cap * sizeof *nb);
+            if (!nb) return p;
+            b->blocks = nb;
+            b->cap_blocks = cap;
+        }
+        b->blocks[b->n_blocks].p = p;
+        b->blocks[b->n_blocks++].bytes = bytes;
+        cu_held_add(b, (long long)bytes);
+        return p;
+    }
     (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it for later checks */
     size_t fr = 0, tot = 0;
     if (cudaMemGetInfo(&fr, &tot) == cudaSuccess)
@@ -213,6 +233,20 @@ static void op_release(plm_backend *be, void *p)
     cudaError_t e = cudaSetDevice(b->device);
     if (e == cudaSuccess) e = cudaFree(p);
     if (e != cudaSuccess && !b->failed) cu_check_rt(b, e, "cudaFree", __FILE__, __LINE__);
+    for (size_t i = b->n_blocks; i-- > 0;) /* the newest first: scratch comes and goes */
+        if (b->blocks[i].p == p) {
+            cu_held_add(b, -(long long)b->blocks[i].bytes);
+            b->blocks[i] = b->blocks[--b->n_blocks];
+            break;
+        }
+}
+
+static void op_mem_held(plm_backend *be, int reset, size_t *now, size_t *peak)
+{
+    cu_backend *b = (cu_backend *)be;
+    if (reset) b->peak = b->held;
+    if (now) *now = b->held;
+    if (peak) *peak = b->peak;
 }
 
 static void op_upload(plm_backend *be, void *dst, const void *src, size_t bytes)
@@ -453,6 +487,7 @@ static void op_destroy(plm_backend *be)
     if (b->blas) cublasDestroy(b->blas);
     if (b->stream) cudaStreamDestroy(b->stream);
     (void)cudaGetLastError();
+    free(b->blocks);
     free(b);
 }
 
@@ -490,6 +525,7 @@ static plm_backend_ops make_ops(int fused, int graph)
     o.alloc_error = op_alloc_error;
     o.error = op_error;
     o.mem_info = op_mem_info;
+    o.mem_held = op_mem_held;
     o.set_precision = op_set_precision;
     o.kv_bitmap = &cu_kv_bitmap_ops;
     o.kv_thin = &cu_kv_thin_ops;
@@ -549,6 +585,7 @@ static int setup(cu_backend *b)
     if (!CU_BLAS_OK(b, cublasLtCreate(&b->lt))) return 0;
     b->lt_ws_bytes = CU_LT_WORKSPACE;
     if (!CU_OK(b, cudaMalloc(&b->lt_ws, b->lt_ws_bytes))) return 0;
+    cu_held_add(b, (long long)b->lt_ws_bytes);
     if (!CU_BLAS_OK(b, cublasCreate(&b->blas))) return 0;
     if (!CU_BLAS_OK(b, cublasSetStream(b->blas, b->stream))) return 0;
     /* Default math: no TF32 for float32 products, so F32 checkpoints match the CPU closely. */

@@ -651,6 +651,20 @@ static void test_errors(void)
     ok = o->mem_info && o->mem_info(g, &fr, &tot) == 0 && fr <= tot && tot > ((size_t)1 << 30);
     printf("  mem_info: free %.1f MiB of %.1f MiB\n", fr / 1048576.0, tot / 1048576.0);
     result(ok, "mem_info", 0, 0, "mem_info failed");
+    /* mem_held counts op_alloc's blocks by their sizes (the failed 1 PiB one not at all) */
+    size_t held0 = 0, held = 0, peak = 0;
+    ok = o->mem_held != NULL;
+    if (ok) {
+        o->mem_held(g, 1, &held0, NULL);
+        void *blk = o->alloc(g, 3000);
+        o->mem_held(g, 0, &held, &peak);
+        ok = blk && held == held0 + 3000 && peak == held;
+        o->release(g, blk);
+        o->mem_held(g, 0, &held, &peak);
+        ok = ok && held == held0 && peak == held0 + 3000;
+        printf("  mem_held: %.1f MiB held (with the 1 KiB block)\n", held0 / 1048576.0);
+    }
+    result(ok, "mem_held_counts_blocks", 0, 0, "mem_held wrong");
     plm_attn_args a = {.out = small, .q = small, .k = small, .v = small, .tq = 1, .tk = 1,
                        .q_stride = 1024, .kv_stride = 1024, .n_heads = 1, .n_kv = 1,
                        .head_dim = 1024, .scale = 1.0f};
