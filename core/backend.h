@@ -246,6 +246,26 @@ struct plm_backend {
     const plm_backend_ops *ops;
 };
 
+/* The bytes a backend's blocks hold, now and at most since a reset: what mem_held reports. */
+typedef struct plm_mem_count {
+    size_t held, peak;
+} plm_mem_count;
+
+/* held += bytes (negative: given back), raising the peak with it */
+static inline void plm_mem_count_add(plm_mem_count *c, long long bytes)
+{
+    c->held = (size_t)((long long)c->held + bytes);
+    if (c->held > c->peak) c->peak = c->held;
+}
+
+/* mem_held's answer from a count; reset starts the peak over from what is held */
+static inline void plm_mem_count_report(plm_mem_count *c, int reset, size_t *now, size_t *peak)
+{
+    if (reset) c->peak = c->held;
+    if (now) *now = c->held;
+    if (peak) *peak = c->peak;
+}
+
 /* CPU backend with its own thread pool (n_threads <= 0: all cores). */
 plm_status plm_backend_cpu_new(int n_threads, plm_backend **out, plm_error *err);
 /* The CPU backend's kv_bitmap ops (core/backend_cpu_bitmap.c). */

@@ -17,7 +17,7 @@ typedef struct cpu_backend {
     plm_pool *pool;
     float *wbuf;      /* widened weight rows for F16/BF16 matmuls */
     size_t wbuf_cap;  /* in floats */
-    size_t held, peak; /* bytes of alloc() blocks live now, and at most since a reset */
+    plm_mem_count mem; /* bytes of alloc() blocks live now, and at most since a reset */
 } cpu_backend;
 
 /* Rows of a F16/BF16 weight widened per block, so a 7B checkpoint is never widened whole. */
@@ -341,8 +341,7 @@ static void *cpu_alloc(plm_backend *be, size_t bytes)
     char *h = malloc(CPU_HDR + (bytes ? bytes : 1));
     if (!h) return NULL;
     memcpy(h, &bytes, sizeof bytes);
-    cb->held += bytes;
-    if (cb->held > cb->peak) cb->peak = cb->held;
+    plm_mem_count_add(&cb->mem, (long long)bytes);
     return h + CPU_HDR;
 }
 
@@ -353,16 +352,13 @@ static void cpu_release(plm_backend *be, void *p)
     char *h = (char *)p - CPU_HDR;
     size_t bytes;
     memcpy(&bytes, h, sizeof bytes);
-    cb->held -= bytes;
+    plm_mem_count_add(&cb->mem, -(long long)bytes);
     free(h);
 }
 
 static void cpu_mem_held(plm_backend *be, int reset, size_t *now, size_t *peak)
 {
-    cpu_backend *cb = (cpu_backend *)be;
-    if (reset) cb->peak = cb->held;
-    if (now) *now = cb->held;
-    if (peak) *peak = cb->peak;
+    plm_mem_count_report(&((cpu_backend *)be)->mem, reset, now, peak);
 }
 
 static void cpu_memcpy(plm_backend *be, void *dst, const void *src, size_t bytes)

@@ -55,12 +55,6 @@ int cu_check_blas(cu_backend *b, cublasStatus_t s, const char *expr, const char 
     return 0;
 }
 
-void cu_held_add(cu_backend *b, long long bytes)
-{
-    b->held = (size_t)((long long)b->held + bytes);
-    if (b->held > b->peak) b->peak = b->held;
-}
-
 int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
 {
     if (bytes <= buf->cap) return 1;
@@ -74,7 +68,7 @@ int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
     /* The old buffer may still be read by queued work. */
     if (!CU_OK(b, cudaStreamSynchronize(b->stream))) return 0;
     if (buf->p && !CU_OK(b, cudaFree(buf->p))) return 0;
-    cu_held_add(b, -(long long)buf->cap);
+    plm_mem_count_add(&b->mem, -(long long)buf->cap);
     buf->p = NULL;
     buf->cap = 0;
     cudaError_t e = cudaMalloc(&buf->p, cap);
@@ -86,7 +80,7 @@ int cu_buf_reserve(cu_backend *b, cu_buf *buf, size_t bytes, const char *what)
         return 0;
     }
     buf->cap = cap;
-    cu_held_add(b, (long long)cap);
+    plm_mem_count_add(&b->mem, (long long)cap);
     return 1;
 }
 
@@ -207,7 +201,7 @@ static void *op_alloc(plm_backend *be, size_t bytes)
         }
         b->blocks[b->n_blocks].p = p;
         b->blocks[b->n_blocks++].bytes = bytes;
-        cu_held_add(b, (long long)bytes);
+        plm_mem_count_add(&b->mem, (long long)bytes);
         return p;
     }
     (void)cudaGetLastError(); /* an allocation failure is not sticky: clear it for later checks */
@@ -235,7 +229,7 @@ static void op_release(plm_backend *be, void *p)
     if (e != cudaSuccess && !b->failed) cu_check_rt(b, e, "cudaFree", __FILE__, __LINE__);
     for (size_t i = b->n_blocks; i-- > 0;) /* the newest first: scratch comes and goes */
         if (b->blocks[i].p == p) {
-            cu_held_add(b, -(long long)b->blocks[i].bytes);
+            plm_mem_count_add(&b->mem, -(long long)b->blocks[i].bytes);
             b->blocks[i] = b->blocks[--b->n_blocks];
             break;
         }
@@ -243,10 +237,7 @@ static void op_release(plm_backend *be, void *p)
 
 static void op_mem_held(plm_backend *be, int reset, size_t *now, size_t *peak)
 {
-    cu_backend *b = (cu_backend *)be;
-    if (reset) b->peak = b->held;
-    if (now) *now = b->held;
-    if (peak) *peak = b->peak;
+    plm_mem_count_report(&((cu_backend *)be)->mem, reset, now, peak);
 }
 
 static void op_upload(plm_backend *be, void *dst, const void *src, size_t bytes)
@@ -585,7 +576,7 @@ static int setup(cu_backend *b)
     if (!CU_BLAS_OK(b, cublasLtCreate(&b->lt))) return 0;
     b->lt_ws_bytes = CU_LT_WORKSPACE;
     if (!CU_OK(b, cudaMalloc(&b->lt_ws, b->lt_ws_bytes))) return 0;
-    cu_held_add(b, (long long)b->lt_ws_bytes);
+    plm_mem_count_add(&b->mem, (long long)b->lt_ws_bytes);
     if (!CU_BLAS_OK(b, cublasCreate(&b->blas))) return 0;
     if (!CU_BLAS_OK(b, cublasSetStream(b->blas, b->stream))) return 0;
     /* Default math: no TF32 for float32 products, so F32 checkpoints match the CPU closely. */

@@ -22,12 +22,12 @@ extern "C" {
  * copy out of it has run, so the host only waits on the copy made CU_STAGE_SLOTS ops ago. */
 #define CU_STAGE_SLOTS 8
 
-/* A device buffer that grows on demand (never shrinks until the backend is destroyed). */
 typedef struct cu_block { /* a block op_alloc handed out */
     void *p;
     size_t bytes;
 } cu_block;
 
+/* A device buffer that grows on demand (never shrinks until the backend is destroyed). */
 typedef struct cu_buf {
     void *p;
     size_t cap;
@@ -120,11 +120,9 @@ typedef struct cu_backend {
     /* mem_held: the blocks op_alloc handed out (release looks their sizes up here) and the
      * bytes of those and of the scratch buffers above, now and at most since a reset */
     cu_block *blocks;
-    size_t n_blocks, cap_blocks, held, peak;
+    size_t n_blocks, cap_blocks;
+    plm_mem_count mem;
 } cu_backend;
-
-/* held += bytes (negative: given back), with the peak */
-void cu_held_add(cu_backend *b, long long bytes);
 
 /* Records the first failure (printf-style) and marks the backend failed. */
 void cu_fail(cu_backend *b, const char *fmt, ...)

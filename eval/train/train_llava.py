@@ -533,14 +533,14 @@ def main():
             extra, mix = {}, None
             img_rows = torch.cat([rows[torch.from_numpy(idx).to(device)],
                                   cap_rows[torch.from_numpy(cidx).to(device)]])
+            # the patches that show an object (the per-patch labels), for --token-bias
+            objects = labels_u8[img_rows, 0] > 0 if labels_u8 is not None else None
             if args.token_drop > 0:
                 lo, hi = (int(v) for v in args.token_keep.split(","))
-                objects = labels_u8[img_rows, 0] > 0 if labels_u8 is not None else None
                 att, extra["position_ids"] = thin_image_tokens(ids, att, image_id,
                                                                args.token_drop, lo, hi,
                                                                objects, args.token_bias)
             if args.token_merge > 0:
-                objects = labels_u8[img_rows, 0] > 0 if labels_u8 is not None else None
                 att, pos, mix, merged = merge_image_tokens(ids, att, image_id,
                                                            args.token_merge, side, objects,
                                                            args.token_bias)
