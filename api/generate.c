@@ -279,7 +279,10 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     const llama_config *c = &m->cfg.text;
     const plm_backend_ops *op = s->be->ops;
     const int64_t T = (int64_t)s->n_prompt, D = c->hidden, V = c->vocab;
-    const int64_t n_logits = s->keep_logits ? T : 1;
+    /* a late question: the prefill reads the context, the policy compresses its cache, and
+     * the question's Tl tokens follow as decode steps, as a later turn's would */
+    const int64_t Tl = (int64_t)s->n_late, Tp = T - Tl;
+    const int64_t n_logits = s->keep_logits ? Tp : 1;
     const size_t feat = s->n_feat * (size_t)D, stage = session_stage_scratch(s, T);
     PLM_TRY(session_ensure_scratch(s, (size_t)(T * D + n_logits * V) + feat + stage +
                                           llama_scratch_floats(c, T)));
@@ -292,13 +295,13 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     s->stage_buf = NULL; /* points into the scratch while this prefill runs */
     PLM_TRY(ensure_kv(s, (int)T + s->max_new));
     llama_kv_clear(&s->kv);
-    if (session_kv_active(s)) PLM_TRY(session_kv_begin(s, T, s->kv.cap, s->max_new));
+    if (session_kv_active(s)) PLM_TRY(session_kv_begin(s, Tp, s->kv.cap, Tl + s->max_new));
 
     llama_hook hook_storage;
     const llama_hook *hook = session_prefill_hook(s, &hook_storage);
     if (hook) {
         s->stage_buf = stage ? sb : NULL;
-        s->rope_len = T;
+        s->rope_len = Tp;
         s->img_n0 = (int64_t)s->n_feat;
         int32_t *ps = realloc(s->pending_shift, (size_t)c->n_layers * sizeof *ps);
         if (!ps) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
@@ -309,15 +312,15 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     }
     double t0 = plm_now_ms();
     embed_prompt(s, x, fe);
-    if (hook) PLM_TRY(session_pick_raters(s, x, T));
-    int32_t *pos = malloc((size_t)T * sizeof *pos);
+    if (hook) PLM_TRY(session_pick_raters(s, x, Tp));
+    int32_t *pos = malloc((size_t)Tp * sizeof *pos);
     if (!pos) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
-    for (int64_t i = 0; i < T; i++) pos[i] = (int32_t)i;
+    for (int64_t i = 0; i < Tp; i++) pos[i] = (int32_t)i;
     s->hook_status = PLM_OK;
     s->img_layer_sum = 0;
     pass_hook ph;
     llama_hook pass_storage;
-    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, T, n_logits, lg, T, wk,
+    int64_t kept = llama_forward(&m->llm, s->be, &s->kv, x, pos, Tp, n_logits, lg, Tp, wk,
                                  pass_hook_for(s, hook, &ph, &pass_storage));
     free(pos);
     if (kept < 0) return s->hook_status != PLM_OK ? s->hook_status
@@ -342,7 +345,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         /* the policy evicted: give the rows it dropped back (decode appends at most max_new) */
         int held = 0;
         for (int l = 0; l < c->n_layers; l++) held = s->kv.len[l] > held ? s->kv.len[l] : held;
-        const int need = held + s->max_new + 1;
+        const int need = held + (int)Tl + s->max_new + 1;
         plm_error ignored; /* without memory for the copy the cache stays whole: go on */
         if ((int64_t)need * 4 < (int64_t)s->kv.cap * 3)
             (void)llama_kv_shrink(&s->kv, c, s->be, need, &ignored);
@@ -351,10 +354,14 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
      * unsteered; the answer's first token comes from the last prompt token, which runs again,
      * steered (its rows replaced), as the paper's second pass over the prompt would. */
     const int last_img = m->cfg.has_vision && s->tokens[T - 1] == m->cfg.image_token_id;
-    if (s->max_new > 0 && T > 1 && !last_img && session_kv_resteer(s, T - 1)) {
+    if (s->max_new > 0 && T > 1 && !Tl && !last_img && session_kv_resteer(s, T - 1)) {
         for (int l = 0; l < c->n_layers; l++) s->kv.len[l]--;
         PLM_TRY(step_token(s, s->tokens[T - 1], (int32_t)(T - 1), 0, x, lg, wk));
         op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
+    }
+    for (int64_t i = 0; i < Tl; i++) { /* the late question, a decode step per token */
+        PLM_TRY(step_token(s, s->tokens[Tp + i], (int32_t)(Tp + i), i, x, lg, wk));
+        if (i + 1 == Tl) op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
     }
     s->t.prefill_ms = plm_now_ms() - t0;
 
@@ -379,7 +386,7 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         }
         if (on_token && *piece && on_token(piece, tok, user)) break;
         if (i + 1 == s->max_new) break;
-        st = step_token(s, tok, next_pos++, i, x, lg, wk);
+        st = step_token(s, tok, next_pos++, Tl + i, x, lg, wk);
     }
     const char *rest = "";
     if (st == PLM_OK) st = tok_stream_finish(ts, &rest, &s->err);
@@ -402,8 +409,42 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
     return st;
 }
 
-plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn on_token,
-                                void *user, char **answer)
+/* The tokens of prompt[0, len) must begin the whole prompt's tokens (they do at a word or line
+ * boundary with Llama's tokenizer): the prefill reads those, the rest comes late. */
+static plm_status split_late(plm_session *s, const char *prompt, size_t len)
+{
+    char *head = malloc(len + 1);
+    if (!head) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
+    memcpy(head, prompt, len);
+    head[len] = '\0';
+    const int markers = count_markers(head);
+    char *text = NULL;
+    plm_status st = markers == count_markers(prompt)
+                        ? expand_prompt(s, head, markers ? (int)s->n_feat : 0, &text)
+                        : plm_fail(&s->err, PLM_E_ARG, "the image must come before the late "
+                                   "question");
+    free(head);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (st == PLM_OK) st = tok_encode(s->m->tok, text, strlen(text), 1, &ids, &n, &s->err);
+    free(text);
+    if (st != PLM_OK) return st;
+    const int bos = s->m->prepend_bos && (n == 0 || ids[0] != tok_bos_id(s->m->tok));
+    const size_t total = n + (size_t)bos;
+    int same = total >= 1 && total < s->n_prompt;
+    for (size_t i = 0; same && i < n; i++) same = s->tokens[i + (size_t)bos] == ids[i];
+    free(ids);
+    if (!same)
+        return plm_fail(&s->err, PLM_E_ARG, "the context's tokens do not begin the prompt's "
+                        "(the context must end at a word boundary, before a question)");
+    s->n_late = s->n_prompt - total;
+    return PLM_OK;
+}
+
+/* plm_session_generate, with the prompt's part from byte late_at on read after the prefill
+ * (0: none). */
+static plm_status generate(plm_session *s, const char *prompt, size_t late_at,
+                           plm_token_fn on_token, void *user, char **answer)
 {
     if (answer) *answer = NULL;
     if (!prompt) return plm_fail(&s->err, PLM_E_ARG, "no prompt");
@@ -411,11 +452,13 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     double keep_load = s->t.load_image_ms;
     memset(&s->t, 0, sizeof s->t);
     s->t.load_image_ms = keep_load;
+    s->n_late = 0;
     if (s->be->ops->mem_held) s->be->ops->mem_held(s->be, 1, NULL, NULL);
     if (!(s->p.cache_vision && s->vis_valid)) s->n_feat = 0;
     if (s->has_image && count_markers(prompt) == 1) PLM_TRY(encode_image(s));
     else s->n_feat = 0;
     PLM_TRY(tokenize_prompt(s, prompt));
+    if (late_at) PLM_TRY(split_late(s, prompt, late_at));
     s->t.n_prompt = (int)s->n_prompt;
     s->t.n_image_tokens = (int)s->n_feat;
     strbuf b = {0};
@@ -429,22 +472,41 @@ plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn
     return st;
 }
 
-plm_status plm_session_ask(plm_session *s, const char *question, plm_token_fn on_token,
-                           void *user, char **answer)
+plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn on_token,
+                                void *user, char **answer)
 {
+    return generate(s, prompt, 0, on_token, user, answer);
+}
+
+plm_status plm_session_ask_context(plm_session *s, const char *context, const char *question,
+                                   int late, plm_token_fn on_token, void *user, char **answer)
+{
+    if (answer) *answer = NULL;
     if (!question) return plm_fail(&s->err, PLM_E_ARG, "no question");
-    if (count_markers(question))
-        return plm_fail(&s->err, PLM_E_ARG, "the question contains %s; attach the image with "
-                        "the image call instead", IMAGE_MARKER);
+    if (count_markers(question) || (context && count_markers(context)))
+        return plm_fail(&s->err, PLM_E_ARG, "the %s contains %s; attach the image with "
+                        "the image call instead", count_markers(question) ? "question" : "context",
+                        IMAGE_MARKER);
+    if (late && !(context && *context))
+        return plm_fail(&s->err, PLM_E_ARG, "a late question needs a context before it");
     strbuf b = {0};
     int ok = sb_add(&b, "USER: ", 6);
     if (ok && s->has_image) ok = sb_add(&b, IMAGE_MARKER "\n", strlen(IMAGE_MARKER) + 1);
+    if (ok && context) ok = sb_add(&b, context, strlen(context));
+    const size_t late_at = late ? b.n : 0;
+    if (ok && context) ok = sb_add(&b, "\n", 1);
     ok = ok && sb_add(&b, question, strlen(question)) && sb_add(&b, " ASSISTANT:", 11);
     if (!ok) {
         free(b.p);
         return plm_fail(&s->err, PLM_E_NOMEM, "out of memory");
     }
-    plm_status st = plm_session_generate(s, b.p, on_token, user, answer);
+    plm_status st = generate(s, b.p, late_at, on_token, user, answer);
     free(b.p);
     return st;
+}
+
+plm_status plm_session_ask(plm_session *s, const char *question, plm_token_fn on_token,
+                           void *user, char **answer)
+{
+    return plm_session_ask_context(s, NULL, question, 0, on_token, user, answer);
 }

@@ -192,7 +192,7 @@ plm_status session_kv_begin(plm_session *s, int64_t n_prompt, int64_t cap, int64
     const llama_config *c = &s->m->cfg.text;
     const plm_backend_ops *op = s->be->ops;
     glue_release(s, g);
-    if (n_prompt == (int64_t)s->n_prompt && !(g->sentence = session_prompt_sentences(s)))
+    if (n_prompt <= (int64_t)s->n_prompt && !(g->sentence = session_prompt_sentences(s)))
         return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for the prompt's sentences");
     g->shape = (kv_shape){.n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv = c->n_kv,
                           .head_dim = c->head_dim, .n_prompt = n_prompt, .cap = cap,

@@ -34,6 +34,8 @@ struct plm_session {
     int vit_graph_off;         /* recording failed once: run the tower op by op */
     int32_t *tokens;
     size_t n_prompt, n_tokens, cap_tokens;
+    size_t n_late;             /* the prompt's last tokens read after the prefill, one decode
+                                  step each (a late question); 0: none */
     int keep_logits;
     float *prompt_logits;      /* host [n_logit_rows x vocab] when kept */
     size_t n_logit_rows;       /* prompt positions that reached the last layer */

@@ -16,8 +16,9 @@
 
 static const char *HELP =
     "usage: prunelm eval --data FILE.jsonl --out DIR [options]\n"
-    "Answers every item of a JSONL dataset ({\"id\", \"image\", \"question\", \"answer\", \"type\"};\n"
-    "image paths relative to the file) and scores exact matches of one-word answers.\n"
+    "Answers every item of a JSONL dataset ({\"id\", \"image\", \"context\", \"question\",\n"
+    "\"answer\", \"type\"}; image paths relative to the file; a context is asked as context,\n"
+    "newline, question) and scores exact matches of one-word answers.\n"
     "Writes DIR/results.jsonl (one line per item, made durable as it goes) and DIR/summary.json.\n"
     "  --model DIR       checkpoint (default: the bundled model)\n"
     "  --kv SPEC         KV-cache policy (see prunelm ask --help); give several to sweep: the\n"
@@ -31,6 +32,9 @@ static const char *HELP =
     "                    DIR/<setting>/, then DIR/report.md (a table of accuracy per question\n"
     "                    type, image tokens, KV memory, latency) and DIR/accuracy.png\n"
     "                    (accuracy against image tokens per layer, a line per method)\n"
+    "  --late-question T the items of type T (comma-separated types, or all) that have a\n"
+    "                    context get their question after the KV policy compressed the\n"
+    "                    context's cache (a later turn; see plm_session_ask_context)\n"
     "  --resume          continue DIR/results.jsonl after a crash or ^C: answered items are\n"
     "                    skipped, a torn last line is dropped and that item redone\n"
     "  --limit N         only the first N items\n"
@@ -54,6 +58,7 @@ typedef struct eval_opts {
     const char *prune[EVAL_MAX_SETTINGS], *kv[EVAL_MAX_SETTINGS];
     int n_prune, n_kv;
     const char *kv_quant;
+    const char *late;     /* --late-question: comma-separated item types, or "all" */
     char kv_buf[EVAL_MAX_SETTINGS][2048]; /* the --kv settings joined with --kv-quant */
     int resume, quiet, threads, max_tokens;
     plm_weights_dtype weights;
@@ -90,6 +95,7 @@ static int parse(int argc, char **argv, eval_opts *o)
             }
             o->kv[o->n_kv++] = v;
         } else if (!strcmp(a, "--kv-quant")) { VALUE(); o->kv_quant = v;
+        } else if (!strcmp(a, "--late-question")) { VALUE(); o->late = v;
         } else if (!strcmp(a, "--resume")) { o->resume = 1;
         } else if (!strcmp(a, "-q")) { o->quiet = 1;
         } else if (!strcmp(a, "--limit")) {
@@ -163,7 +169,7 @@ static void progress_show(progress *p, int final)
 }
 
 static char *result_line(const eval_item *it, const char *pred, int correct, const char *error,
-                         plm_session *s)
+                         int late, plm_session *s)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", it->id);
@@ -172,6 +178,7 @@ static char *result_line(const eval_item *it, const char *pred, int correct, con
     cJSON_AddStringToObject(o, "prediction", pred ? pred : "");
     cJSON_AddBoolToObject(o, "correct", correct);
     if (error) cJSON_AddStringToObject(o, "error", error);
+    if (late) cJSON_AddBoolToObject(o, "late_question", 1);
     const plm_timings *t = plm_session_timings(s);
     cJSON *tk = cJSON_AddObjectToObject(o, "tokens");
     cJSON_AddNumberToObject(tk, "prompt", t->n_prompt);
@@ -190,8 +197,23 @@ static char *result_line(const eval_item *it, const char *pred, int correct, con
     return line;
 }
 
+/* Whether --late-question names the item's type (or all), for an item with a context. */
+static int late_for(const char *types, const eval_item *it)
+{
+    if (!types || !it->context) return 0;
+    if (!strcmp(types, "all")) return 1;
+    const size_t n = it->type ? strlen(it->type) : 0;
+    for (const char *p = types; n && *p;) {
+        const char *end = strchr(p, ',');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, it->type, n)) return 1;
+        p += len + (end != NULL);
+    }
+    return 0;
+}
+
 /* Answers one item; an item that fails (a bad image, say) is recorded with its error. */
-static char *answer_item(plm_session *s, const eval_item *it, int *correct)
+static char *answer_item(const eval_opts *o, plm_session *s, const eval_item *it, int *correct)
 {
     char *pred = NULL;
     const char *error = NULL;
@@ -201,10 +223,12 @@ static char *answer_item(plm_session *s, const eval_item *it, int *correct)
         plm_session_clear_image(s);
     else if (plm_session_set_image_file(s, it->image) != PLM_OK)
         error = plm_last_error(s);
-    if (!error && plm_session_ask(s, it->question, NULL, NULL, &pred) != PLM_OK)
+    const int late = late_for(o->late, it);
+    if (!error && plm_session_ask_context(s, it->context, it->question, late, NULL, NULL,
+                                          &pred) != PLM_OK)
         error = plm_last_error(s);
     *correct = !error && eval_is_correct(pred, it->answer);
-    char *line = result_line(it, pred, *correct, error, s);
+    char *line = result_line(it, pred, *correct, error, late, s);
     free(pred);
     return line;
 }
@@ -225,7 +249,7 @@ static int run(const eval_opts *o, plm_session *s, const eval_dataset *ds, eval_
         }
         if (g_stop) break;
         int correct;
-        char *line = answer_item(s, it, &correct);
+        char *line = answer_item(o, s, it, &correct);
         if (!line || eval_results_append(res, line, &err) != PLM_OK) {
             fprintf(stderr, "\nprunelm eval: %s\n", line ? err.msg : "out of memory");
             rc = CLI_FAIL;

@@ -69,7 +69,8 @@ static int prefill(tune_ctx *c, int i, const char *spec, const float **h)
     char *ans = NULL;
     if (plm_session_set_prune(c->s, spec) != PLM_OK ||
         plm_session_set_image_file(c->s, c->items[i]->image) != PLM_OK ||
-        plm_session_ask(c->s, c->items[i]->question, NULL, NULL, &ans) != PLM_OK)
+        plm_session_ask_context(c->s, c->items[i]->context, c->items[i]->question, 0, NULL,
+                                NULL, &ans) != PLM_OK)
         return 0;
     free(ans);
     size_t d;

@@ -39,6 +39,7 @@ static void item_free(eval_item *it)
 {
     free(it->id);
     free(it->image);
+    free(it->context);
     free(it->question);
     free(it->answer);
     free(it->type);
@@ -89,19 +90,7 @@ static plm_status parse_line(const char *path, size_t lineno, const char *line, 
     if (st == PLM_OK) it->question = dup_field(o, "question", 1, path, lineno, &st, err);
     if (st == PLM_OK) it->answer = dup_field(o, "answer", 1, path, lineno, &st, err);
     if (st == PLM_OK) it->type = dup_field(o, "type", 0, path, lineno, &st, err);
-    char *ctx = st == PLM_OK ? dup_field(o, "context", 0, path, lineno, &st, err) : NULL;
-    if (ctx) {
-        size_t n = strlen(ctx) + strlen(it->question) + 2;
-        char *q = malloc(n);
-        if (q) {
-            snprintf(q, n, "%s\n%s", ctx, it->question);
-            free(it->question);
-            it->question = q;
-        } else {
-            st = PLM_E_NOMEM;
-        }
-        free(ctx);
-    }
+    if (st == PLM_OK) it->context = dup_field(o, "context", 0, path, lineno, &st, err);
     char *img = st == PLM_OK ? dup_field(o, "image", 0, path, lineno, &st, err) : NULL;
     cJSON_Delete(o);
     if (st == PLM_OK && img) {

@@ -9,9 +9,11 @@
 #include "prunelm.h"
 
 /* One dataset line: {"id", "image"?, "context"?, "question", "answer", "type"?, ...}. A
- * context (the long text of the KV-cache tasks) is asked as context, a newline, question. */
+ * context (the long text of the KV-cache tasks) is asked as context, a newline, question
+ * (plm_session_ask_context). */
 typedef struct eval_item {
-    char *id, *image, *question, *answer, *type; /* image resolved against the file's folder */
+    char *id, *image, *context, *question, *answer, *type; /* image resolved against the file's
+                                                               folder; context may be NULL */
 } eval_item;
 
 typedef struct eval_dataset {

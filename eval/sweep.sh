@@ -9,6 +9,8 @@
 # kv: the long-context tasks (pass key, multi-key, image-then-dialogue at 4096 tokens, 100
 #   each) with every evicting KV policy at 10%, 20% and 50% of the context, DELTA and Recycled
 #   Attention at 20%, the channel, sparse, quantised and steering policies at their defaults.
+#   The dialogue's question comes late (--late-question dialogue): after the policy compressed
+#   the cache of the image and the conversation, as a later turn would.
 # Writes OUT/report.md and the plots (prunelm eval's sweep), resumable with --resume. The
 # binaries come from PLM_BIN (default build/); data are made under OUT/data.
 set -euo pipefail
@@ -59,4 +61,8 @@ kv)
     exit 2
     ;;
 esac
-exec "$bin/prunelm" eval --model "$model" --data "$data" --out "$out" --max-tokens 8 "${specs[@]}" "$@"
+late=()
+# the dialogue's question comes after the policy compressed the image and the conversation
+[ "$what" = kv ] && late=(--late-question dialogue)
+exec "$bin/prunelm" eval --model "$model" --data "$data" --out "$out" --max-tokens 8 "${late[@]}" \
+    "${specs[@]}" "$@"

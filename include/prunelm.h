@@ -165,6 +165,16 @@ plm_status plm_session_save_mask(plm_session *s, const char *png_path);
  * If answer is non-NULL it receives the whole answer (malloc'd). */
 plm_status plm_session_ask(plm_session *s, const char *question, plm_token_fn on_token, void *user,
                            char **answer);
+/* A question about a long context (a document, an earlier conversation), with the image if one
+ * is set: the prompt is "USER: <image>\n" context "\n" question " ASSISTANT:" (context may be
+ * NULL). With late = 0 that is plm_session_ask of context "\n" question. With late = 1 the
+ * question comes after the context was cached: the prefill reads the context alone, the KV
+ * policy compresses its cache without seeing the question, and the question's tokens follow a
+ * decode step each, as a later turn of a conversation would (the question-agnostic setting of
+ * KV-compression benchmarks). Without a KV policy both give the same answer. The context must
+ * end at a word boundary; prompt logits, when kept, cover the context's rows. */
+plm_status plm_session_ask_context(plm_session *s, const char *context, const char *question,
+                                   int late, plm_token_fn on_token, void *user, char **answer);
 /* The same with a prompt already in template form ("USER: <image>\n... ASSISTANT:"). */
 plm_status plm_session_generate(plm_session *s, const char *prompt, plm_token_fn on_token,
                                 void *user, char **answer);

@@ -80,7 +80,7 @@ Test(eval, image_paths_are_relative_to_the_dataset)
     rmdir(dir);
 }
 
-Test(eval, a_context_goes_before_the_question)
+Test(eval, a_context_stays_beside_the_question)
 {
     char dir[512], path[600];
     tmpdir(dir, sizeof dir, "ds");
@@ -90,9 +90,62 @@ Test(eval, a_context_goes_before_the_question)
     eval_dataset ds;
     plm_error err;
     cr_assert_eq(eval_dataset_load(path, &ds, &err), PLM_OK, "%s", err.msg);
-    cr_assert_str_eq(ds.items[0].question, "The pass key is 123.\nWhat is the pass key?");
+    cr_assert_str_eq(ds.items[0].context, "The pass key is 123.");
+    cr_assert_str_eq(ds.items[0].question, "What is the pass key?");
     cr_assert_null(ds.items[0].image);
     eval_dataset_free(&ds);
+    remove(path);
+    rmdir(dir);
+}
+
+/* --late-question names item types: those items (with a context) read their question after the
+ * KV policy compressed the context and say so in their result line; without a policy their
+ * answers are those of the joint prompt. */
+Test(eval, late_question_applies_to_the_named_types)
+{
+    char dir[512], path[600], cmd[2048];
+    tmpdir(dir, sizeof dir, "late");
+    snprintf(path, sizeof path, "%s/data.jsonl", dir);
+    write_file(path, "{\"id\": \"p\", \"type\": \"passkey\", \"context\": \"The pass key is "
+                     "123. Remember it.\", \"question\": \"What is the pass key?\", "
+                     "\"answer\": \"123\"}\n"
+                     "{\"id\": \"d\", \"type\": \"dialogue\", \"context\": \"USER: Hello.\\n"
+                     "ASSISTANT: Hello, how can I help?\", \"question\": \"What did I say?\", "
+                     "\"answer\": \"hello\"}\n");
+    char *lines[2][2];
+    for (int late = 0; late < 2; late++) {
+        char out[700], res[800], *text;
+        size_t len;
+        plm_error err;
+        snprintf(out, sizeof out, "%s/out%d", dir, late);
+        snprintf(cmd, sizeof cmd, "%s eval -q --threads 1 --max-tokens 3 --model " FIX
+                 "gqa_bf16_sharded --data %s --out %s%s", PLM_CLI, path, out,
+                 late ? " --late-question dialogue,other" : "");
+        cr_assert_eq(system(cmd), 0, "%s", cmd);
+        snprintf(res, sizeof res, "%s/results.jsonl", out);
+        cr_assert_eq(plm_read_file(res, 1 << 20, &text, &len, &err), PLM_OK, "%s", err.msg);
+        char *nl = strchr(text, '\n');
+        cr_assert_not_null(nl);
+        *nl = '\0';
+        lines[late][0] = strdup(text);
+        lines[late][1] = strdup(nl + 1);
+        free(text);
+        remove(res);
+        snprintf(res, sizeof res, "%s/summary.json", out);
+        remove(res);
+        rmdir(out);
+    }
+    cr_assert_null(strstr(lines[0][0], "late_question"), "%s", lines[0][0]);
+    cr_assert_null(strstr(lines[0][1], "late_question"), "%s", lines[0][1]);
+    cr_assert_null(strstr(lines[1][0], "late_question"), "the pass key is not named");
+    cr_assert(strstr(lines[1][1], "\"late_question\":true"), "%s", lines[1][1]);
+    for (int i = 0; i < 2; i++) {
+        const char *a = strstr(lines[0][i], "\"prediction\""), *b = strstr(lines[1][i],
+                                                                          "\"prediction\"");
+        cr_assert(a && b);
+        cr_assert_eq(strncmp(a, b, (size_t)(strchr(a, ',') - a)), 0, "%s vs %s", a, b);
+    }
+    for (int i = 0; i < 4; i++) free(lines[i / 2][i % 2]);
     remove(path);
     rmdir(dir);
 }

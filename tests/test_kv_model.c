@@ -490,3 +490,70 @@ Test(kv_model, autopasta_steers_the_first_answer_token)
     plm_session_free(none);
     plm_model_free(m);
 }
+
+/* A late question (plm_session_ask_context with late = 1) reads the context in the prefill and
+ * the question a decode step at a time after the policy compressed the cache. Without a policy
+ * that is the joint prompt again (the same tokens; the last hidden state equal up to float
+ * summation order). Streaming asked the joint way evicts after the prefill, so the last prompt
+ * row saw every key (bit for bit the unpruned row); asked late, the question sees only the
+ * sinks and the window, so that row moves, while the cache stays within the budget. */
+static plm_session *ask_ctx(plm_model *m, const char *kv, int late)
+{
+    plm_session_params sp = plm_session_default_params();
+    sp.max_tokens = 4;
+    sp.ignore_eos = 1;
+    plm_session *s;
+    plm_error err;
+    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s", plm_last_error(s));
+    cr_assert_eq(plm_session_set_image_file(s, MODEL "/image.png"), PLM_OK);
+    cr_assert_eq(plm_session_ask_context(s, "The pass key is 7 4 1 9. Remember it well, the pass "
+                                         "key is 7 4 1 9. Then we spoke of other things.",
+                                         "What is the pass key?", late, NULL, NULL, NULL),
+                 PLM_OK, "%s: %s", kv, plm_last_error(s));
+    return s;
+}
+
+static float hidden_gap(plm_session *a, plm_session *b)
+{
+    size_t da, db;
+    const float *ha = plm_session_last_hidden(a, &da), *hb = plm_session_last_hidden(b, &db);
+    cr_assert_eq(da, db);
+    float gap = 0;
+    for (size_t i = 0; i < da; i++) gap = fmaxf(gap, fabsf(ha[i] - hb[i]));
+    return gap;
+}
+
+Test(kv_model, a_late_question_sees_the_compressed_context)
+{
+    plm_model *m = load(MODEL);
+    plm_session *joint = ask_ctx(m, "none", 0), *late = ask_ctx(m, "none", 1);
+    cr_assert(late->n_late > 5 && late->n_late < late->n_prompt / 2, "the question's tokens: %zu",
+              late->n_late);
+    cr_assert_eq(joint->n_late, 0);
+    cr_assert_eq(joint->n_prompt, late->n_prompt);
+    cr_assert_eq(memcmp(joint->tokens, late->tokens, joint->n_prompt * sizeof(int32_t)), 0);
+    expect_same_tokens(joint, late, "none, late");
+    cr_assert_lt(hidden_gap(joint, late), 1e-3f, "none: %g", (double)hidden_gap(joint, late));
+
+    const int budget = 24;
+    char kv[64];
+    snprintf(kv, sizeof kv, "streaming:budget=%d,sink=4", budget);
+    plm_session *sj = ask_ctx(m, kv, 0), *sl = ask_ctx(m, kv, 1);
+    cr_assert_eq(hidden_gap(joint, sj), 0.0f, "evicting after the prefill moved the row");
+    cr_assert_gt(hidden_gap(joint, sl), 1e-2f, "the late question saw the evicted rows");
+    for (int l = 0; l < m->cfg.text.n_layers; l++)
+        cr_assert_leq(sl->kv.len[l], budget, "layer %d holds %d rows", l, sl->kv.len[l]);
+
+    char *ans = NULL;
+    cr_assert_eq(plm_session_ask_context(sl, NULL, "What?", 1, NULL, NULL, &ans), PLM_E_ARG);
+    cr_assert(strstr(plm_last_error(sl), "needs a context"), "%s", plm_last_error(sl));
+    cr_assert_eq(plm_session_ask_context(sl, "a <image> here", "What?", 1, NULL, NULL, &ans),
+                 PLM_E_ARG);
+    cr_assert_null(ans);
+    plm_session_free(joint);
+    plm_session_free(late);
+    plm_session_free(sj);
+    plm_session_free(sl);
+    plm_model_free(m);
+}
