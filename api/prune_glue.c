@@ -271,16 +271,15 @@ static plm_status stage_vflowopt(plm_session *s, const vis_bufs *b)
     int64_t n_keep = np - n_drop > 0 ? np - n_drop : 0, nt;
     if (p->spread >= 0) { /* [prunelm] coverage of the projected features */
         float *gram = malloc((size_t)(np * np) * sizeof *gram);
-        float *d_gram = s->be->ops->alloc(s->be, (size_t)(np * np) * sizeof *gram);
         const float *d_prow = b->proj + c0 * Dt;
         nt = -1;
-        if (gram && d_gram) {
-            matmul_rows(s, d_gram, d_prow, np, d_prow, np, Dt);
-            s->be->ops->download(s->be, gram, d_gram, (size_t)(np * np) * sizeof *gram);
+        if (gram && session_dev_grow(s, &s->work, &s->work_floats, (size_t)(np * np),
+                                     "a Gram matrix") == PLM_OK) {
+            matmul_rows(s, s->work, d_prow, np, d_prow, np, Dt);
+            s->be->ops->download(s->be, gram, s->work, (size_t)(np * np) * sizeof *gram);
             nt = prune_spread_select(gram, score + 1, np, n_keep, p->spread, glob);
         }
         free(gram);
-        if (d_gram) s->be->ops->release(s->be, d_gram);
     } else {
         nt = prune_topk_cover(score + 1, g, n_keep, llround(p->cover * (double)n_keep), glob);
     }
@@ -436,15 +435,13 @@ plm_status session_pick_raters(plm_session *s, const float *x, int64_t t)
     int32_t *r = realloc(s->raters, (size_t)nt * sizeof *r);
     if (r) s->raters = r;
     float *sim = malloc((size_t)(nv * nt) * sizeof *sim);
-    float *d_sim = op->alloc(s->be, (size_t)(nv * nt) * sizeof *sim);
-    if (!r || !sim || !d_sim) {
+    if (!r || !sim || session_dev_grow(s, &s->work, &s->work_floats, (size_t)(nv * nt),
+                                       "rater similarities") != PLM_OK) {
         free(sim);
-        if (d_sim) op->release(s->be, d_sim);
         return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
     }
-    matmul_rows(s, d_sim, x + s->img_lo * D, nv, x + t0 * D, nt, D);
-    op->download(s->be, sim, d_sim, (size_t)(nv * nt) * sizeof *sim);
-    op->release(s->be, d_sim);
+    matmul_rows(s, s->work, x + s->img_lo * D, nv, x + t0 * D, nt, D);
+    op->download(s->be, sim, s->work, (size_t)(nv * nt) * sizeof *sim);
     int64_t k = prune_raters(sim, nv, nt, r);
     free(sim);
     if (k < 0) return plm_fail(&s->err, PLM_E_NOMEM, "out of memory for raters");
@@ -507,7 +504,9 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     float *gram = malloc((size_t)(ncand ? ncand * ncand : 1) * sizeof *gram);
     /* the candidates gathered on the device, their Gram matrix there (it alone comes back for
      * the clustering), and the merged rows summed there */
-    float *d_c = ncand ? op->alloc(s->be, (size_t)((ncand + nc) * D + ncand * ncand) * 4) : NULL;
+    const size_t work = (size_t)((ncand + nc) * D + ncand * ncand);
+    float *d_c = ncand && session_dev_grow(s, &s->work, &s->work_floats, work,
+                                           "recycled rows") == PLM_OK ? s->work : NULL;
     float *d_merged = d_c ? d_c + ncand * D : NULL;
     int ok = drop && dscore && cand && src && w && off && rows && gram && (d_c || !ncand);
     if (ok && ncand) {
@@ -525,7 +524,6 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     }
     free(gram);
     if (!ok) {
-        if (d_c) op->release(s->be, d_c);
         free(drop); free(dscore); free(cand); free(src); free(w); free(off); free(rows);
         s->hook_status = plm_fail(&s->err, PLM_E_NOMEM, "out of memory recycling tokens");
         return -1;
@@ -539,7 +537,6 @@ static int64_t recycle_rows(plm_session *s, const llama_layer_view *v, const flo
     prune_gather_rows(s->be, v->x, v->x, D, rows, m);
     if (nc) op->copy2d(s->be, v->x + m * D, D, d_merged, D, nc, D);
     if (n_text) op->copy2d(s->be, v->x + (m + nc) * D, D, park, D, n_text, D);
-    if (d_c) op->release(s->be, d_c); /* waits for the copies reading it */
     int64_t total = m + nc + n_text;
     for (int64_t i = 0; i < total; i++) v->pos[i] = (int32_t)(v->q_pos0 + i);
     for (int l = v->layer + 1; l < c->n_layers; l++) s->pending_shift[l] += (int32_t)(t - total);

@@ -86,6 +86,7 @@ void plm_session_free(plm_session *s)
         llama_kv_free(&s->kv, s->be);
         s->be->ops->release(s->be, s->scratch);
         s->be->ops->release(s->be, s->probs);
+        s->be->ops->release(s->be, s->work);
         s->be->ops->release(s->be, s->feats_dev);
         if (s->vit_graph) s->be->ops->graph_free(s->be, s->vit_graph);
         plm_backend_free(s->be);

@@ -47,6 +47,10 @@ struct plm_session {
     prune_visual prune;
     float *probs;              /* device [n_heads x n_ctx]: attention scores for the stages */
     size_t probs_floats;
+    float *work;               /* device: the pruning stages' working rows (similarities, Gram
+                                  matrices, clusters), grown and kept: a cudaMalloc and a
+                                  synchronising cudaFree per stage cost more than they held */
+    size_t work_floats;
     int64_t img_lo, img_n;     /* the image rows in the current prefill sequence */
     int64_t img_n0;            /* image rows that entered the decoder */
     int64_t img_layer_sum;     /* image rows summed over the layers run (for the average) */
