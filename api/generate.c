@@ -126,6 +126,20 @@ static plm_status encode_image(plm_session *s)
     return PLM_OK;
 }
 
+/* The tokens of prompt with its <image> marker expanded to n_img image tokens, and whether a
+ * BOS must go in front of them (the tokenizer did not put one there). */
+static plm_status encode_text(plm_session *s, const char *prompt, int n_img, int32_t **ids,
+                              size_t *n, int *bos)
+{
+    char *text = NULL;
+    PLM_TRY(expand_prompt(s, prompt, n_img, &text));
+    plm_status st = tok_encode(s->m->tok, text, strlen(text), 1, ids, n, &s->err);
+    free(text);
+    if (st != PLM_OK) return st;
+    *bos = s->m->prepend_bos && (*n == 0 || (*ids)[0] != tok_bos_id(s->m->tok));
+    return PLM_OK;
+}
+
 static plm_status tokenize_prompt(plm_session *s, const char *prompt)
 {
     plm_model *m = s->m;
@@ -140,14 +154,11 @@ static plm_status tokenize_prompt(plm_session *s, const char *prompt)
         return plm_fail(&s->err, PLM_E_ARG, "an image was given but the prompt has no %s marker",
                         IMAGE_MARKER);
     int n_img = markers ? (int)s->n_feat : 0;
-    char *text = NULL;
-    PLM_TRY(expand_prompt(s, prompt, n_img, &text));
     int32_t *ids = NULL;
     size_t n = 0;
-    plm_status st = tok_encode(m->tok, text, strlen(text), 1, &ids, &n, &s->err);
-    free(text);
+    int bos = 0;
+    plm_status st = encode_text(s, prompt, n_img, &ids, &n, &bos);
     if (st != PLM_OK) return plm_fail_prefix(&s->err, st, "prompt: ");
-    int bos = m->prepend_bos && (n == 0 || ids[0] != tok_bos_id(m->tok));
     size_t total = n + (size_t)bos;
     if (total >= (size_t)s->p.n_ctx) {
         free(ids);
@@ -359,10 +370,9 @@ static plm_status run(plm_session *s, plm_token_fn on_token, void *user, strbuf 
         PLM_TRY(step_token(s, s->tokens[T - 1], (int32_t)(T - 1), 0, x, lg, wk));
         op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
     }
-    for (int64_t i = 0; i < Tl; i++) { /* the late question, a decode step per token */
+    for (int64_t i = 0; i < Tl; i++) /* the late question, a decode step per token */
         PLM_TRY(step_token(s, s->tokens[Tp + i], (int32_t)(Tp + i), i, x, lg, wk));
-        if (i + 1 == Tl) op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
-    }
+    if (Tl) op->download(s->be, s->last_hidden, wk, (size_t)D * sizeof(float));
     s->t.prefill_ms = plm_now_ms() - t0;
 
     sampler smp;
@@ -418,18 +428,15 @@ static plm_status split_late(plm_session *s, const char *prompt, size_t len)
     memcpy(head, prompt, len);
     head[len] = '\0';
     const int markers = count_markers(head);
-    char *text = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int bos = 0;
     plm_status st = markers == count_markers(prompt)
-                        ? expand_prompt(s, head, markers ? (int)s->n_feat : 0, &text)
+                        ? encode_text(s, head, markers ? (int)s->n_feat : 0, &ids, &n, &bos)
                         : plm_fail(&s->err, PLM_E_ARG, "the image must come before the late "
                                    "question");
     free(head);
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (st == PLM_OK) st = tok_encode(s->m->tok, text, strlen(text), 1, &ids, &n, &s->err);
-    free(text);
     if (st != PLM_OK) return st;
-    const int bos = s->m->prepend_bos && (n == 0 || ids[0] != tok_bos_id(s->m->tok));
     const size_t total = n + (size_t)bos;
     int same = total >= 1 && total < s->n_prompt;
     for (size_t i = 0; same && i < n; i++) same = s->tokens[i + (size_t)bos] == ids[i];

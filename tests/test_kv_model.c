@@ -27,8 +27,8 @@ static plm_model *load(const char *dir)
     return m;
 }
 
-static plm_session *run(plm_model *m, const char *prune, const char *kv, const char *prompt,
-                        int image, int max_tokens)
+/* A greedy session generating max_tokens (through EOS) under the KV policy kv. */
+static plm_session *new_session(plm_model *m, const char *kv, int max_tokens)
 {
     plm_session_params sp = plm_session_default_params();
     sp.max_tokens = max_tokens;
@@ -36,9 +36,16 @@ static plm_session *run(plm_model *m, const char *prune, const char *kv, const c
     plm_session *s;
     plm_error err;
     cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
+    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s: %s", kv, plm_last_error(s));
+    return s;
+}
+
+static plm_session *run(plm_model *m, const char *prune, const char *kv, const char *prompt,
+                        int image, int max_tokens)
+{
+    plm_session *s = new_session(m, kv, max_tokens);
     plm_session_keep_prompt_logits(s, 1);
     if (prune) cr_assert_eq(plm_session_set_prune(s, prune), PLM_OK, "%s", plm_last_error(s));
-    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s: %s", kv, plm_last_error(s));
     if (image) cr_assert_eq(plm_session_set_image_file(s, MODEL "/image.png"), PLM_OK);
     cr_assert_eq(plm_session_generate(s, prompt, NULL, NULL, NULL), PLM_OK, "%s: %s", kv,
                  plm_last_error(s));
@@ -429,13 +436,7 @@ Test(kv_model, prompt_sentences_follow_the_text)
  * grows it back. */
 static plm_session *run_alloc(plm_model *m, const char *kv, int keep_alloc, int times)
 {
-    plm_session_params sp = plm_session_default_params();
-    sp.max_tokens = 6;
-    sp.ignore_eos = 1;
-    plm_session *s;
-    plm_error err;
-    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
-    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s", plm_last_error(s));
+    plm_session *s = new_session(m, kv, 6);
     s->kv_keep_alloc = keep_alloc;
     for (int i = 0; i < times; i++)
         cr_assert_eq(plm_session_generate(s, TEXT, NULL, NULL, NULL), PLM_OK, "%s",
@@ -499,13 +500,7 @@ Test(kv_model, autopasta_steers_the_first_answer_token)
  * sinks and the window, so that row moves, while the cache stays within the budget. */
 static plm_session *ask_ctx(plm_model *m, const char *kv, int late)
 {
-    plm_session_params sp = plm_session_default_params();
-    sp.max_tokens = 4;
-    sp.ignore_eos = 1;
-    plm_session *s;
-    plm_error err;
-    cr_assert_eq(plm_session_new(m, &sp, &s, &err), PLM_OK, "%s", err.msg);
-    cr_assert_eq(plm_session_set_kv(s, kv), PLM_OK, "%s", plm_last_error(s));
+    plm_session *s = new_session(m, kv, 4);
     cr_assert_eq(plm_session_set_image_file(s, MODEL "/image.png"), PLM_OK);
     cr_assert_eq(plm_session_ask_context(s, "The pass key is 7 4 1 9. Remember it well, the pass "
                                          "key is 7 4 1 9. Then we spoke of other things.",
