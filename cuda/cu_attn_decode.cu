@@ -91,24 +91,25 @@ __device__ static inline void ad_load(const float *src, int d0, int hd, bool liv
 }
 
 /* out[qh] = sum_s acc_s e^(M_s - M) / sum_s L_s e^(M_s - M), over the splits that saw a key
- * (L_s > 0; the others were never scored and hold M_s = -inf). The block's threads split the
- * channels; the partials come from other blocks, so they are read past L1 (__ldcg). */
+ * (L_s > 0; the others were never scored and hold M_s = -inf). One pass with a running max, so
+ * a thread's loads of all splits are independent and go out together (three dependent passes
+ * cost three L2 round trips at the tail of every layer's attention). The block's threads split
+ * the channels; the partials come from other blocks, so they are read past L1 (__ldcg). */
 __device__ static void ad_combine(const float *work, float *out, int64_t qh, int hd, int n_splits)
 {
     const float *w = work + qh * n_splits * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits; s++) M = fmaxf(M, __ldcg(w + s * (hd + 2)));
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float ls = __ldcg(w + s * (hd + 2) + 1);
-        if (ls > 0.0f) L += ls * expf(__ldcg(w + s * (hd + 2)) - M);
-    }
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
+        float M = -INFINITY, L = 0.0f, o = 0.0f;
+#pragma unroll 8
         for (int s = 0; s < n_splits; s++) {
             const float *ws = w + s * (hd + 2);
-            const float ls = __ldcg(ws + 1);
-            if (ls > 0.0f) o += __ldcg(ws + 2 + d) * expf(__ldcg(ws) - M);
+            const float ms = __ldcg(ws), ls = __ldcg(ws + 1), os = __ldcg(ws + 2 + d);
+            if (ls > 0.0f) {
+                const float nm = fmaxf(M, ms), c = expf(M - nm), e = expf(ms - nm);
+                L = L * c + ls * e;
+                o = o * c + os * e;
+                M = nm;
+            }
         }
         out[qh * hd + d] = L > 0.0f ? o / L : 0.0f;
     }
@@ -117,8 +118,9 @@ __device__ static void ad_combine(const float *work, float *out, int64_t qh, int
 template <int P, int QB>
 __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode(ad_params p)
 {
-    /* Fewer rows in flight when q and acc already take many registers. */
-    constexpr int ROWS = QB * P >= 32 ? 2 : 4;
+    /* Fewer rows in flight when q and acc already take many registers, or the rows do (two
+     * steps' rows are live at once, see load below). */
+    constexpr int ROWS = QB * P >= 32 || P >= 8 ? 2 : 4;
     cu_pdl_trigger(); /* the o projection's GEMV may load its weights meanwhile */
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -137,6 +139,25 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
     const int r0 = split * chunk, r1 = min(r0 + chunk, nk_max);
     const int32_t *rows = a.rows ? a.rows + (int64_t)kh * a.n_rows : NULL;
     const int64_t kv_off = (int64_t)kh * hd; /* the kv head's columns in a K/V row */
+
+    /* The K/V rows of a step (key row index: the K/V row and the bias column), loaded one
+     * step ahead of their use: the first step's before the query's barrier below, each next
+     * one while the current step is scored, so a warp waits on memory about once, not once per
+     * step (at a few hundred keys a warp has only a few steps). */
+    float nkv[ROWS][P], nvv[ROWS][P];
+    int nkey[ROWS];
+    auto load = [&](int j0) {
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            const int j = j0 + r;
+            const bool live = j < r1;
+            nkey[r] = rows ? (live ? rows[j] : 0) : j;
+            const int64_t off = (int64_t)nkey[r] * a.kv_stride + kv_off;
+            ad_load<P>(a.k + off, d0, hd, live, p.vec, nkv[r]);
+            ad_load<P>(a.v + off, d0, hd, live, p.vec, nvv[r]);
+        }
+    };
+    if (r0 + warp * ROWS < r1) load(r0 + warp * ROWS);
 
     /* Shared memory: the query rows (read from here at each use, which keeps registers for
      * acc and the K/V rows in flight), then the warps' states for the final merge. */
@@ -171,17 +192,16 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
 
     const int stride = AD_WARPS * ROWS;
     for (int j0 = r0 + warp * ROWS; j0 < r1; j0 += stride) {
+        /* this step's rows, loaded during the previous step (or before the query's barrier) */
         float kv[ROWS][P], vv[ROWS][P];
-        int key[ROWS]; /* key row index: the K/V row and the bias column */
+        int key[ROWS];
 #pragma unroll
         for (int r = 0; r < ROWS; r++) {
-            const int j = j0 + r;
-            const bool live = j < r1;
-            key[r] = rows ? (live ? rows[j] : 0) : j;
-            const int64_t off = (int64_t)key[r] * a.kv_stride + kv_off;
-            ad_load<P>(a.k + off, d0, hd, live, p.vec, kv[r]);
-            ad_load<P>(a.v + off, d0, hd, live, p.vec, vv[r]);
+            key[r] = nkey[r];
+#pragma unroll
+            for (int t = 0; t < P; t++) kv[r][t] = nkv[r][t], vv[r][t] = nvv[r][t];
         }
+        if (j0 + stride < r1) load(j0 + stride);
 #pragma unroll
         for (int g = 0; g < QB; g++) {
             float q[P];

@@ -195,6 +195,37 @@ __device__ static inline void cu_pdl_trigger(void)
 #endif
 }
 
+__device__ static inline uint32_t smem_addr(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Asynchronous copies global -> shared (cp.async, sm_80+): 16 or 8 bytes, or as many zero
+ * bytes when !ok (src-size 0: nothing is read). A thread's copies become groups at
+ * cp_async_commit; cp_async_wait<N> waits until at most N of its groups are in flight, after
+ * which a barrier (__syncwarp, __syncthreads) shows the data to the other threads. */
+__device__ static inline void cp_async16(void *dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ static inline void cp_async8(void *dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(ok ? 8 : 0)
+                 : "memory");
+}
+__device__ static inline void cp_async_commit(void)
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> __device__ static inline void cp_async_wait(void)
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ static inline void cp_async_wait_all(void) { cp_async_wait<0>(); }
+
 /* Launches kernel<<<grid, block, smem, b->stream>>>(args...), with programmatic stream
  * serialization when b->pdl; returns 1, or 0 with the failure recorded. */
 template <typename... KArgs, typename... Args>

@@ -23,6 +23,8 @@
 
 #include "cuda/cu_kv_splitk.cuh"
 
+#define KVB_STAGES 3 /* pipeline depth of the compressed rows' copies (cp.async) */
+
 /* ---- compression --------------------------------------------------------------------------- */
 
 typedef struct kvb_side {
@@ -153,11 +155,45 @@ __device__ static inline void kvb_load_row(const uint64_t *bits, const float *va
         out[t] = (mine >> t) & 1 ? vals[base + __popc(mine & ((1u << t) - 1))] : 0.0f;
 }
 
+/* Bytes of one pipeline stage of one warp: KVS_ROWS rows' K and V bitmaps, then their K
+ * values and V values (each run a multiple of 16 bytes: slots are multiples of 4). */
+__host__ __device__ static inline size_t kvb_stage_bytes(int words, int k_slots, int v_slots)
+{
+    return (size_t)KVS_ROWS * (16u * (size_t)words + 4u * (size_t)(k_slots + v_slots));
+}
+
+/* Starts the copies of rows j0 .. j0 + KVS_ROWS - 1 of kv head kh (those below end; the rest
+ * zero-filled) into one warp's stage. A step's rows are consecutive in the store, so each of
+ * the four arrays is one contiguous run: the lanes copy it 16 bytes (values) or 8 (bitmap
+ * words) at a time. */
+__device__ static inline void kvb_issue(const kvb_attn &p, int kh, int64_t j0, int64_t end,
+                                        char *stage)
+{
+    const int lane = threadIdx.x % 32, W = p.words;
+    const int64_t live = min((int64_t)KVS_ROWS, end - j0), row0 = (int64_t)kh * p.cap + j0;
+    uint64_t *bits = (uint64_t *)stage;
+    float *kv = (float *)(bits + 2 * KVS_ROWS * W), *vv = kv + KVS_ROWS * p.k_slots;
+    for (int x = lane; x < 2 * KVS_ROWS * W; x += 32) {
+        const int side = x / (KVS_ROWS * W), y = x % (KVS_ROWS * W);
+        const bool ok = y / W < live;
+        const uint64_t *src = (side ? p.v_bits : p.k_bits) + row0 * W + y;
+        cp_async8(bits + x, ok ? src : p.k_bits, ok);
+    }
+    for (int x = lane; x < KVS_ROWS * p.k_slots / 4; x += 32) {
+        const bool ok = 4 * x < live * p.k_slots;
+        cp_async16(kv + 4 * x, ok ? p.k_vals + row0 * p.k_slots + 4 * x : p.k_vals, ok);
+    }
+    for (int x = lane; x < KVS_ROWS * p.v_slots / 4; x += 32) {
+        const bool ok = 4 * x < live * p.v_slots;
+        cp_async16(vv + 4 * x, ok ? p.v_vals + row0 * p.v_slots + 4 * x : p.v_vals, ok);
+    }
+}
+
 template <int P, int G>
 __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
 {
     const plm_attn_args &a = p.a;
-    const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int hd = a.head_dim, lane = threadIdx.x % 32, warp = threadIdx.x / 32, W = p.words;
     const kvs_tile tile = kvs_tile_of<G>(a, p.group, p.qgroups, p.chunk);
     const int kh = tile.kh, h0 = tile.h0, ng = tile.ng;
     const int64_t i = tile.i, split = tile.split, r0 = tile.r0, r1 = tile.r1;
@@ -166,29 +202,10 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
     float q[G][P], acc[G][P], m[G], l[G];
     kvs_start<P, G>(a, tile, d0, q, acc, m, l);
 
-    /* One step: KVS_ROWS rows from j0 (rows at or past `end` score -inf). */
-    auto step = [&](int64_t j0, int64_t end, bool compressed) {
-        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
-#pragma unroll
-        for (int r = 0; r < KVS_ROWS; r++) {
-            const int64_t j = j0 + r;
-            const bool live = j < end;
-            if (compressed) {
-                const int64_t row = (int64_t)kh * p.cap + (live ? j : j0);
-                kvb_load_row<P>(p.k_bits + row * p.words, p.k_vals + row * p.k_slots, d0,
-                                live && d0 < hd, kv[r]);
-                kvb_load_row<P>(p.v_bits + row * p.words, p.v_vals + row * p.v_slots, d0,
-                                live && d0 < hd, vv[r]);
-            } else {
-                const int64_t off = j * a.kv_stride + (int64_t)kh * hd + d0;
-#pragma unroll
-                for (int t = 0; t < P; t++) {
-                    const bool ok = live && d0 + t < hd;
-                    kv[r][t] = ok ? a.k[off + t] : 0.0f;
-                    vv[r][t] = ok ? a.v[off + t] : 0.0f;
-                }
-            }
-        }
+    /* Scores KVS_ROWS rows from j0 (rows at or past `end` score -inf) whose lane channels are
+     * in kv/vv, and folds them into each head's running softmax. */
+    auto fold = [&](int64_t j0, int64_t end, const float (&kv)[KVS_ROWS][P],
+                    const float (&vv)[KVS_ROWS][P]) {
 #pragma unroll
         for (int g = 0; g < G; g++) {
             float s[KVS_ROWS];
@@ -204,12 +221,61 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
         }
     };
 
-    const int64_t stride = (int64_t)KVS_WARPS * KVS_ROWS;
+    /* The compressed rows: each warp walks its steps (KVS_ROWS rows, KVS_WARPS * KVS_ROWS
+     * apart) with KVB_STAGES - 1 steps' copies in flight ahead of the one it computes, so the
+     * loads never wait on the bitmap that locates them (the bitmap and the values of a step
+     * arrive together). */
+    extern __shared__ float4 kvb_sm4[];
+    const size_t sb = kvb_stage_bytes(W, p.k_slots, p.v_slots);
+    char *wbuf = (char *)kvb_sm4 + (size_t)warp * KVB_STAGES * sb;
+    const int64_t stride = (int64_t)KVS_WARPS * KVS_ROWS, first = r0 + warp * KVS_ROWS;
     const int64_t c_end = min(r1, p.nc);
-    for (int64_t j0 = r0 + warp * KVS_ROWS; j0 < c_end; j0 += stride) step(j0, c_end, true);
+    const int64_t n_steps = first < c_end ? (c_end - first + stride - 1) / stride : 0;
+#pragma unroll
+    for (int s = 0; s < KVB_STAGES - 1; s++) {
+        if (s < n_steps) kvb_issue(p, kh, first + s * stride, c_end, wbuf + s * sb);
+        cp_async_commit(); /* empty groups keep the count of groups per step fixed */
+    }
+    for (int64_t n = 0; n < n_steps; n++) {
+        const int64_t nx = n + KVB_STAGES - 1;
+        if (nx < n_steps) kvb_issue(p, kh, first + nx * stride, c_end, wbuf + (nx % KVB_STAGES) * sb);
+        cp_async_commit();
+        cp_async_wait<KVB_STAGES - 1>(); /* step n's group has landed */
+        __syncwarp();
+        const char *st = wbuf + (n % KVB_STAGES) * sb;
+        const uint64_t *kb = (const uint64_t *)st, *vb = kb + KVS_ROWS * W;
+        const float *kvals = (const float *)(vb + KVS_ROWS * W);
+        const float *vvals = kvals + KVS_ROWS * p.k_slots;
+        const int64_t j0 = first + n * stride;
+        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
+#pragma unroll
+        for (int r = 0; r < KVS_ROWS; r++) {
+            const bool live = j0 + r < c_end && d0 < hd;
+            kvb_load_row<P>(kb + r * W, kvals + r * p.k_slots, d0, live, kv[r]);
+            kvb_load_row<P>(vb + r * W, vvals + r * p.v_slots, d0, live, vv[r]);
+        }
+        fold(j0, c_end, kv, vv);
+        __syncwarp(); /* the stage is read before the next step's copies overwrite it */
+    }
+    cp_async_wait_all();
+
     /* The dense rows of this chunk, starting on a KVS_ROWS boundary of the chunk's own grid. */
     const int64_t d_beg = max(r0, p.nc);
-    for (int64_t j0 = d_beg + warp * KVS_ROWS; j0 < r1; j0 += stride) step(j0, r1, false);
+    for (int64_t j0 = d_beg + warp * KVS_ROWS; j0 < r1; j0 += stride) {
+        float kv[KVS_ROWS][P], vv[KVS_ROWS][P];
+#pragma unroll
+        for (int r = 0; r < KVS_ROWS; r++) {
+            const bool live = j0 + r < r1;
+            const int64_t off = (j0 + r) * a.kv_stride + (int64_t)kh * hd + d0;
+#pragma unroll
+            for (int t = 0; t < P; t++) {
+                const bool ok = live && d0 + t < hd;
+                kv[r][t] = ok ? a.k[off + t] : 0.0f;
+                vv[r][t] = ok ? a.v[off + t] : 0.0f;
+            }
+        }
+        fold(j0, r1, kv, vv);
+    }
 
     kvs_finish<P, G>(a, acc, m, l, h0, ng, i, split, p.n_splits, p.work);
 }
@@ -297,9 +363,11 @@ static void cu_kvb_attend(cu_backend *b, const plm_attn_args *a, const plm_kv_bi
     int64_t nk = a->causal ? a->q_pos0 + a->tq : a->tk;
     if (nk > a->tk) nk = a->tk;
     p.work = kb->work;
+    const size_t stages = (size_t)KVS_WARPS * KVB_STAGES *
+                          kvb_stage_bytes(kb->words, kb->k_slots, kb->v_slots);
     kvs_with_pg(hd, G, [&](auto P, auto G_) {
         kvs_launch(b, k_kvb_attend<decltype(P)::value, decltype(G_)::value>,
-                   "k_kvb_attend", (int)P, p, nk, kb->work_floats);
+                   "k_kvb_attend", (int)P, p, nk, kb->work_floats, stages);
     });
 }
 

@@ -269,14 +269,19 @@ __device__ static inline void kvs_softmax_step(const float (&s)[G][KVS_ROWS],
 /* The store attend launch: plans the splits for one wave of resident blocks of kern (an
  * instance of the store's kernel for P lanes' channels), launches it on grid (splits,
  * n_kv * qgroups, tq), then combines the splits. Params holds a, qgroups, n_splits, chunk and
- * work, the kernel's argument; `launch` names the kernel (a string literal: "k_..."). */
+ * work, the kernel's argument; `launch` names the kernel (a string literal: "k_..."); kern_smem:
+ * the dynamic shared memory the kernel needs besides kvs_finish's (the larger is given). */
 template <typename Params>
 static void kvs_launch(cu_backend *b, void (*kern)(Params), const char *launch, int P, Params &p,
-                       int64_t nk, int64_t work_floats)
+                       int64_t nk, int64_t work_floats, size_t kern_smem = 0)
 {
-    const size_t smem = sizeof(float) * ((size_t)KVS_WARPS * 32 * P + 2 * KVS_WARPS);
+    size_t smem = sizeof(float) * ((size_t)KVS_WARPS * 32 * P + 2 * KVS_WARPS);
+    if (smem < kern_smem) smem = kern_smem;
     int n_sm = 0, occ = 0;
     if (!CU_OK(b, cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, b->device)) ||
+        (smem > 48 * 1024 &&
+         !CU_OK(b, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem))) ||
         !CU_OK(b, cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, KVS_WARPS * 32,
                                                                 smem)))
         return;
