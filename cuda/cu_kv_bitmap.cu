@@ -11,12 +11,15 @@
  * for float32 and one query per head it is a bandwidth problem, not a tensor-core one (the
  * paper's SpMV decompresses 64-wide tiles to shared memory for half-precision MMAs). Lane l
  * owns channels l*P .. l*P+P-1 (P = ceil(head_dim/32) rounded to a power of two, so they sit
- * in one bitmap word); its values of a row start at slot popcount(bits below l*P), so a warp
- * reads each row's packed values as one contiguous run and q.k needs no decompression: each
- * lane multiplies its kept values by its query channels, a warp sum gives the score, and the
- * same lane adds p * v for its V channels. A warp takes KVS_ROWS rows per step (their loads in
- * flight together), KVS_WARPS warps share a block's chunk of rows, and the key range is split
- * over blocks (split-K flash decoding: each block writes its running max, normaliser and
+ * in one bitmap word); its values of a row start at slot popcount(bits below l*P), so q.k
+ * needs no decompression: each lane multiplies its kept values by its query channels, a warp
+ * sum gives the score, and the same lane adds p * v for its V channels. A warp takes KVS_ROWS
+ * rows per step; their bitmaps and values are consecutive in the store, so the warp copies the
+ * step's four runs to its shared-memory stage with cp.async, KVB_STAGES - 1 steps ahead of the
+ * one it computes. (Read straight from global memory, a value's address waited on its row's
+ * bitmap: two dependent loads per step, and the kernel ran at dense speed with half the bytes,
+ * 2026-12-07.) KVS_WARPS warps share a block's chunk of rows, and the key range is split over
+ * blocks (split-K flash decoding: each block writes its running max, normaliser and
  * unnormalised output; a second kernel combines them), so one query fills the GPU. Rows at or
  * past the store's n_rows come from the dense cache in the same block. */
 #include <math.h>
@@ -238,7 +241,8 @@ __global__ void __launch_bounds__(KVS_WARPS * 32) k_kvb_attend(kvb_attn p)
     }
     for (int64_t n = 0; n < n_steps; n++) {
         const int64_t nx = n + KVB_STAGES - 1;
-        if (nx < n_steps) kvb_issue(p, kh, first + nx * stride, c_end, wbuf + (nx % KVB_STAGES) * sb);
+        if (nx < n_steps)
+            kvb_issue(p, kh, first + nx * stride, c_end, wbuf + (nx % KVB_STAGES) * sb);
         cp_async_commit();
         cp_async_wait<KVB_STAGES - 1>(); /* step n's group has landed */
         __syncwarp();
