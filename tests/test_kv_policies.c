@@ -331,3 +331,55 @@ Test(kv_d2o, behaviour)
     expect_error(&kv_d2o_ops, "d2o:budget=8,alpha=0,beta=0", "alpha + beta must be above 0");
     expect_error(&kv_d2o_ops, "d2o:budget=8,alpha=1.5", "alpha=1.5, expected a number from 0");
 }
+
+/* The nearest kept key by cosine similarity (EMS and D2O merge by it), against the pairwise
+ * definition in double: more sources than one product block, a zero key (norm clamped: its
+ * similarities are 0, and the first target wins) and a source equal to a target (1). */
+Test(kv_cos_nearest, matches_the_pairwise_definition)
+{
+    enum { N_KV = 2, HD = 5, LEN = 700 };
+    float *k = malloc(sizeof(float) * LEN * N_KV * HD);
+    int32_t src[600], dst[90], best[600];
+    float sim[600];
+    cr_assert(k);
+    unsigned s = 12345;
+    for (int i = 0; i < LEN * N_KV * HD; i++) {
+        s = s * 1103515245u + 12345u;
+        k[i] = (float)((s >> 8) & 0xffff) / 32768.0f - 1.0f;
+    }
+    for (int c = 0; c < HD; c++) k[(int64_t)7 * N_KV * HD + HD + c] = 0.0f; /* row 7, head 1 */
+    for (int j = 0; j < 90; j++) dst[j] = 600 + j;
+    for (int i = 0; i < 600; i++) src[i] = i;
+    for (int c = 0; c < HD; c++) /* source 11 is target 20's key, head 1 */
+        k[(int64_t)11 * N_KV * HD + HD + c] = k[(int64_t)dst[20] * N_KV * HD + HD + c];
+    for (int h = 0; h < N_KV; h++) {
+        kv_cos_nearest(k, N_KV, HD, h, src, 600, dst, 90, best, sim);
+        for (int i = 0; i < 600; i++) {
+            const float *a = k + (int64_t)src[i] * N_KV * HD + h * HD;
+            double top = -2;
+            int32_t arg = -1;
+            for (int j = 0; j < 90; j++) {
+                const float *b = k + (int64_t)dst[j] * N_KV * HD + h * HD;
+                double dot = 0, na = 0, nb = 0;
+                for (int c = 0; c < HD; c++) {
+                    dot += (double)a[c] * b[c];
+                    na += (double)a[c] * a[c];
+                    nb += (double)b[c] * b[c];
+                }
+                const double v = dot / (fmax(sqrt(na), 1e-6) * fmax(sqrt(nb), 1e-6));
+                if (v > top + 1e-6) top = v, arg = dst[j];
+            }
+            cr_assert_float_eq(sim[i], top, 1e-5, "head %d source %d: %g, want %g", h, i,
+                               sim[i], top);
+            cr_assert_eq(best[i], arg, "head %d source %d: nearest %d, want %d", h, i, best[i],
+                         arg);
+        }
+    }
+    kv_cos_nearest(k, N_KV, HD, 1, src + 11, 1, dst, 90, best, sim);
+    cr_assert_eq(best[0], dst[20]);
+    cr_assert_float_eq(sim[0], 1.0f, 1e-5);
+    kv_cos_nearest(k, N_KV, HD, 1, src + 7, 1, dst, 90, best, sim); /* a zero key */
+    cr_assert_float_eq(sim[0], 0.0f, 1e-6);
+    cr_assert_eq(best[0], dst[0]);
+    free(k);
+}
