@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(AD_WARPS * 32, AD_BLOCKS_PER_SM) k_attn_decode
      * steps' rows are live at once, see load below). */
     constexpr int ROWS = QB * P >= 32 || P >= 8 ? 2 : 4;
     cu_pdl_trigger(); /* the o projection's GEMV may load its weights meanwhile */
+    cu_pdl_wait();    /* launched early (cu_launch_pdl): q and the cache's new row */
     const plm_attn_args &a = p.a;
     const int hd = a.head_dim, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int kh = blockIdx.y / p.qblocks, u0 = (blockIdx.y % p.qblocks) * QB;
@@ -309,8 +310,7 @@ template <int P, int QB> static void ad_launch(cu_backend *b, const ad_params &p
 {
     const size_t smem = sizeof(float) * ((size_t)(QB + AD_WARPS) * 32 * P + 2 * AD_WARPS);
     const dim3 grid((unsigned)p.n_splits, (unsigned)(p.a.n_kv * p.qblocks));
-    k_attn_decode<P, QB><<<grid, AD_WARPS * 32, smem, b->stream>>>(p);
-    CU_LAUNCHED(b, "k_attn_decode");
+    cu_launch_pdl(b, "k_attn_decode", k_attn_decode<P, QB>, grid, dim3(AD_WARPS * 32), smem, p);
 }
 
 /* QB: query rows per block, the pairs rounded up to a power of two, at most 8 (4 for P = 8,

@@ -77,6 +77,7 @@ __global__ void k_add_rmsnorm(float *y, float *x, const float *h, const float *g
 {
     __shared__ float red[32];
     cu_pdl_trigger();
+    cu_pdl_wait(); /* launched early (cu_launch_pdl): x and h come from the kernels before */
     float *xr = x + blockIdx.x * n;
     const float *hr = h + blockIdx.x * n;
     float *yr = y + blockIdx.x * n;
@@ -170,6 +171,7 @@ void cu_add_rmsnorm(cu_backend *b, float *y, float *x, const float *h, const flo
     while (threads < 1024 && threads * 4 < n) threads *= 2;
     int kind = 0;
     void *tw = cu_twin_begin(b, y, m, m * n, &kind);
-    k_add_rmsnorm<<<(unsigned)m, threads, 0, b->stream>>>(y, x, h, g, n, eps, tw, kind);
-    if (CU_LAUNCHED(b, "k_add_rmsnorm")) cu_twin_done(b);
+    if (cu_launch_pdl(b, "k_add_rmsnorm", k_add_rmsnorm, dim3((unsigned)m), dim3(threads), 0, y,
+                      x, h, g, n, eps, tw, kind))
+        cu_twin_done(b);
 }

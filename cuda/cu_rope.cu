@@ -87,6 +87,7 @@ void cu_rope_qk(cu_backend *b, float *q, int64_t q_stride, int n_q, float *k, in
 __global__ void k_rope_append(plm_rope_step a)
 {
     cu_pdl_trigger();
+    cu_pdl_wait(); /* launched early (cu_launch_pdl): q, k_new and v_new come from the GEMV */
     const int half = a.hd / 2, nh = a.n_q + a.n_k;
     const int64_t kvd = (int64_t)a.n_k * a.hd, row = *a.row;
     const float p = (float)*a.pos;
@@ -120,6 +121,6 @@ void cu_rope_append(cu_backend *b, const plm_rope_step *a)
     }
     const int64_t n = (int64_t)(a->n_q + a->n_k) * (a->hd / 2) + (int64_t)a->n_k * a->hd;
     if (n == 0) return;
-    k_rope_append<<<cu_grid(n, ROPE_THREADS), ROPE_THREADS, 0, b->stream>>>(*a);
-    CU_LAUNCHED(b, "k_rope_append");
+    cu_launch_pdl(b, "k_rope_append", k_rope_append, dim3(cu_grid(n, ROPE_THREADS)),
+                  dim3(ROPE_THREADS), 0, *a);
 }
