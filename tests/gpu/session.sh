@@ -9,7 +9,7 @@
 # session.tgz, re-packed after every step (so a timeout loses only the step it cut): one log per
 # step and each benchmark's table (the device tool returns at most 8 files, so they travel in
 # one). TOKENIZER_JSON (the Llama-2 tokenizer.json) enables the 7B steps. QUICK=1 stops after
-# the pruning bench; SKIP_TESTS=1 skips the tests (run by an earlier call).
+# the pruning bench (plus early launches off and the profile); SKIP_TESTS=1 skips the tests (run by an earlier call).
 set -u
 dir=${1:?PACK}
 dest=${2:?OUT}
@@ -47,6 +47,10 @@ if [ -n "$tok" ]; then
         --prune sparsevlm:tokens=64 --prune sparsevlm:tokens=192 --prune pyramiddrop:lambda=0.25 \
         --prune random:tokens=64 --prune uniform-grid:tokens=64
     if [ "${QUICK:-0}" = 1 ]; then
+        # early launches off (the decode step's A/B), and the kernel-by-kernel profile
+        step bench_7b_nopdl env PLM_CUDA_PDL=0 "${b7[@]}"
+        step profile_7b env PLM_CUDA_PROFILE="$out/profile_7b.txt" "$dir/prunelm" bench \
+            --model "$l7b" --image "$img" --prompt-tokens 40 --gen 16 --repeat 1
         rm -rf "$l7b"
         l7b=
     fi
