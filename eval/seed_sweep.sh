@@ -10,7 +10,7 @@ work=${2:?WORK}
 mkdir -p "$work"
 for f in "$items"/*.jsonl.gz; do
     n=$(basename "$f" .jsonl.gz)
-    [ -f "$work/$n/summary.json" ] && continue
+    [ -e "$work/$n/results.jsonl" ] && continue # (a resumed run may have gone further)
     mkdir -p "$work/$n"
     gzip -dc "$f" >"$work/$n/results.jsonl"
     [ -f "$items/$n.summary.json" ] && cp "$items/$n.summary.json" "$work/$n/summary.json"
