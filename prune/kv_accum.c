@@ -141,7 +141,8 @@ int kv_head_signature(const float *score, int n_bits, int64_t len, int words, ui
             free(idx);
             return -1;
         }
-        for (int64_t i = 0; i < half; i++) sig[(int64_t)idx[i] * words + b / 64] |= 1ull << (b % 64);
+        for (int64_t i = 0; i < half; i++)
+            sig[(int64_t)idx[i] * words + b / 64] |= 1ull << (b % 64);
     }
     free(idx);
     return 0;
