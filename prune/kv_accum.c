@@ -236,48 +236,34 @@ static void unit_rows(const float *k, int64_t rs, int hd, int h, const int32_t *
  * unit rows (ns x nd x hd: at 4096 keys and 10% kept, 1.5 M pairs a head and layer, which the
  * pairwise loop this replaced took ~0.4 s a prompt for), done by BLAS a block of src rows at
  * a time; then each row's arg max. */
-void kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src, int64_t ns,
-                    const int32_t *dst, int64_t nd, int32_t *best, float *sim)
+int kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src, int64_t ns,
+                   const int32_t *dst, int64_t nd, int32_t *best, float *sim)
 {
     const int64_t rs = (int64_t)n_kv * hd, blk = ns < COS_BLOCK ? ns : COS_BLOCK;
-    float *dn = NULL, *sn = NULL, *s = NULL;
-    if (nd > 0 && ns > 0) {
-        dn = malloc((size_t)(nd * hd) * sizeof *dn);
-        sn = malloc((size_t)(blk * hd) * sizeof *sn);
-        s = malloc((size_t)(blk * nd) * sizeof *s);
+    const size_t dn_n = (size_t)(nd * hd), sn_n = (size_t)(blk * hd), s_n = (size_t)(blk * nd);
+    float *dn = malloc((dn_n ? dn_n : 1) * sizeof *dn);
+    float *sn = malloc((sn_n ? sn_n : 1) * sizeof *sn), *s = malloc((s_n ? s_n : 1) * sizeof *s);
+    if (!dn || !sn || !s) {
+        free(dn);
+        free(sn);
+        free(s);
+        return -1;
     }
-    const int ok = dn && sn && s;
-    if (ok) unit_rows(k, rs, hd, h, dst, nd, dn);
+    unit_rows(k, rs, hd, h, dst, nd, dn);
     for (int64_t i0 = 0; i0 < ns; i0 += blk) {
         const int64_t m = ns - i0 < blk ? ns - i0 : blk;
-        if (ok) {
-            unit_rows(k, rs, hd, h, src + i0, m, sn);
+        unit_rows(k, rs, hd, h, src + i0, m, sn);
+        if (nd > 0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nd, hd, 1.0f, sn,
                         hd, dn, hd, 0.0f, s, (int)nd);
-        }
         for (int64_t i = 0; i < m; i++) {
             float top = -2.0f;
             int32_t arg = nd > 0 ? dst[0] : -1;
-            for (int64_t j = 0; j < nd; j++) {
-                float v;
-                if (ok) {
-                    v = s[i * nd + j];
-                } else { /* out of memory for the blocks: the same similarity, pair by pair */
-                    const float *a = k + (int64_t)src[i0 + i] * rs + (int64_t)h * hd;
-                    const float *b = k + (int64_t)dst[j] * rs + (int64_t)h * hd;
-                    double dot = 0, na = 0, nb = 0;
-                    for (int c = 0; c < hd; c++) {
-                        dot += (double)a[c] * b[c];
-                        na += (double)a[c] * a[c];
-                        nb += (double)b[c] * b[c];
-                    }
-                    v = (float)(dot / (fmax(sqrt(na), 1e-6) * fmax(sqrt(nb), 1e-6)));
-                }
-                if (v > top) { /* ties: the earlier entry */
-                    top = v;
+            for (int64_t j = 0; j < nd; j++)
+                if (s[i * nd + j] > top) { /* ties: the earlier entry */
+                    top = s[i * nd + j];
                     arg = dst[j];
                 }
-            }
             best[i0 + i] = arg;
             sim[i0 + i] = top;
         }
@@ -285,6 +271,7 @@ void kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src,
     free(dn);
     free(sn);
     free(s);
+    return 0;
 }
 
 int64_t kv_merge_weighted(int32_t head, const int32_t *src, const int32_t *tgt, const float *w,

@@ -64,9 +64,10 @@ int64_t kv_hamming_pick(const uint64_t *sig, int words, const int32_t *cand, int
 
 /* ---- similarity merge ------------------------------------------------------------------------ */
 /* For kv head h of keys [len x n_kv*hd]: for each src row, the dst row (an entry of dst) whose
- * key is most cosine-similar (ties: the earlier entry), and that similarity. */
-void kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src, int64_t ns,
-                    const int32_t *dst, int64_t nd, int32_t *best, float *sim);
+ * key is most cosine-similar (ties: the earlier entry), and that similarity. Returns 0, or -1
+ * when out of memory (nothing written). */
+int kv_cos_nearest(const float *k, int n_kv, int hd, int h, const int32_t *src, int64_t ns,
+                   const int32_t *dst, int64_t nd, int32_t *best, float *sim);
 
 /* Folds sources into targets as weighted means, as kv_merge entries for head `head`:
  *   row t = (w_self[t] * row t + sum_i w[i] * row src_i) / den_t,

@@ -169,8 +169,9 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
         int32_t *ev = st->evict + (int64_t)h * cap, *best = st->best + (int64_t)h * cap;
         float *sim = st->sim + (int64_t)h * cap;
         prune_complement(st->keep + (int64_t)h * n, n, len, ev);
-        kv_cos_nearest(v->k, nkv, sh->head_dim, h, ev, ne, st->keep + (int64_t)h * n, n, best,
-                       sim);
+        if (kv_cos_nearest(v->k, nkv, sh->head_dim, h, ev, ne, st->keep + (int64_t)h * n, n,
+                           best, sim) < 0)
+            return plm_fail(err, PLM_E_NOMEM, "d2o: out of memory");
         for (int64_t i = 0; i < ne; i++) mean += sim[i];
     }
     mean /= (double)(ne * nkv);

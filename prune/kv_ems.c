@@ -142,7 +142,9 @@ static plm_status plan(kv_policy *p, const kv_view *v, kv_plan *out, plm_error *
         const int32_t *kp = st->keep + (int64_t)h * n;
         const float *sc = st->score + (int64_t)h * len;
         const int64_t ne = prune_complement(kp, n, len, st->evict);
-        kv_cos_nearest(v->k, nkv, sh->head_dim, h, st->evict, ne, kp, n, st->best, st->simv);
+        if (kv_cos_nearest(v->k, nkv, sh->head_dim, h, st->evict, ne, kp, n, st->best,
+                           st->simv) < 0)
+            return plm_fail(err, PLM_E_NOMEM, "ems: out of memory");
         int64_t nmerge = 0; /* the evicted rows that join a centre; the rest: zero class */
         for (int64_t i = 0; i < ne; i++)
             if (st->simv[i] >= st->sim) {

@@ -353,7 +353,7 @@ Test(kv_cos_nearest, matches_the_pairwise_definition)
     for (int c = 0; c < HD; c++) /* source 11 is target 20's key, head 1 */
         k[(int64_t)11 * N_KV * HD + HD + c] = k[(int64_t)dst[20] * N_KV * HD + HD + c];
     for (int h = 0; h < N_KV; h++) {
-        kv_cos_nearest(k, N_KV, HD, h, src, 600, dst, 90, best, sim);
+        cr_assert_eq(kv_cos_nearest(k, N_KV, HD, h, src, 600, dst, 90, best, sim), 0);
         for (int i = 0; i < 600; i++) {
             const float *a = k + (int64_t)src[i] * N_KV * HD + h * HD;
             double top = -2;
@@ -375,10 +375,11 @@ Test(kv_cos_nearest, matches_the_pairwise_definition)
                          arg);
         }
     }
-    kv_cos_nearest(k, N_KV, HD, 1, src + 11, 1, dst, 90, best, sim);
+    cr_assert_eq(kv_cos_nearest(k, N_KV, HD, 1, src + 11, 1, dst, 90, best, sim), 0);
     cr_assert_eq(best[0], dst[20]);
     cr_assert_float_eq(sim[0], 1.0f, 1e-5);
-    kv_cos_nearest(k, N_KV, HD, 1, src + 7, 1, dst, 90, best, sim); /* a zero key */
+    /* a zero key */
+    cr_assert_eq(kv_cos_nearest(k, N_KV, HD, 1, src + 7, 1, dst, 90, best, sim), 0);
     cr_assert_float_eq(sim[0], 0.0f, 1e-6);
     cr_assert_eq(best[0], dst[0]);
     free(k);
